@@ -1,0 +1,51 @@
+"""logshelf: a shelve-compatible persistent object store on an append-only,
+checksummed log, safe for many processes.
+
+>>> import logshelf, tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "state.db")
+>>> with logshelf.open(path) as db:
+...     db["answer"] = {"value": 42}
+>>> with logshelf.open(path, "r") as db:
+...     db["answer"]
+{'value': 42}
+
+Values are pickles: only open stores you trust.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    CodecUnavailableError,
+    CorruptionError,
+    FormatError,
+    HandlePoisonedError,
+    LockTimeoutError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreError,
+    StoreNotFoundError,
+)
+from .store import DEFAULT_PROTOCOL, Shelf, open
+
+try:
+    __version__ = version("logshelf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "CodecUnavailableError",
+    "CorruptionError",
+    "FormatError",
+    "HandlePoisonedError",
+    "LockTimeoutError",
+    "ReadOnlyError",
+    "Shelf",
+    "StoreClosedError",
+    "StoreError",
+    "StoreNotFoundError",
+    "__version__",
+    "open",
+]

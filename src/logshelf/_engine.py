@@ -1,0 +1,862 @@
+"""The bytes-level engine: str keys to stored values on an append-only log.
+
+The engine owns the index, the segment set, recovery, the write path, refresh
+from other processes, transactions and durability. It never pickles: values
+arrive already serialized (``store.py`` does that), which keeps this layer
+inspectable with raw bytes.
+
+Concurrency model (details in ``docs/concurrency.md``):
+
+* One ``threading.RLock`` per handle serializes threads using that handle.
+* Writers of all processes serialize on the store's writer lock. Under it a
+  writer first catches up with what others appended (the write offset is the
+  file's size, never a cached counter), cuts a torn tail if a crashed writer
+  left one, then appends one batch with one ``write``.
+* Readers never lock. Before each operation a handle compares the active
+  segment's size with the end of what it has applied and parses only complete,
+  committed batches beyond it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+import weakref
+import zlib
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import _format as fmt
+from ._codecs import Codec
+from ._fs import FileSystem
+from ._locking import WriterLock
+from ._segment import Segment, SegmentScan
+from .errors import (
+    CorruptionError,
+    FormatError,
+    HandlePoisonedError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreNotFoundError,
+)
+
+__all__ = ["DURABILITY_MODES", "Encoded", "Engine"]
+
+DURABILITY_MODES = ("none", "always", "interval")
+
+# Index entries pack (segment slot, record offset) into one int: 63 bytes a
+# key against 153 for a tuple (storage notes §8). 40 bits of offset allow
+# segments up to 1 TiB; 20 bits of slot, a million segments.
+_SLOT_SHIFT = 40
+_OFFSET_MASK = (1 << _SLOT_SHIFT) - 1
+_MAX_SEGMENTS = 1 << 20
+
+_HEADER_END = fmt.SEGMENT_HEADER.size
+# At most this much of a torn tail is copied to quarantine/ before it is cut.
+_QUARANTINE_MAX = 16 << 20
+
+_PUT = fmt.KIND_PUT
+_DELETE = fmt.KIND_DELETE
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A value prepared for writing: codec applied and checksummed, outside any lock."""
+
+    codec: int
+    data: bytes
+    rawlen: int
+    vcrc: int
+
+
+# Live engines, so a fork can be detected without a getpid() per operation.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    for engine in list(_engines):
+        engine._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+def encode_key(key: str) -> bytes:
+    """UTF-8 bytes of a key, checked against the format's limits.
+
+    Raises:
+        ValueError: the key holds lone surrogates or is longer than 65535 bytes.
+    """
+    try:
+        data = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"key {key!r} cannot be encoded as UTF-8: {exc.reason}") from None
+    if len(data) > fmt.MAX_KEY_BYTES:
+        raise ValueError(
+            f"key of {len(data)} bytes is too long (at most {fmt.MAX_KEY_BYTES} bytes "
+            f"in UTF-8): {key[:40]!r}..."
+        )
+    return data
+
+
+def encode_value(codec: int, data: bytes, rawlen: int) -> Encoded:
+    """Checksum an (already compressed) value for writing."""
+    return Encoded(codec, data, rawlen, zlib.crc32(data))
+
+
+class Engine:
+    """A handle on one store directory; see the module docstring.
+
+    Args:
+        path: the store directory.
+        flag: "r", "w", "c" or "n" with dbm meanings.
+        durability: "none", "always" or "interval".
+        sync_interval: seconds between syncs in "interval" mode.
+        lock_timeout: seconds to wait for the writer lock; None waits forever.
+        lock_backend: "auto", "flock" or "filelock".
+        max_segment_size: roll over to a new segment beyond this many bytes.
+        fs: the file-system layer (tests inject faults through it).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        flag: str = "c",
+        *,
+        durability: str = "none",
+        sync_interval: float = 1.0,
+        lock_timeout: float | None = None,
+        lock_backend: str = "auto",
+        max_segment_size: int = 128 << 20,
+        fs: FileSystem | None = None,
+    ) -> None:
+        if flag not in ("r", "w", "c", "n"):
+            raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(
+                f"durability must be one of {DURABILITY_MODES}, not {durability!r}"
+            )
+        if not sync_interval >= 0:
+            raise ValueError(f"sync_interval must be >= 0 seconds, not {sync_interval!r}")
+        if lock_timeout is not None and not lock_timeout >= 0:
+            raise ValueError(f"lock_timeout must be None or >= 0 seconds, not {lock_timeout!r}")
+        if max_segment_size < 4096:
+            raise ValueError(f"max_segment_size must be >= 4096 bytes, not {max_segment_size!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.flag = flag
+        self.writable = flag != "r"
+        self.durability = durability
+        self.sync_interval = sync_interval
+        self.max_segment_size = max_segment_size
+        self._lock_timeout = lock_timeout
+        self._lock_backend = lock_backend
+        self._fs = fs if fs is not None else FileSystem()
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._forked = False
+        self._poisoned: BaseException | None = None
+        self._lock: WriterLock | None = None
+        self._segments: list[Segment] = []
+        self._index: dict[str, int] = {}
+        self._active_deletes: set[str] = set()
+        self._manifest = fmt.Manifest(0, 0)
+        self._end = _HEADER_END
+        self._txid = 0
+        self._max_txid = 0
+        self._seal_next = 0
+        self._last_sync = time.monotonic()
+        self._hinted_end = 0
+        self._tx: dict[str, Encoded | None] | None = None
+        self._tx_thread: int | None = None
+        self.recovered: list[str] = []
+        self._open()
+        _engines.add(self)
+
+    # ------------------------------------------------------------------
+    # open and load
+
+    def _open(self) -> None:
+        path = self.path
+        manifest_path = os.path.join(path, fmt.MANIFEST_NAME)
+        if os.path.isfile(path):
+            raise FormatError(
+                f"{path} is a file, not a logshelf store (a store is a directory "
+                "holding a MANIFEST)"
+            )
+        if not os.path.exists(manifest_path):
+            if self.flag in ("r", "w"):
+                if os.path.isdir(path) and os.listdir(path):
+                    raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
+                raise StoreNotFoundError(
+                    f"no logshelf store at {path} (flag {self.flag!r} opens an existing "
+                    "store; use flag 'c' to create one)"
+                )
+            self._create_store()
+        try:
+            if self.writable:
+                self._lock = WriterLock(
+                    os.path.join(path, fmt.LOCK_NAME), path, self._lock_timeout, self._lock_backend
+                )
+            self._load(self._read_manifest())
+            if self.flag == "n":
+                with self._locked():
+                    self._prepare_write()
+                    if self._index or self._end > _HEADER_END or len(self._segments) > 1:
+                        self._roll(drop_old=True)
+        except BaseException:
+            self._close_files()
+            raise
+
+    def _create_store(self) -> None:
+        """Create a new store atomically: build it in a temporary directory, then
+        rename that into place. Two processes creating the same store at once
+        both succeed; one rename wins and the other opens the winner's store."""
+        fs = self._fs
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            raise FormatError(f"{self.path} is a directory without a MANIFEST: not a logshelf store")
+        parent = os.path.dirname(self.path)
+        tmp = f"{self.path}.{os.getpid()}.{os.urandom(4).hex()}.creating"
+        fs.mkdir(tmp)
+        try:
+            lock_fd = fs.open(os.path.join(tmp, fmt.LOCK_NAME), os.O_RDWR | os.O_CREAT)
+            fs.close(lock_fd)
+            Segment.create(fs, tmp, 1, 0).close()
+            manifest = fmt.Manifest(1, 2, ((1, fmt.ACTIVE),))
+            fs.write_file_atomic(os.path.join(tmp, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest))
+            try:
+                fs.rename(tmp, self.path)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                    raise
+                # Someone else created it first; use theirs.
+                if not os.path.exists(os.path.join(self.path, fmt.MANIFEST_NAME)):
+                    raise FormatError(
+                        f"{self.path} is a directory without a MANIFEST: not a logshelf store"
+                    ) from exc
+            fs.sync_directory(parent)
+        finally:
+            if os.path.isdir(tmp):
+                for name in fs.listdir(tmp):
+                    fs.unlink(os.path.join(tmp, name))
+                os.rmdir(tmp)
+
+    def _read_manifest(self) -> fmt.Manifest:
+        manifest_path = os.path.join(self.path, fmt.MANIFEST_NAME)
+        try:
+            data = self._fs.read_file(manifest_path)
+        except FileNotFoundError:
+            raise StoreNotFoundError(f"no logshelf store at {self.path} (MANIFEST missing)") from None
+        return fmt.decode_manifest(data, manifest_path)
+
+    def _load(self, manifest: fmt.Manifest) -> None:
+        """Build the index from hints and scans of the manifest's segments."""
+        if len(manifest.segments) > _MAX_SEGMENTS:
+            raise CorruptionError(f"{self.path}: MANIFEST lists {len(manifest.segments)} segments")
+        previous = {seg.id: seg for seg in self._segments}
+        segments: list[Segment] = []
+        index: dict[str, int] = {}
+        deletes: set[str] = set()
+        txid = 0
+        try:
+            last = len(manifest.segments) - 1
+            for slot, (segment_id, sealed_len) in enumerate(manifest.segments):
+                active = slot == last
+                seg = previous.pop(segment_id, None)
+                if seg is None or (active and self.writable and not seg.writable):
+                    if seg is not None:
+                        seg.close()
+                    seg = Segment.open(self._fs, self.path, segment_id, self.writable and active)
+                segments.append(seg)
+                limit = seg.size() if active else sealed_len
+                if not active and limit > seg.size():
+                    raise CorruptionError(
+                        f"{seg.path} is {seg.size()} bytes, the MANIFEST says {sealed_len}"
+                    )
+                txid, end, seal_next = self._load_segment(
+                    seg, slot, limit, txid, index, deletes if active else None, sealed=not active
+                )
+                seg.readable_end = end
+        except BaseException:
+            for seg in segments:
+                if seg.id not in previous:
+                    seg.close()
+            raise
+        for seg in previous.values():
+            seg.close()
+        self._manifest = manifest
+        self._segments = segments
+        self._index = index
+        self._active_deletes = deletes
+        self._end = end
+        self._txid = txid
+        self._max_txid = max(self._max_txid, txid)
+        self._seal_next = seal_next
+        self._hinted_end = 0
+
+    def _load_segment(
+        self,
+        seg: Segment,
+        slot: int,
+        limit: int,
+        txid: int,
+        index: dict[str, int],
+        deletes: set[str] | None,
+        sealed: bool,
+    ) -> tuple[int, int, int]:
+        """Apply one segment to ``index``; return (last txid, end of committed data, seal target)."""
+        start = _HEADER_END
+        base = slot << _SLOT_SHIFT
+        hint = self._read_hint(seg, limit, sealed)
+        if hint is not None:
+            index.update(zip(hint.put_keys, [base | off for off in hint.put_offsets]))
+            for key in hint.deleted_keys:
+                index.pop(key, None)
+            if deletes is not None:
+                deletes.update(hint.deleted_keys)
+            start = hint.covered
+            txid = max(txid, hint.max_txid)
+            if sealed and start == limit:
+                return txid, start, 0
+        scan = seg.scan(start, limit, txid, verify_values=not sealed)
+        seal_next = self._apply_scan(scan, slot, index, deletes)
+        if scan.stop < limit or scan.end < limit:
+            if sealed:
+                raise CorruptionError(
+                    f"{seg.path}: sealed segment damaged at offset {scan.stop} "
+                    f"({scan.problem}); run logshelf.verify / salvage"
+                )
+            self._check_tail(seg, scan, limit)
+        # Txids of uncommitted records are burnt too: a new batch must never
+        # reuse the txid of a record that might resurface.
+        self._max_txid = max(self._max_txid, scan.max_txid)
+        return max(txid, scan.last_committed), scan.end, seal_next
+
+    def _read_hint(self, seg: Segment, limit: int, sealed: bool) -> fmt.Hint | None:
+        try:
+            data = self._fs.read_file(os.path.join(self.path, fmt.hint_name(seg.id)))
+        except OSError:
+            return None
+        hint = fmt.decode_hint(data)
+        if (
+            hint is None
+            or hint.segment_id != seg.id
+            or hint.salt != seg.salt
+            or hint.covered < _HEADER_END
+            or hint.covered > limit
+            or (sealed and hint.covered != limit)
+        ):
+            return None
+        return hint
+
+    def _apply_scan(
+        self, scan: SegmentScan, slot: int, index: dict[str, int], deletes: set[str] | None
+    ) -> int:
+        """Apply every committed batch of a scan; return a SEAL's target or 0."""
+        base = slot << _SLOT_SHIFT
+        seal_next = 0
+        for batch in scan:
+            for rec in batch:
+                try:
+                    key = rec.key.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CorruptionError(
+                        f"{scan.segment.path}: record at offset {rec.offset} has a key "
+                        "that is not UTF-8"
+                    ) from None
+                if rec.kind == _PUT:
+                    index[key] = base | rec.offset
+                    if deletes is not None:
+                        deletes.discard(key)
+                elif rec.kind == _DELETE:
+                    index.pop(key, None)
+                    if deletes is not None:
+                        deletes.add(key)
+                else:
+                    seal_next = rec.seal_next
+        return seal_next
+
+    def _check_tail(self, seg: Segment, scan: SegmentScan, limit: int) -> None:
+        """Tell a torn tail (nothing valid after the stop) from damage in the
+        middle of the active segment (valid records follow). The first is
+        normal after a crash; the second must never be silently cut away."""
+        if scan.stop >= limit:
+            return
+        found = seg.find_valid_record(scan.stop + 1, limit)
+        if found is not None:
+            raise CorruptionError(
+                f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}) is "
+                f"followed by valid records (offset {found}); the store needs "
+                "logshelf.salvage() to copy what is intact"
+            )
+
+    # ------------------------------------------------------------------
+    # per-operation checks, refresh
+
+    def _check_usable(self) -> None:
+        """The one choke point for "is this handle usable?"; call under the mutex."""
+        if self._closed:
+            raise StoreClosedError(f"invalid operation on closed store {self.path}")
+        if self._forked:
+            self._after_fork()
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnlyError(f"store {self.path} was opened read-only (flag 'r')")
+        if self._poisoned is not None:
+            raise HandlePoisonedError(
+                f"an earlier sync of {self.path} failed ({self._poisoned}); this handle "
+                "refuses further writes: close and reopen the store"
+            ) from self._poisoned
+
+    def _after_fork(self) -> None:
+        """In a child process: keep the index and descriptors for reading, but
+        take a fresh writer lock (the parent's lock descriptor is shared)."""
+        self._forked = False
+        self._mutex = threading.RLock()
+        self._tx = None
+        self._tx_thread = None
+        if self.writable:
+            self._lock = WriterLock(
+                os.path.join(self.path, fmt.LOCK_NAME), self.path, self._lock_timeout, self._lock_backend
+            )
+
+    def _refresh(self) -> None:
+        """Apply whatever other processes committed since we last looked."""
+        active = self._segments[-1]
+        size = self._fs.size(active.fd)
+        if size != self._end:
+            self._catch_up(size)
+
+    def _catch_up(self, size: int) -> SegmentScan | None:
+        active = self._segments[-1]
+        if size < self._end:
+            # Only a new segment set explains a shrinking active segment.
+            manifest = self._read_manifest()
+            if manifest.generation == self._manifest.generation:
+                raise CorruptionError(
+                    f"{active.path} shrank to {size} bytes below its committed end {self._end}"
+                )
+            self._load(manifest)
+            return None
+        slot = len(self._segments) - 1
+        scan = active.scan(self._end, size, self._txid)
+        seal_next = self._apply_scan(scan, slot, self._index, self._active_deletes)
+        self._end = scan.end
+        active.readable_end = scan.end
+        self._txid = max(self._txid, scan.last_committed)
+        self._max_txid = max(self._max_txid, scan.max_txid)
+        if seal_next:
+            self._seal_next = seal_next
+        if self._seal_next:
+            self._follow_seal()
+        return scan
+
+    def _follow_seal(self) -> None:
+        """The active segment was sealed: adopt the manifest that names its successor."""
+        manifest = self._read_manifest()
+        if manifest.active_id == self._segments[-1].id:
+            return  # the writer has not published it yet (or crashed: a writer completes it)
+        self._load(manifest)
+        if self._seal_next == 0:
+            self._refresh()
+
+    # ------------------------------------------------------------------
+    # writer-side helpers (all under the writer lock)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        assert self._lock is not None
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _prepare_write(self) -> None:
+        """Under the writer lock: catch up, repair a torn tail, finish an
+        interrupted rollover, so that appending is safe."""
+        active = self._segments[-1]
+        size = active.size()
+        scan = self._catch_up(size) if size != self._end else None
+        active = self._segments[-1]
+        if scan is not None and self._segments[-1] is active:
+            if scan.stop < size or scan.end < size:
+                self._check_tail(active, scan, size)
+                self._cut_tail(active, self._end, size)
+        size = active.size()
+        if size != self._end:
+            # A manifest switch happened during catch-up; look again.
+            scan = active.scan(self._end, size, self._txid)
+            self._apply_scan(scan, len(self._segments) - 1, self._index, self._active_deletes)
+            self._end = scan.end
+            active.readable_end = scan.end
+            if scan.end < size:
+                self._check_tail(active, scan, size)
+                self._cut_tail(active, self._end, size)
+        if self._seal_next:
+            # The active segment ends with a SEAL but the MANIFEST still names it:
+            # a writer crashed mid-rollover. Finish that rollover.
+            self._roll(drop_old=False, seal_written=True)
+
+    def _cut_tail(self, seg: Segment, end: int, size: int) -> None:
+        """Quarantine and cut bytes after the last committed batch: never append after garbage."""
+        fs = self._fs
+        qdir = os.path.join(self.path, fmt.QUARANTINE_DIR)
+        try:
+            if not os.path.isdir(qdir):
+                fs.mkdir(qdir)
+            name = f"seg-{seg.id:016x}-at-{end}-{time.time_ns()}.bin"
+            data = fs.pread(seg.fd, min(size - end, _QUARANTINE_MAX), end)
+            fs.write_file_atomic(os.path.join(qdir, name), data, sync_dir=False)
+        except OSError:
+            pass  # Quarantine is forensics only; cutting the tail is what matters.
+        seg.truncate(end)
+        seg.sync()
+        self.recovered.append(f"cut {size - end} bytes of torn tail from {seg.path} at offset {end}")
+
+    def _append(self, records: list[tuple[int, str, bytes, Encoded | None]]) -> None:
+        """Write one batch (kind, key, key bytes, value) atomically at the end of
+        the active segment and apply it to the index. Under the writer lock,
+        after :meth:`_prepare_write`."""
+        active = self._segments[-1]
+        estimate = sum(32 + len(kb) + (len(v.data) if v else 0) for _, _, kb, v in records)
+        if self._end + estimate > self.max_segment_size and self._end > _HEADER_END:
+            self._roll(drop_old=False)
+            active = self._segments[-1]
+        txid = self._max_txid + 1
+        salt = active.salt
+        last = len(records) - 1
+        parts = []
+        for i, (kind, _, kb, value) in enumerate(records):
+            if value is None:
+                parts.append(fmt.pack_record(salt, txid, kind, i == last, 0, kb, b"", 0, 0))
+            else:
+                parts.append(
+                    fmt.pack_record(
+                        salt, txid, kind, i == last, value.codec, kb, value.data, value.vcrc, value.rawlen
+                    )
+                )
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        start = self._end
+        self._max_txid = txid  # burnt even if the write fails
+        try:
+            active.append(data)
+        except BaseException:
+            try:
+                active.truncate(start)
+            except BaseException as exc:
+                self._poisoned = exc
+            raise
+        self._txid = txid
+        base = (len(self._segments) - 1) << _SLOT_SHIFT
+        offset = start
+        index = self._index
+        deletes = self._active_deletes
+        for (kind, key, _, _), part in zip(records, parts):
+            if kind == _PUT:
+                index[key] = base | offset
+                if deletes:
+                    deletes.discard(key)
+            else:
+                index.pop(key, None)
+                deletes.add(key)
+            offset += len(part)
+        self._end = offset
+        active.readable_end = offset
+        if self.durability != "none":
+            now = time.monotonic()
+            if self.durability == "always" or now - self._last_sync >= self.sync_interval:
+                self._sync_active()
+                self._last_sync = now
+
+    def _sync_active(self) -> None:
+        try:
+            self._segments[-1].sync()
+        except OSError as exc:
+            # After a failed fsync the kernel may have dropped the dirty pages
+            # and a retry can "succeed": never trust this handle again.
+            self._poisoned = exc
+            raise
+
+    def _roll(self, drop_old: bool, seal_written: bool = False) -> None:
+        """Start a new active segment. Order: new file durable, then SEAL in
+        the old one (readers notice it with their cheap size check), then the
+        MANIFEST switch (the commit point). ``drop_old`` (flag "n") leaves the
+        old segments out of the new MANIFEST."""
+        fs = self._fs
+        old = self._segments[-1]
+        manifest = self._manifest
+        if seal_written:
+            new_id = self._seal_next
+            seal_txid = self._txid
+        else:
+            new_id = manifest.next_segment_id
+            seal_txid = self._max_txid + 1
+        new = Segment.create(fs, self.path, new_id, seal_txid)
+        try:
+            fs.sync_directory(self.path)
+            if not seal_written:
+                seal = fmt.pack_record(
+                    old.salt, seal_txid, fmt.KIND_SEAL, True, 0, b"",
+                    fmt.SEAL_VALUE.pack(new_id), zlib.crc32(fmt.SEAL_VALUE.pack(new_id)), 0,
+                )
+                self._max_txid = seal_txid
+                start = self._end
+                try:
+                    old.append(seal)
+                except BaseException:
+                    try:
+                        old.truncate(start)
+                    except BaseException as exc:
+                        self._poisoned = exc
+                    raise
+                self._end = start + len(seal)
+                self._txid = seal_txid
+                old.readable_end = self._end
+            self._sync_active()
+            sealed = tuple(
+                (seg.id, length) for seg, (_, length) in zip(self._segments[:-1], manifest.segments[:-1])
+            )
+            if drop_old:
+                segments = ((new_id, fmt.ACTIVE),)
+            else:
+                self._write_hint(old, len(self._segments) - 1, self._end)
+                segments = (*sealed, (old.id, self._end), (new_id, fmt.ACTIVE))
+            next_id = max(manifest.next_segment_id, new_id + 1)
+            new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
+            fs.write_file_atomic(os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(new_manifest))
+        except BaseException:
+            new.close()
+            raise
+        self._manifest = new_manifest
+        self._seal_next = 0
+        if drop_old:
+            for seg in self._segments:
+                seg.close()
+                for name in (fmt.segment_name(seg.id), fmt.hint_name(seg.id)):
+                    try:
+                        fs.unlink(os.path.join(self.path, name))
+                    except FileNotFoundError:
+                        pass
+            self._segments = [new]
+            self._index = {}
+        else:
+            if old.writable:
+                # The sealed segment is read-only from now on; map it whole.
+                pass
+            self._segments.append(new)
+        self._active_deletes = set()
+        self._end = _HEADER_END
+        new.readable_end = _HEADER_END
+        self._txid = max(self._txid, seal_txid)
+        self._max_txid = max(self._max_txid, seal_txid)
+        self._hinted_end = 0
+
+    def _write_hint(self, seg: Segment, slot: int, covered: int) -> None:
+        """Snapshot the index entries of one segment (best effort)."""
+        keys: list[str] = []
+        offsets = array("Q")
+        for key, loc in self._index.items():
+            if loc >> _SLOT_SHIFT == slot:
+                keys.append(key)
+                offsets.append(loc & _OFFSET_MASK)
+        deleted = list(self._active_deletes) if slot == len(self._segments) - 1 else []
+        hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted)
+        try:
+            self._fs.write_file_atomic(
+                os.path.join(self.path, fmt.hint_name(seg.id)), fmt.encode_hint(hint), sync_dir=False
+            )
+        except OSError:
+            pass  # A hint is an optimisation: without it the next open scans.
+
+    # ------------------------------------------------------------------
+    # public operations
+
+    def get(self, key: str) -> Encoded | None:
+        """The stored value of ``key`` (codec applied, checksum verified), or None."""
+        with self._mutex:
+            if self._closed or self._forked:
+                self._check_usable()
+            tx = self._tx
+            if tx is not None and key in tx and self._tx_thread == threading.get_ident():
+                return tx[key]
+            self._refresh()
+            loc = self._index.get(key)
+            if loc is None:
+                return None
+            seg = self._segments[loc >> _SLOT_SHIFT]
+            try:
+                header, value = seg.read_record(loc & _OFFSET_MASK)
+            except CorruptionError as exc:
+                raise CorruptionError(f"key {key!r}: {exc}") from None
+            if header.kind != _PUT:
+                raise CorruptionError(
+                    f"key {key!r}: {seg.path}: offset {loc & _OFFSET_MASK} holds no value record"
+                )
+            return Encoded(fmt.codec_of(header.flags), value, header.rawlen, header.vcrc)
+
+    def contains(self, key: str) -> bool:
+        with self._mutex:
+            if self._closed or self._forked:
+                self._check_usable()
+            tx = self._tx
+            if tx is not None and key in tx and self._tx_thread == threading.get_ident():
+                return tx[key] is not None
+            self._refresh()
+            return key in self._index
+
+    def keys(self) -> list[str]:
+        """A snapshot of the live keys, in the order they were first written."""
+        with self._mutex:
+            self._check_usable()
+            self._refresh()
+            tx = self._tx
+            if tx is None or self._tx_thread != threading.get_ident():
+                return list(self._index)
+            keys = [k for k in self._index if k not in tx or tx[k] is not None]
+            keys.extend(k for k, v in tx.items() if v is not None and k not in self._index)
+            return keys
+
+    def __len__(self) -> int:
+        with self._mutex:
+            self._check_usable()
+            self._refresh()
+            tx = self._tx
+            if tx is None or self._tx_thread != threading.get_ident():
+                return len(self._index)
+            count = len(self._index)
+            for k, v in tx.items():
+                present = k in self._index
+                if v is None and present:
+                    count -= 1
+                elif v is not None and not present:
+                    count += 1
+            return count
+
+    def put(self, key: str, value: Encoded) -> None:
+        """Write one key (one batch of one record)."""
+        self.write([(_PUT, key, value)])
+
+    def delete(self, key: str) -> bool:
+        """Delete a key; return False when it was not present (nothing written)."""
+        with self._mutex:
+            self._check_usable()
+            self._check_writable()
+            if self._tx is not None and self._tx_thread == threading.get_ident():
+                tx = self._tx
+                present = tx[key] is not None if key in tx else key in self._index
+                if present:
+                    tx[key] = None
+                return present
+            with self._locked():
+                self._prepare_write()
+                if key not in self._index:
+                    return False
+                self._append([(_DELETE, key, encode_key(key), None)])
+                return True
+
+    def write(self, ops: list[tuple[int, str, Encoded | None]]) -> None:
+        """Write a batch of puts and deletes atomically (all or none visible,
+        to other processes and after a crash). Deletes of absent keys are
+        written too (they are idempotent)."""
+        if not ops:
+            return
+        records = [(kind, key, encode_key(key), value) for kind, key, value in ops]
+        with self._mutex:
+            if self._closed or self._forked:
+                self._check_usable()
+            self._check_writable()
+            if self._tx is not None and self._tx_thread == threading.get_ident():
+                for kind, key, _, value in records:
+                    self._tx[key] = value if kind == _PUT else None
+                return
+            with self._locked():
+                self._prepare_write()
+                self._append(records)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the writer lock; buffer writes; commit them as one batch.
+
+        Nested calls join the outer transaction. Other threads using this
+        handle wait until it ends.
+        """
+        with self._mutex:
+            self._check_usable()
+            self._check_writable()
+            if self._tx is not None:
+                yield
+                return
+            with self._locked():
+                self._prepare_write()
+                self._tx = {}
+                self._tx_thread = threading.get_ident()
+                try:
+                    yield
+                    ops = self._tx
+                    if ops:
+                        self._check_writable()
+                        records = [
+                            (_DELETE if v is None else _PUT, k, encode_key(k), v)
+                            for k, v in ops.items()
+                        ]
+                        self._append(records)
+                finally:
+                    self._tx = None
+                    self._tx_thread = None
+
+    def sync(self) -> None:
+        """Make every write of this handle durable (fdatasync of the active segment)."""
+        with self._mutex:
+            self._check_usable()
+            if self.writable and self._poisoned is None:
+                self._sync_active()
+                self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        """Sync, write a hint for the active segment, release descriptors. Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                if self.writable and self._poisoned is None and not self._forked and self._segments:
+                    self._sync_active()
+                    if self._end > _HEADER_END and self._end != self._hinted_end:
+                        slot = len(self._segments) - 1
+                        self._write_hint(self._segments[slot], slot, self._end)
+            finally:
+                self._closed = True
+                self._close_files()
+
+    def _close_files(self) -> None:
+        for seg in self._segments:
+            try:
+                seg.close()
+            except OSError:
+                pass
+        self._segments = []
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Numbers for inspection: keys, segments, bytes on disk."""
+        with self._mutex:
+            self._check_usable()
+            self._refresh()
+            return {
+                "keys": len(self._index),
+                "segments": len(self._segments),
+                "active_bytes": self._end,
+                "generation": self._manifest.generation,
+                "last_txid": self._txid,
+            }

@@ -1,0 +1,455 @@
+"""Every byte logshelf writes to disk, in one place.
+
+``docs/format.md`` is the normative description of these layouts and must be
+kept in step with this module. Nothing here does I/O: functions take and return
+``bytes`` so the layouts can be tested and inspected without a store.
+
+A store is a directory::
+
+    LOCK                     the writer lock (empty; never deleted)
+    MANIFEST                 the live segments in replay order, last = active
+    seg-<id:016x>.log        a segment: SEGMENT_HEADER then packed records
+    seg-<id:016x>.hint       optional index snapshot of one segment
+    quarantine/              bytes cut from torn tails, kept for inspection
+
+All integers are little-endian. All checksums are ``zlib.crc32``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import time
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import CorruptionError, FormatError
+
+__all__ = [
+    "ACTIVE",
+    "FLAG_COMMIT",
+    "FORMAT_VERSION",
+    "HINT_HEADER",
+    "KIND_DELETE",
+    "KIND_PUT",
+    "KIND_SEAL",
+    "MANIFEST_NAME",
+    "MAX_KEY_BYTES",
+    "RECORD_HEADER",
+    "SEGMENT_HEADER",
+    "Hint",
+    "Manifest",
+    "RecordHeader",
+    "SegmentHeader",
+    "check_record_header",
+    "codec_of",
+    "decode_hint",
+    "decode_manifest",
+    "decode_segment_header",
+    "encode_hint",
+    "encode_manifest",
+    "encode_segment_header",
+    "hint_name",
+    "pack_record",
+    "record_hcrc",
+    "segment_name",
+]
+
+FORMAT_VERSION = 1
+CHECKSUM_CRC32 = 1
+
+SEGMENT_MAGIC = b"LSHFSEG\x00"
+MANIFEST_MAGIC = b"LSHFMAN\x00"
+HINT_MAGIC = b"LSHFHNT\x00"
+
+MANIFEST_NAME = "MANIFEST"
+LOCK_NAME = "LOCK"
+QUARANTINE_DIR = "quarantine"
+
+
+def segment_name(segment_id: int) -> str:
+    """File name of a segment; ids are never reused within a store."""
+    return f"seg-{segment_id:016x}.log"
+
+
+def hint_name(segment_id: int) -> str:
+    """File name of a segment's hint."""
+    return f"seg-{segment_id:016x}.hint"
+
+
+# --------------------------------------------------------------------------
+# Segment header: 64 bytes at offset 0 of every segment file.
+#
+#   off size field
+#     0    8 magic b"LSHFSEG\0"
+#     8    2 format version (1)
+#    10    1 checksum algorithm (1 = zlib.crc32)
+#    11    1 flags (reserved, 0)
+#    12    4 salt: random u32 that seeds every record's hcrc in this file, so
+#            records copied from another segment (or left over from an earlier
+#            file at the same path) never validate here
+#    16    8 segment id
+#    24    8 base txid: every record in this segment has txid > base
+#    32    8 creation time, ns since the epoch (informational)
+#    40   20 reserved, zero
+#    60    4 crc32 of bytes 0..59
+SEGMENT_HEADER = struct.Struct("<8sHBBIQQQ20sI")
+assert SEGMENT_HEADER.size == 64
+
+
+class SegmentHeader(NamedTuple):
+    """The decoded fixed header of a segment file."""
+
+    segment_id: int
+    salt: int
+    base_txid: int
+    created_ns: int
+
+
+def encode_segment_header(segment_id: int, base_txid: int, salt: int | None = None) -> bytes:
+    """Build the 64-byte header of a new segment (a fresh random salt by default)."""
+    if salt is None:
+        salt = int.from_bytes(os.urandom(4), "little")
+    body = SEGMENT_HEADER.pack(
+        SEGMENT_MAGIC,
+        FORMAT_VERSION,
+        CHECKSUM_CRC32,
+        0,
+        salt,
+        segment_id,
+        base_txid,
+        time.time_ns(),
+        bytes(20),
+        0,
+    )
+    return body[:60] + struct.pack("<I", zlib.crc32(body[:60]))
+
+
+def decode_segment_header(data: bytes, path: str) -> SegmentHeader:
+    """Parse and check a segment header read from ``path``.
+
+    Raises:
+        FormatError: not a logshelf segment, or a newer format version.
+        CorruptionError: the header's checksum does not match.
+    """
+    if len(data) < SEGMENT_HEADER.size or not data.startswith(SEGMENT_MAGIC):
+        raise FormatError(
+            f"{path} is not a logshelf segment: it starts with {bytes(data[:8])!r}, "
+            f"expected {SEGMENT_MAGIC!r}"
+        )
+    (_, version, checksum, _flags, salt, segment_id, base_txid, created, _, crc) = (
+        SEGMENT_HEADER.unpack_from(data)
+    )
+    if zlib.crc32(data[:60]) != crc:
+        raise CorruptionError(f"{path}: segment header checksum mismatch at offset 0")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{path} uses logshelf format version {version}; this version reads "
+            f"format {FORMAT_VERSION} only (upgrade logshelf)"
+        )
+    if checksum != CHECKSUM_CRC32:
+        raise FormatError(f"{path} uses unknown checksum algorithm {checksum}")
+    return SegmentHeader(segment_id, salt, base_txid, created)
+
+
+# --------------------------------------------------------------------------
+# Record: a 32-byte header, then the UTF-8 key, then the stored value.
+#
+#   off size field
+#     0    4 hcrc    crc32(bytes 4..31 of this header + key, seeded with the salt)
+#     4    4 vcrc    crc32(stored value); 0 for an empty value
+#     8    8 txid    all records of one batch share it; batches have strictly
+#                    increasing txids in log order; a txid is never reused
+#    16    8 vlen    stored value length in bytes (after compression)
+#    24    4 rawlen  uncompressed length when a codec is set, else 0
+#    28    2 klen    key length in bytes (UTF-8), 0..65535
+#    30    1 kind    0xA1 PUT, 0xA2 DELETE (vlen 0), 0xA4 SEAL (value: u64 id
+#                    of the segment that continues the log)
+#    31    1 flags   bit 0 COMMIT: last record of its batch
+#                    bits 1-2 codec: 0 none, 1 lz4 block, 2 zlib, 3 bz2
+#                    bits 3-7 reserved, 0 in format 1 (room for expiry times,
+#                    authentication tags and non-pickle encodings)
+RECORD_HEADER = struct.Struct("<IIQQIHBB")
+assert RECORD_HEADER.size == 32
+_HEADER_TAIL = struct.Struct("<IQQIHBB")
+_U32 = struct.Struct("<I")
+
+KIND_PUT = 0xA1
+KIND_DELETE = 0xA2
+KIND_SEAL = 0xA4
+KINDS = frozenset((KIND_PUT, KIND_DELETE, KIND_SEAL))
+
+FLAG_COMMIT = 0x01
+_CODEC_SHIFT = 1
+_CODEC_MASK = 0x06
+_RESERVED_FLAGS = 0xF8
+
+MAX_KEY_BYTES = 0xFFFF
+MAX_RAWLEN = 0xFFFF_FFFF
+# A batch's txid may exceed the previous batch's by at most this much. Real
+# writers step by one (plus txids burnt by failed writes); the bound rejects
+# garbage whose checksum happens to validate.
+TXID_WINDOW = 1 << 32
+
+
+class RecordHeader(NamedTuple):
+    """The decoded fixed header of one record."""
+
+    hcrc: int
+    vcrc: int
+    txid: int
+    vlen: int
+    rawlen: int
+    klen: int
+    kind: int
+    flags: int
+
+
+def codec_of(flags: int) -> int:
+    """The codec id stored in a record's flags."""
+    return (flags & _CODEC_MASK) >> _CODEC_SHIFT
+
+
+def pack_record(
+    salt: int,
+    txid: int,
+    kind: int,
+    commit: bool,
+    codec: int,
+    key: bytes,
+    value: bytes,
+    vcrc: int,
+    rawlen: int,
+) -> bytes:
+    """Encode one record. ``vcrc`` is ``zlib.crc32(value)``, computed by the caller
+    (outside the writer lock) so that only this cheap step happens under it."""
+    flags = (FLAG_COMMIT if commit else 0) | (codec << _CODEC_SHIFT)
+    tail = _HEADER_TAIL.pack(vcrc, txid, len(value), rawlen, len(key), kind, flags)
+    hcrc = zlib.crc32(key, zlib.crc32(tail, salt))
+    return b"".join((_U32.pack(hcrc), tail, key, value))
+
+
+def record_hcrc(header: bytes, key: bytes, salt: int) -> int:
+    """The hcrc a record with these header bytes and key must carry."""
+    return zlib.crc32(key, zlib.crc32(header[4:32], salt))
+
+
+def check_record_header(header: RecordHeader, offset: int, limit: int) -> str | None:
+    """Structural checks that need neither the key nor the value.
+
+    Returns None when the header is plausible, else a short reason. Lengths are
+    checked against ``limit`` (the end of readable data) before anything is
+    allocated, so a damaged length field can never ask for more memory than
+    the file holds.
+    """
+    if header.kind not in KINDS:
+        return f"unknown record kind 0x{header.kind:02x}"
+    if offset + RECORD_HEADER.size + header.klen + header.vlen > limit:
+        return "record extends past the end of the data"
+    if header.kind == KIND_DELETE and header.vlen != 0:
+        return "delete record carries a value"
+    if header.kind == KIND_SEAL and (header.vlen != 8 or header.klen != 0):
+        return "malformed seal record"
+    if codec_of(header.flags) == 0 and header.rawlen != 0:
+        return "uncompressed record with a raw length"
+    return None
+
+
+def has_reserved_flags(flags: int) -> bool:
+    """True when a record uses flag bits this format version does not define."""
+    return bool(flags & _RESERVED_FLAGS)
+
+
+SEAL_VALUE = struct.Struct("<Q")
+
+
+# --------------------------------------------------------------------------
+# MANIFEST: the single commit point for changes to the set of segments.
+# Replaced only as a whole (temporary file, fsync, os.replace, directory fsync).
+#
+#   off size field
+#     0    8 magic b"LSHFMAN\0"
+#     8    2 format version (1)
+#    10    2 reserved, 0
+#    12    4 number of segments n (>= 1)
+#    16    8 generation: +1 on every replacement
+#    24    8 next segment id to allocate
+#    32 16*n segments in replay order: (u64 id, u64 sealed length); the last
+#            one is the active segment and has sealed length 2**64-1
+#  32+16n  4 crc32 of everything before it
+_MANIFEST_HEAD = struct.Struct("<8sHHIQQ")
+_MANIFEST_ENTRY = struct.Struct("<QQ")
+ACTIVE = 0xFFFF_FFFF_FFFF_FFFF
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The decoded MANIFEST.
+
+    ``segments`` lists ``(segment_id, sealed_length)`` in replay order; the
+    last entry is the active segment, whose length is ``ACTIVE``.
+    """
+
+    generation: int
+    next_segment_id: int
+    segments: tuple[tuple[int, int], ...] = field(default=())
+
+    @property
+    def active_id(self) -> int:
+        """Id of the segment new records are appended to."""
+        return self.segments[-1][0]
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """Serialize a manifest, checksum included."""
+    parts = [
+        _MANIFEST_HEAD.pack(
+            MANIFEST_MAGIC,
+            FORMAT_VERSION,
+            0,
+            len(manifest.segments),
+            manifest.generation,
+            manifest.next_segment_id,
+        )
+    ]
+    parts.extend(_MANIFEST_ENTRY.pack(sid, length) for sid, length in manifest.segments)
+    body = b"".join(parts)
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def decode_manifest(data: bytes, path: str) -> Manifest:
+    """Parse a MANIFEST read from ``path``.
+
+    Raises:
+        FormatError: not a logshelf manifest, or a newer format version.
+        CorruptionError: damaged (checksum, length or content).
+    """
+    if not data.startswith(MANIFEST_MAGIC):
+        raise FormatError(
+            f"{path} is not a logshelf MANIFEST: it starts with {data[:8]!r}, "
+            f"expected {MANIFEST_MAGIC!r}"
+        )
+    if len(data) < _MANIFEST_HEAD.size + 4:
+        raise CorruptionError(f"{path}: MANIFEST truncated to {len(data)} bytes")
+    _, version, _, count, generation, next_id = _MANIFEST_HEAD.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{path} uses logshelf format version {version}; this version reads "
+            f"format {FORMAT_VERSION} only (upgrade logshelf)"
+        )
+    expected = _MANIFEST_HEAD.size + count * _MANIFEST_ENTRY.size + 4
+    if len(data) != expected:
+        raise CorruptionError(
+            f"{path}: MANIFEST is {len(data)} bytes, its header implies {expected}"
+        )
+    (crc,) = _U32.unpack_from(data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise CorruptionError(f"{path}: MANIFEST checksum mismatch")
+    segments = tuple(
+        _MANIFEST_ENTRY.unpack_from(data, _MANIFEST_HEAD.size + i * _MANIFEST_ENTRY.size)
+        for i in range(count)
+    )
+    if count == 0 or segments[-1][1] != ACTIVE:
+        raise CorruptionError(f"{path}: MANIFEST names no active segment")
+    ids = [sid for sid, _ in segments]
+    if any(length == ACTIVE for _, length in segments[:-1]) or len(set(ids)) != count:
+        raise CorruptionError(f"{path}: MANIFEST lists an impossible segment set")
+    if max(ids) >= next_id:
+        raise CorruptionError(f"{path}: MANIFEST next segment id {next_id} is already used")
+    return Manifest(generation, next_id, segments)
+
+
+# --------------------------------------------------------------------------
+# Hint: an index snapshot of one segment, so a reopen need not read values.
+# A hint is only ever an optimisation: one that is missing, damaged, or does
+# not match its segment (id, salt, length) is ignored and the segment scanned.
+#
+#   off size field
+#     0    8 magic b"LSHFHNT\0"
+#     8    2 hint version (1)
+#    10    2 reserved, 0
+#    12    4 salt of the segment it describes
+#    16    8 segment id
+#    24    8 covered length: the hint describes records in [64, covered)
+#    32    8 largest txid in that range
+#    40    8 payload length
+#    48    4 payload crc32
+#    52    4 crc32 of bytes 0..51
+#    56    payload: a pickle (protocol 4, no globals) of the tuple
+#          (put_keys: list[str], put_offsets: bytes, deleted_keys: list[str])
+#          where put_offsets is an array('Q') of record offsets, one per key,
+#          and the lists hold each key's final state within the range.
+HINT_HEADER = struct.Struct("<8sHHIQQQQI")
+_HINT_CRC = struct.Struct("<I")
+HINT_VERSION = 1
+
+
+class Hint(NamedTuple):
+    """A decoded hint file."""
+
+    segment_id: int
+    salt: int
+    covered: int
+    max_txid: int
+    put_keys: list[str]
+    put_offsets: array[int]
+    deleted_keys: list[str]
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    """Loads only plain containers, str and bytes: a hint never names a class."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise pickle.UnpicklingError(f"hint payload refers to {module}.{name}")
+
+
+def encode_hint(hint: Hint) -> bytes:
+    """Serialize a hint, checksums included."""
+    payload = pickle.dumps(
+        (hint.put_keys, hint.put_offsets.tobytes(), hint.deleted_keys), protocol=4
+    )
+    head = HINT_HEADER.pack(
+        HINT_MAGIC,
+        HINT_VERSION,
+        0,
+        hint.salt,
+        hint.segment_id,
+        hint.covered,
+        hint.max_txid,
+        len(payload),
+        zlib.crc32(payload),
+    )
+    return head + _HINT_CRC.pack(zlib.crc32(head)) + payload
+
+
+def decode_hint(data: bytes) -> Hint | None:
+    """Parse a hint; None when it is not a valid hint of this version."""
+    size = HINT_HEADER.size + _HINT_CRC.size
+    if len(data) < size or not data.startswith(HINT_MAGIC):
+        return None
+    (_, version, _, salt, segment_id, covered, max_txid, plen, pcrc) = (
+        HINT_HEADER.unpack_from(data)
+    )
+    (hcrc,) = _HINT_CRC.unpack_from(data, HINT_HEADER.size)
+    if version != HINT_VERSION or zlib.crc32(data[: HINT_HEADER.size]) != hcrc:
+        return None
+    payload = data[size:]
+    if len(payload) != plen or zlib.crc32(payload) != pcrc:
+        return None
+    try:
+        put_keys, raw_offsets, deleted_keys = _NoGlobalsUnpickler(io.BytesIO(payload)).load()
+        offsets = array("Q")
+        offsets.frombytes(raw_offsets)
+    except Exception:  # a hint is optional: any decoding problem means "rescan"
+        return None
+    if (
+        not isinstance(put_keys, list)
+        or not isinstance(deleted_keys, list)
+        or len(offsets) != len(put_keys)
+    ):
+        return None
+    return Hint(segment_id, salt, covered, max_txid, put_keys, offsets, deleted_keys)

@@ -1,0 +1,149 @@
+"""The one door to the operating system for store files.
+
+Every system call logshelf makes on a store's files goes through a
+:class:`FileSystem` instance. Production code uses the plain one below; the
+fault-injection tests pass a subclass that fails, shortens or drops chosen
+operations, which is only meaningful because nothing bypasses this layer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+
+__all__ = ["FileSystem"]
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+# One write(2) moves at most 0x7ffff000 bytes on Linux; larger values need a loop.
+_MAX_WRITE = 1 << 30
+
+
+class FileSystem:
+    """Thin wrappers over ``os`` calls; methods raise the original ``OSError``."""
+
+    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """Open ``path`` and return a descriptor that is not inherited by exec."""
+        return os.open(path, flags | _O_CLOEXEC | _O_BINARY, mode)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def size(self, fd: int) -> int:
+        """Current size of an open file (an lseek: about 0.2 us here, half an fstat)."""
+        return os.lseek(fd, 0, os.SEEK_END)
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset``; fewer only at end of file."""
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+        # Regular files only return short reads at EOF, but be exact anyway.
+        parts = [data]
+        got = len(data)
+        while got < length:
+            more = os.pread(fd, length - got, offset + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def append(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` at the end of an ``O_APPEND`` descriptor.
+
+        Raises OSError on failure; the caller truncates back whatever part of
+        ``data`` may have landed.
+        """
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view[:_MAX_WRITE])
+            if written <= 0:  # pragma: no cover - write(2) reports errors by raising
+                raise OSError(f"write made no progress on fd {fd}")
+            view = view[written:]
+
+    def truncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def datasync(self, fd: int) -> None:
+        """Make a file's data (and its size) durable."""
+        if sys.platform == "darwin":  # pragma: no cover - not our CI platform
+            import fcntl
+
+            # fsync on macOS does not flush the drive's cache.
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        elif hasattr(os, "fdatasync"):
+            os.fdatasync(fd)
+        else:  # pragma: no cover
+            os.fsync(fd)
+
+    def fsync(self, fd: int) -> None:
+        """Make a file's data and metadata durable."""
+        os.fsync(fd)
+
+    def sync_directory(self, path: str) -> None:
+        """Make a directory's entries (created, renamed, removed files) durable."""
+        if sys.platform == "win32":  # pragma: no cover - NTFS journals its metadata
+            return
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        """Read a whole (small) file."""
+        fd = self.open(path, os.O_RDONLY)
+        try:
+            return self.pread(fd, self.size(fd), 0)
+        finally:
+            self.close(fd)
+
+    def write_file_atomic(self, path: str, data: bytes, *, sync_dir: bool = True) -> None:
+        """Replace ``path`` with ``data`` so that readers and crashes see the old
+        or the new content, never a mix: temporary file, fsync, rename, then
+        fsync of the directory so the rename itself survives a power loss."""
+        directory = os.path.dirname(path) or "."
+        tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            try:
+                self.append(fd, data)
+                self.fsync(fd)
+            finally:
+                self.close(fd)
+            self.replace(tmp, path)
+        except BaseException:
+            try:
+                self.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        if sync_dir:
+            self.sync_directory(directory)
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def map(self, fd: int, length: int) -> mmap.mmap:
+        """Map the first ``length`` bytes of a file read-only.
+
+        Callers map only bytes that can never be truncated away (committed
+        records): touching a mapped page past end of file kills the process
+        with SIGBUS.
+        """
+        return mmap.mmap(fd, length, access=mmap.ACCESS_READ)

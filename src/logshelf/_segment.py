@@ -1,0 +1,385 @@
+"""One segment file: create, open, append, read one record, scan.
+
+A segment is append-only. Its bytes are never modified; the file is only ever
+truncated back to the end of its last committed batch (cutting a torn tail or
+a failed write), so every byte a reader has seen committed stays valid. That
+invariant is what makes it safe to mmap committed bytes for reading.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from . import _format as fmt
+from ._fs import FileSystem
+from .errors import CorruptionError, FormatError
+
+__all__ = ["ScannedRecord", "Segment", "SegmentScan"]
+
+_RECORD = fmt.RECORD_HEADER
+_HEADER_SIZE = _RECORD.size
+# A read first fetches this many bytes in the hope that the whole record fits.
+_SPECULATIVE_READ = 512
+# Scans read the file in chunks of this size.
+_SCAN_CHUNK = 1 << 20
+# Values larger than this are checksummed in pieces instead of read whole.
+_STREAM_VALUE = 8 << 20
+# Remap once this many committed bytes lie beyond the mapping; reads of the
+# newest records use pread meanwhile, so frequent small writes don't cause a
+# remap (and its page faults) each.
+_REMAP_STEP = 256 << 10
+# A record may start wherever its kind byte (offset 30) and flags byte (31) look
+# plausible: used to look for valid records after damage.
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x07]", re.DOTALL)
+
+
+class ScannedRecord(NamedTuple):
+    """A valid record found by a scan (values are not kept)."""
+
+    offset: int
+    kind: int
+    key: bytes
+    txid: int
+    length: int
+    seal_next: int
+
+
+class Segment:
+    """An open segment file. Not thread-safe on its own; the engine serializes."""
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        path: str,
+        fd: int,
+        header: fmt.SegmentHeader,
+        writable: bool,
+    ) -> None:
+        self.fs = fs
+        self.path = path
+        self.fd = fd
+        self.id = header.segment_id
+        self.salt = header.salt
+        self.base_txid = header.base_txid
+        self.writable = writable
+        # Bytes known to be committed (never truncated away): safe to map.
+        self.readable_end = fmt.SEGMENT_HEADER.size
+        self._map: mmap.mmap | None = None
+        self._map_len = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    def create(cls, fs: FileSystem, directory: str, segment_id: int, base_txid: int) -> Segment:
+        """Create (or overwrite an unreferenced leftover of) a segment file and
+        make its header durable. The caller syncs the directory."""
+        path = os.path.join(directory, fmt.segment_name(segment_id))
+        data = fmt.encode_segment_header(segment_id, base_txid)
+        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        try:
+            fs.append(fd, data)
+            fs.fsync(fd)
+            header = fmt.decode_segment_header(data, path)
+        except BaseException:
+            fs.close(fd)
+            raise
+        return cls(fs, path, fd, header, writable=True)
+
+    @classmethod
+    def open(cls, fs: FileSystem, directory: str, segment_id: int, writable: bool) -> Segment:
+        """Open an existing segment and check its header.
+
+        Raises:
+            FileNotFoundError: the file is missing.
+            FormatError, CorruptionError: the header is not a valid segment header
+                with the expected id.
+        """
+        path = os.path.join(directory, fmt.segment_name(segment_id))
+        flags = (os.O_RDWR | os.O_APPEND) if writable else os.O_RDONLY
+        fd = fs.open(path, flags)
+        try:
+            header = fmt.decode_segment_header(fs.pread(fd, fmt.SEGMENT_HEADER.size, 0), path)
+            if header.segment_id != segment_id:
+                raise CorruptionError(
+                    f"{path}: header names segment {header.segment_id}, expected {segment_id}"
+                )
+        except BaseException:
+            fs.close(fd)
+            raise
+        return cls(fs, path, fd, header, writable)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            self._map_len = 0
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            self.fs.close(fd)
+
+    # -- writing -----------------------------------------------------------
+
+    def size(self) -> int:
+        return self.fs.size(self.fd)
+
+    def append(self, data: bytes) -> None:
+        """Append bytes at the end of the file (the caller holds the writer lock)."""
+        self.fs.append(self.fd, data)
+
+    def truncate(self, length: int) -> None:
+        """Cut the file back to ``length``, never below committed data."""
+        if length < self.readable_end:
+            raise AssertionError(
+                f"refusing to truncate {self.path} to {length}, below committed "
+                f"end {self.readable_end}"
+            )
+        self.fs.truncate(self.fd, length)
+
+    def sync(self) -> None:
+        self.fs.datasync(self.fd)
+
+    # -- reading -----------------------------------------------------------
+
+    def _read(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if end <= self._map_len:
+            assert self._map is not None
+            return self._map[offset:end]
+        if end <= self.readable_end and self.readable_end - self._map_len >= _REMAP_STEP:
+            self._remap()
+            assert self._map is not None
+            return self._map[offset:end]
+        return self.fs.pread(self.fd, length, offset)
+
+    def _remap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            self._map_len = 0
+        if self.readable_end > 0:
+            self._map = self.fs.map(self.fd, self.readable_end)
+            self._map_len = self.readable_end
+
+    def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes]:
+        """Read and fully verify the record at ``offset``; return its header and
+        stored value.
+
+        Raises:
+            CorruptionError: the record fails a checksum or its lengths are
+                impossible (the message names file and offset; the caller adds the key).
+        """
+        end = offset + _HEADER_SIZE
+        if end <= self._map_len:
+            assert self._map is not None
+            header = fmt.RecordHeader._make(_RECORD.unpack_from(self._map, offset))
+            total = _HEADER_SIZE + header.klen + header.vlen
+            data = self._read(offset, total)
+        else:
+            data = self._read(offset, _SPECULATIVE_READ)
+            if len(data) < _HEADER_SIZE:
+                raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
+            header = fmt.RecordHeader._make(_RECORD.unpack_from(data))
+            total = _HEADER_SIZE + header.klen + header.vlen
+            if total > len(data):
+                if offset + total > self.size():
+                    raise CorruptionError(
+                        f"{self.path}: record at offset {offset} claims {total} bytes, "
+                        "past the end of the file"
+                    )
+                data = self._read(offset, total)
+        if len(data) < total:
+            raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
+        keyend = _HEADER_SIZE + header.klen
+        if zlib.crc32(memoryview(data)[4:keyend], self.salt) != header.hcrc:
+            raise CorruptionError(
+                f"{self.path}: record header checksum mismatch at offset {offset}"
+            )
+        value = data[keyend:total]
+        if zlib.crc32(value) != header.vcrc:
+            raise CorruptionError(
+                f"{self.path}: value checksum mismatch in the record at offset {offset}"
+            )
+        return header, value
+
+    def read_key(self, offset: int) -> bytes:
+        """The key bytes of the (header-verified) record at ``offset``."""
+        data = self._read(offset, _SPECULATIVE_READ)
+        if len(data) < _HEADER_SIZE:
+            raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
+        header = fmt.RecordHeader._make(_RECORD.unpack_from(data))
+        keyend = _HEADER_SIZE + header.klen
+        if keyend > len(data):
+            data = self._read(offset, keyend)
+        if len(data) < keyend or fmt.record_hcrc(data, data[_HEADER_SIZE:keyend], self.salt) != header.hcrc:
+            raise CorruptionError(f"{self.path}: record header checksum mismatch at offset {offset}")
+        return bytes(data[_HEADER_SIZE:keyend])
+
+    def scan(
+        self, start: int, limit: int, last_txid: int, verify_values: bool = True
+    ) -> SegmentScan:
+        """Scan records in ``[start, limit)``; see :class:`SegmentScan`."""
+        return SegmentScan(self, start, limit, last_txid, verify_values)
+
+    def find_valid_record(self, start: int, limit: int) -> int | None:
+        """Offset of the first complete record with a valid header checksum in
+        ``[start, limit)``, or None. Tells damage in the middle of a segment
+        (valid records follow) from a torn tail (nothing valid follows)."""
+        chunk_start = start
+        overlap = _HEADER_SIZE
+        while chunk_start < limit:
+            # Candidates are located by their kind/flags bytes at offset 30.
+            data = self.fs.pread(self.fd, min(_SCAN_CHUNK, limit - chunk_start), chunk_start)
+            if not data:
+                return None
+            for match in _CANDIDATE.finditer(data):
+                offset = chunk_start + match.start() - 30
+                if offset >= start and self._is_valid_header(offset, limit):
+                    return offset
+            if chunk_start + len(data) >= limit:
+                return None
+            chunk_start += max(len(data) - overlap, 1)
+        return None
+
+    def _is_valid_header(self, offset: int, limit: int) -> bool:
+        head = self.fs.pread(self.fd, _HEADER_SIZE, offset)
+        if len(head) < _HEADER_SIZE:
+            return False
+        header = fmt.RecordHeader._make(_RECORD.unpack_from(head))
+        if fmt.check_record_header(header, offset, limit) is not None:
+            return False
+        key = self.fs.pread(self.fd, header.klen, offset + _HEADER_SIZE)
+        return len(key) == header.klen and fmt.record_hcrc(head, key, self.salt) == header.hcrc
+
+
+class SegmentScan:
+    """Iterate the committed batches in a byte range of a segment.
+
+    Iterating yields one list of :class:`ScannedRecord` per committed batch and
+    stops at the first record that is incomplete or invalid: everything after
+    it is left alone ("stop at the first invalid record"). Afterwards:
+
+    * ``end``: end of the last committed batch (where appends continue);
+    * ``stop``: first byte not part of a valid record (``== limit`` when the
+      range ended cleanly; between ``end`` and ``stop`` lie valid records of a
+      batch that has no commit record yet);
+    * ``problem``: why the scan stopped before ``limit``, or None;
+    * ``max_txid``: the largest txid of any valid record, committed or not;
+    * ``damaged``: offsets of records whose header is valid but whose value
+      fails its checksum while valid records follow (bit rot, not a torn
+      write); they stay indexed and reading them raises CorruptionError.
+
+    Raises FormatError for a checksum-valid record that uses flag bits this
+    version does not know (written by a newer logshelf).
+    """
+
+    def __init__(
+        self, segment: Segment, start: int, limit: int, last_txid: int, verify_values: bool
+    ) -> None:
+        self.segment = segment
+        self.start = start
+        self.limit = limit
+        self.verify_values = verify_values
+        self.last_txid = max(last_txid, segment.base_txid)
+        self.end = start
+        self.stop = start
+        self.problem: str | None = None
+        self.max_txid = self.last_txid
+        # txid of the last committed batch seen (the plausibility floor).
+        self.last_committed = self.last_txid
+        self.damaged: list[int] = []
+        self._buf = b""
+        self._buf_start = start
+
+    def _get(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset+length)``, through a read-ahead buffer."""
+        rel = offset - self._buf_start
+        if rel < 0 or rel + length > len(self._buf):
+            want = max(length, min(_SCAN_CHUNK, self.limit - offset))
+            self._buf = self.segment.fs.pread(self.segment.fd, want, offset)
+            self._buf_start = offset
+            rel = 0
+        return self._buf[rel : rel + length]
+
+    def _value_crc(self, offset: int, length: int) -> int:
+        if length <= _STREAM_VALUE:
+            return zlib.crc32(self._get(offset, length))
+        crc = 0
+        done = 0
+        while done < length:
+            piece = self.segment.fs.pread(
+                self.segment.fd, min(_STREAM_VALUE, length - done), offset + done
+            )
+            if not piece:
+                return -1
+            crc = zlib.crc32(piece, crc)
+            done += len(piece)
+        return crc
+
+    def _check(self, pos: int) -> tuple[fmt.RecordHeader, bytes] | str:
+        """Header and key of a structurally valid record at ``pos``, or a reason."""
+        if pos + _HEADER_SIZE > self.limit:
+            return "incomplete record header"
+        head = self._get(pos, _HEADER_SIZE)
+        if len(head) < _HEADER_SIZE:
+            return "incomplete record header"
+        header = fmt.RecordHeader._make(_RECORD.unpack_from(head))
+        reason = fmt.check_record_header(header, pos, self.limit)
+        if reason is not None:
+            return reason
+        key = self._get(pos + _HEADER_SIZE, header.klen)
+        if len(key) != header.klen or fmt.record_hcrc(head, key, self.segment.salt) != header.hcrc:
+            return "record header checksum mismatch"
+        if fmt.has_reserved_flags(header.flags):
+            raise FormatError(
+                f"{self.segment.path}: the record at offset {pos} uses features of a "
+                "newer logshelf format (reserved flag bits set); upgrade logshelf"
+            )
+        return header, key
+
+    def __iter__(self) -> Iterator[list[ScannedRecord]]:
+        pos = self.start
+        pending: list[ScannedRecord] = []
+        last_txid = self.last_txid
+        while pos < self.limit:
+            checked = self._check(pos)
+            if isinstance(checked, str):
+                self.problem = checked
+                break
+            header, key = checked
+            if pending:
+                if header.txid != pending[0].txid:
+                    self.problem = "batch interrupted by another transaction id"
+                    break
+            elif not last_txid < header.txid <= last_txid + fmt.TXID_WINDOW:
+                self.problem = f"implausible transaction id {header.txid}"
+                break
+            total = _HEADER_SIZE + header.klen + header.vlen
+            value_at = pos + _HEADER_SIZE + header.klen
+            seal_next = 0
+            if header.kind == fmt.KIND_SEAL:
+                (seal_next,) = fmt.SEAL_VALUE.unpack(self._get(value_at, 8))
+            if self.verify_values and self._value_crc(value_at, header.vlen) != header.vcrc:
+                # A torn write ends the data; bit rot is followed by valid records.
+                nxt = pos + total
+                if nxt < self.limit and not isinstance(self._check(nxt), str):
+                    self.damaged.append(pos)
+                else:
+                    self.problem = "value checksum mismatch"
+                    break
+            self.max_txid = max(self.max_txid, header.txid)
+            pending.append(
+                ScannedRecord(pos, header.kind, bytes(key), header.txid, total, seal_next)
+            )
+            pos += total
+            if header.flags & fmt.FLAG_COMMIT:
+                batch, pending = pending, []
+                last_txid = header.txid
+                self.last_committed = last_txid
+                self.end = pos
+                yield batch
+        self.stop = pos

@@ -1,0 +1,80 @@
+"""The exceptions logshelf raises.
+
+Every error the library detects itself derives from :class:`StoreError`. Each
+subclass also derives from the builtin exception a user would already catch for
+that kind of failure, so ``except ValueError`` around shelve code keeps working::
+
+    StoreError(Exception)
+    ├── StoreClosedError(StoreError, ValueError)    use of a closed store
+    ├── ReadOnlyError(StoreError, PermissionError)   write to a store opened with flag "r"
+    ├── StoreNotFoundError(StoreError, FileNotFoundError)
+    │                                                flag "r" or "w" on a path with no store
+    ├── LockTimeoutError(StoreError, TimeoutError)   the writer lock was not acquired in time
+    ├── FormatError(StoreError, ValueError)          not a logshelf store, or a newer format
+    ├── CorruptionError(StoreError)                  checksum mismatch or impossible bytes on disk
+    ├── HandlePoisonedError(StoreError, OSError)     an fsync failed earlier; reopen the store
+    └── CodecUnavailableError(StoreError, ImportError)
+                                                     a compression codec's module is missing
+
+Operating-system failures (disk full, permission denied, ...) are raised as the
+original :class:`OSError`, untranslated. A missing key raises :class:`KeyError`;
+a key that is not a ``str`` raises :class:`TypeError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecUnavailableError",
+    "CorruptionError",
+    "FormatError",
+    "HandlePoisonedError",
+    "LockTimeoutError",
+    "ReadOnlyError",
+    "StoreClosedError",
+    "StoreError",
+    "StoreNotFoundError",
+]
+
+
+class StoreError(Exception):
+    """Base class of every error logshelf detects itself."""
+
+
+class StoreClosedError(StoreError, ValueError):
+    """An operation was attempted on a closed store (shelve raises ValueError too)."""
+
+
+class ReadOnlyError(StoreError, PermissionError):
+    """A write was attempted on a store opened with ``flag="r"``."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """Flag ``"r"`` or ``"w"`` named a path that holds no store."""
+
+
+class LockTimeoutError(StoreError, TimeoutError):
+    """The writer lock could not be acquired within the configured timeout."""
+
+
+class FormatError(StoreError, ValueError):
+    """The path is not a logshelf store, or it was written by a newer format version."""
+
+
+class CorruptionError(StoreError):
+    """Bytes on disk failed a checksum or describe something impossible.
+
+    The message names the file, the offset and, where it is known, the key.
+    """
+
+
+class HandlePoisonedError(StoreError, OSError):
+    """An earlier fsync failed, so this handle refuses further writes.
+
+    After a failed fsync the kernel may have dropped the unsynced pages, so
+    nothing this handle believes about the file is trustworthy. Close the store
+    and open it again: recovery re-validates everything on disk.
+    """
+
+
+class CodecUnavailableError(StoreError, ImportError):
+    """A record or an option needs a compression module that is not installed."""
