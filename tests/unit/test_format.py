@@ -1,0 +1,79 @@
+"""The byte layouts in _format.py round-trip and reject what they must."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from array import array
+
+import pytest
+
+from logshelf import _format as fmt
+from logshelf.errors import CorruptionError, FormatError
+
+
+def test_segment_header_round_trip() -> None:
+    """A segment header decodes to what was encoded, and is 64 bytes."""
+    data = fmt.encode_segment_header(7, 99, salt=1234)
+    assert len(data) == 64
+    header = fmt.decode_segment_header(data, "p")
+    assert (header.segment_id, header.base_txid, header.salt) == (7, 99, 1234)
+
+
+def test_segment_header_rejects_damage_and_foreign_files() -> None:
+    """Wrong magic is a FormatError naming what was found; a flipped bit is corruption."""
+    data = fmt.encode_segment_header(1, 0)
+    with pytest.raises(FormatError, match="b'hello wo'"):
+        fmt.decode_segment_header(b"hello world" * 10, "p")
+    flipped = bytearray(data)
+    flipped[20] ^= 1
+    with pytest.raises(CorruptionError, match="checksum"):
+        fmt.decode_segment_header(bytes(flipped), "p")
+    newer = bytearray(data[:60])
+    struct.pack_into("<H", newer, 8, 2)
+    newer += struct.pack("<I", zlib.crc32(bytes(newer)))
+    with pytest.raises(FormatError, match="version 2"):
+        fmt.decode_segment_header(bytes(newer), "p")
+
+
+def test_record_layout() -> None:
+    """A packed record is header + key + value with checksums that verify."""
+    rec = fmt.pack_record(5, 3, fmt.KIND_PUT, True, 1, b"key", b"value", zlib.crc32(b"value"), 10)
+    header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(rec))
+    assert rec[32:35] == b"key" and rec[35:] == b"value"
+    assert (header.txid, header.vlen, header.rawlen, header.klen, header.kind) == (3, 5, 10, 3, fmt.KIND_PUT)
+    assert header.flags & fmt.FLAG_COMMIT and fmt.codec_of(header.flags) == 1
+    assert fmt.record_hcrc(rec, b"key", 5) == header.hcrc
+    assert fmt.record_hcrc(rec, b"key", 6) != header.hcrc  # the salt matters
+    assert fmt.check_record_header(header, 0, len(rec)) is None
+    assert fmt.check_record_header(header, 0, len(rec) - 1) is not None
+
+
+def test_manifest_round_trip_and_damage() -> None:
+    """The manifest round-trips; truncation and bit flips are detected."""
+    manifest = fmt.Manifest(3, 9, ((1, 500), (4, 700), (8, fmt.ACTIVE)))
+    data = fmt.encode_manifest(manifest)
+    assert fmt.decode_manifest(data, "m") == manifest
+    assert manifest.active_id == 8
+    with pytest.raises(CorruptionError):
+        fmt.decode_manifest(data[:-1], "m")
+    for i in range(8, len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x10
+        with pytest.raises((CorruptionError, FormatError)):
+            fmt.decode_manifest(bytes(flipped), "m")
+    with pytest.raises(FormatError, match="not a logshelf MANIFEST"):
+        fmt.decode_manifest(b"garbage!" * 5, "m")
+
+
+def test_hint_round_trip_and_damage() -> None:
+    """A hint round-trips; any damage makes it invalid (None), never an exception."""
+    hint = fmt.Hint(2, 77, 1000, 12, ["a", "ключ"], array("Q", [64, 200]), ["gone"])
+    data = fmt.encode_hint(hint)
+    assert fmt.decode_hint(data) == hint
+    for i in range(len(data)):
+        flipped = bytearray(data)
+        flipped[i] ^= 0x04
+        assert fmt.decode_hint(bytes(flipped)) is None
+    assert fmt.decode_hint(data[:-3]) is None
+    assert fmt.decode_hint(b"") is None

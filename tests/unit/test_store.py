@@ -1,0 +1,454 @@
+"""The shelve-compatible API: flags, misuse, keys, values, codecs, writeback."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logshelf
+from logshelf import _codecs
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and p.name != "LOCK"}
+
+
+# -- flags -----------------------------------------------------------------
+
+
+def test_flag_c_creates_and_reopens(store_path: Path) -> None:
+    """Flag "c" creates a missing store and opens an existing one unchanged."""
+    with logshelf.open(store_path, "c") as db:
+        db["k"] = 1
+    assert store_path.is_dir() and (store_path / "MANIFEST").is_file()
+    with logshelf.open(store_path, "c") as db:
+        assert db["k"] == 1
+
+
+def test_flag_n_always_starts_empty(store_path: Path) -> None:
+    """Flag "n" empties an existing store, and the old data stays gone after reopen."""
+    with logshelf.open(store_path) as db:
+        db.update({f"k{i}": i for i in range(50)})
+    with logshelf.open(store_path, "n") as db:
+        assert len(db) == 0
+        db["fresh"] = True
+    with logshelf.open(store_path, "r") as db:
+        assert dict(db) == {"fresh": True}
+    segments = [p for p in store_path.iterdir() if p.suffix == ".log"]
+    assert len(segments) == 1
+
+
+def test_flag_n_creates_missing(store_path: Path) -> None:
+    """Flag "n" on a missing path creates an empty store."""
+    with logshelf.open(store_path, "n") as db:
+        assert len(db) == 0
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_flag_r_and_w_need_an_existing_store(store_path: Path, flag: str) -> None:
+    """Flags "r" and "w" on a missing path raise StoreNotFoundError and create nothing."""
+    with pytest.raises(logshelf.StoreNotFoundError) as info:
+        logshelf.open(store_path, flag)
+    assert isinstance(info.value, FileNotFoundError)
+    assert str(store_path) in str(info.value)
+    assert not store_path.exists()
+
+
+def test_flag_w_reads_and_writes(store_path: Path) -> None:
+    """Flag "w" opens an existing store for reading and writing."""
+    logshelf.open(store_path).close()
+    with logshelf.open(store_path, "w") as db:
+        db["k"] = "v"
+        assert db["k"] == "v"
+
+
+@pytest.mark.parametrize("flag", ["x", "rw", "", "C", None, 1])
+def test_bad_flag_is_named(store_path: Path, flag: Any) -> None:
+    """An unknown flag raises ValueError naming it, before touching the disk."""
+    with pytest.raises(ValueError, match=repr(flag).replace("(", r"\(")):
+        logshelf.open(store_path, flag)
+    assert not store_path.exists()
+
+
+def test_read_only_rejects_every_write(store_path: Path) -> None:
+    """Every write on flag "r" raises ReadOnlyError and changes no file."""
+    with logshelf.open(store_path) as db:
+        db.update({"a": 1, "b": 2})
+    before = _files(store_path)
+    with logshelf.open(store_path, "r") as db:
+        attempts = [
+            lambda: db.__setitem__("c", 3),
+            lambda: db.__delitem__("a"),
+            lambda: db.update({"d": 4}),
+            lambda: db.set_many({"d": 4}),
+            lambda: db.delete_many(["a"]),
+            lambda: db.pop("a"),
+            lambda: db.clear(),
+            lambda: db.setdefault("z", 1),
+        ]
+        for attempt in attempts:
+            with pytest.raises(logshelf.ReadOnlyError, match="read-only"):
+                attempt()
+        with pytest.raises(logshelf.ReadOnlyError):
+            with db.transaction():
+                pass
+        assert dict(db) == {"a": 1, "b": 2}
+    assert _files(store_path) == before
+
+
+# -- closed store ----------------------------------------------------------
+
+
+def test_closed_store_raises_on_every_use(store_path: Path) -> None:
+    """After close() every operation raises StoreClosedError (a ValueError); close is idempotent."""
+    db = logshelf.open(store_path)
+    db["k"] = 1
+    db.close()
+    db.close()
+    assert db.closed
+    uses = [
+        lambda: db["k"],
+        lambda: db.__setitem__("k", 2),
+        lambda: db.__delitem__("k"),
+        lambda: "k" in db,
+        lambda: len(db),
+        lambda: list(db),
+        lambda: db.get("k"),
+        lambda: db.keys() and list(db.keys()),
+        lambda: db.update({"a": 1}),
+        lambda: db.get_many(["k"]),
+        lambda: db.sync(),
+        lambda: db.transaction().__enter__(),
+    ]
+    for use in uses:
+        with pytest.raises(logshelf.StoreClosedError) as info:
+            use()
+        assert isinstance(info.value, ValueError)
+
+
+def test_context_manager_closes(store_path: Path) -> None:
+    """Leaving the with-block closes the store, also on an exception."""
+    with pytest.raises(RuntimeError):
+        with logshelf.open(store_path) as db:
+            db["k"] = 1
+            raise RuntimeError("boom")
+    assert db.closed
+    with logshelf.open(store_path) as again:
+        assert again["k"] == 1
+
+
+# -- keys ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [1, 1.5, b"bytes", None, ("t",), object()])
+def test_non_str_key_raises_type_error_naming_type(db: logshelf.Shelf, key: Any) -> None:
+    """A key that is not a str raises TypeError naming its type, and nothing is written."""
+    for operation in (lambda: db.__setitem__(key, 1), lambda: db[key], lambda: db.__delitem__(key)):
+        with pytest.raises(TypeError, match=type(key).__name__):
+            operation()
+    with pytest.raises(TypeError):
+        db.update({key: 1, "ok": 2})
+    assert len(db) == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["", "a", "ключ", "键", "🙂 emoji", "tab\tand\nnewline", "nul\x00byte", "x" * 20000]
+)
+def test_unicode_keys_round_trip(store_path: Path, key: str) -> None:
+    """Any str key that UTF-8 can encode is stored and read back after reopen."""
+    with logshelf.open(store_path) as db:
+        db[key] = key[::-1]
+    with logshelf.open(store_path, "r") as db:
+        assert list(db) == [key]
+        assert db[key] == key[::-1]
+
+
+def test_unencodable_and_oversized_keys_are_rejected(db: logshelf.Shelf) -> None:
+    """Lone surrogates and keys over 65535 UTF-8 bytes raise ValueError; nothing is written."""
+    with pytest.raises(ValueError, match="UTF-8"):
+        db["\ud800"] = 1
+    with pytest.raises(ValueError, match="too long"):
+        db["é" * 40000] = 1
+    assert len(db) == 0
+
+
+# -- values ----------------------------------------------------------------
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+VALUES: list[Any] = [
+    None, 0, -1, 2**100, 1.5, "text", b"\x00bytes", bytearray(b"ba"), [1, [2]], (1, 2),
+    {"nested": {"a": [1, 2, {"b": None}]}}, {1, 2}, frozenset({3}), Point(1, 2), "x" * 100_000,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_values_round_trip(store_path: Path, value: Any) -> None:
+    """Picklable values of every common kind are read back equal after reopen."""
+    with logshelf.open(store_path) as db:
+        db["v"] = value
+    with logshelf.open(store_path, "r") as db:
+        assert db["v"] == value
+
+
+def test_unpicklable_value_writes_nothing(store_path: Path) -> None:
+    """A value that cannot be pickled raises and leaves the store byte-for-byte unchanged."""
+    with logshelf.open(store_path) as db:
+        db["keep"] = 1
+        before = _files(store_path)
+        with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+            db["bad"] = threading.Lock()
+        with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+            db.update({"good": 1, "bad": lambda: None})
+        assert _files(store_path) == before
+        assert dict(db) == {"keep": 1}
+
+
+def test_reads_return_copies(db: logshelf.Shelf) -> None:
+    """Without writeback, mutating a value read from the store changes nothing on disk."""
+    db["list"] = [1]
+    db["list"].append(2)
+    assert db["list"] == [1]
+
+
+# -- codecs ----------------------------------------------------------------
+
+
+def test_every_codec_round_trips(store_path: Path, compression: str | None) -> None:
+    """Each codec stores compressible, incompressible and small values and reads them back."""
+    values = {"small": 1, "text": "abc" * 5000, "random": os.urandom(50_000), "mixed": ["x" * 300] * 10}
+    with logshelf.open(store_path, compression=compression) as db:
+        db.update(values)
+        db["single"] = "y" * 4000
+    with logshelf.open(store_path, "r") as db:
+        assert {k: db[k] for k in values} == values
+        assert db["single"] == "y" * 4000
+
+
+def test_compression_shrinks_and_is_recorded(store_path: Path, compression: str | None) -> None:
+    """Compressible values take less space with a codec; the codec is stored per record."""
+    with logshelf.open(store_path, compression=compression) as db:
+        db["text"] = "abcdefgh" * 10_000
+    size = sum(p.stat().st_size for p in store_path.glob("seg-*.log"))
+    if compression is None:
+        assert size > 80_000
+    else:
+        assert size < 20_000
+
+
+def test_mixed_codecs_in_one_store(store_path: Path) -> None:
+    """Records written under different compression settings all read back under any setting."""
+    written = {}
+    for codec in (None, "lz4", "zlib", "bz2"):
+        with logshelf.open(store_path, compression=codec) as db:
+            written[f"v-{codec}"] = f"{codec} " * 3000
+            db[f"v-{codec}"] = written[f"v-{codec}"]
+    for codec in (None, "lz4", "zlib", "bz2"):
+        with logshelf.open(store_path, "r", compression=codec) as db:
+            assert dict(db) == written
+
+
+def test_bad_compression_is_named(store_path: Path) -> None:
+    """An unknown codec raises ValueError naming it."""
+    with pytest.raises(ValueError, match="'zstd'"):
+        logshelf.open(store_path, compression="zstd")
+
+
+def test_incompressible_values_stay_raw() -> None:
+    """A value that does not shrink by an eighth is stored uncompressed."""
+    data = os.urandom(10_000)
+    assert _codecs.compress(_codecs.Codec.LZ4, data) == (_codecs.Codec.NONE, data)
+    codec, packed = _codecs.compress(_codecs.Codec.ZLIB, b"a" * 10_000)
+    assert codec is _codecs.Codec.ZLIB and len(packed) < 1000
+    assert _codecs.decompress(codec, packed, 10_000) == b"a" * 10_000
+
+
+def test_decompression_is_bounded() -> None:
+    """A record cannot decompress to more than its recorded length."""
+    for codec in (_codecs.Codec.LZ4, _codecs.Codec.ZLIB, _codecs.Codec.BZ2):
+        _, packed = _codecs.compress(codec, b"z" * 100_000)
+        with pytest.raises(logshelf.CorruptionError):
+            _codecs.decompress(codec, packed, 1000)
+
+
+# -- pickle protocols ------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol(store_path: Path, protocol: int) -> None:
+    """Records pickled with any protocol read back, whatever protocol the reader uses."""
+    with logshelf.open(store_path, protocol=protocol) as db:
+        db["v"] = {"p": protocol, "data": [Point(1, 2)]}
+    with logshelf.open(store_path, "r", protocol=0) as db:
+        assert db["v"] == {"p": protocol, "data": [Point(1, 2)]}
+
+
+def test_bad_protocol_is_named(store_path: Path) -> None:
+    """An impossible protocol raises ValueError naming it."""
+    with pytest.raises(ValueError, match="99"):
+        logshelf.open(store_path, protocol=99)
+
+
+# -- writeback -------------------------------------------------------------
+
+
+def test_writeback_writes_mutations_back_on_sync_and_close(store_path: Path) -> None:
+    """With writeback=True, in-place mutations of read entries are saved by sync() and close()."""
+    with logshelf.open(store_path) as db:
+        db["a"] = [1]
+        db["b"] = {"n": 0}
+    db = logshelf.open(store_path, writeback=True)
+    db["a"].append(2)
+    db.sync()
+    with logshelf.open(store_path, "r") as other:
+        assert other["a"] == [1, 2]
+    db["b"]["n"] += 1
+    db["c"] = []
+    db["c"].append("x")
+    db.close()
+    with logshelf.open(store_path, "r") as other:
+        assert dict(other) == {"a": [1, 2], "b": {"n": 1}, "c": ["x"]}
+
+
+def test_writeback_off_loses_in_place_mutations(store_path: Path) -> None:
+    """With writeback=False (the default), in-place mutations are not saved, as in shelve."""
+    with logshelf.open(store_path) as db:
+        db["a"] = [1]
+        db["a"].append(2)
+    with logshelf.open(store_path, "r") as db:
+        assert db["a"] == [1]
+
+
+def test_writeback_cache_returns_same_object(store_path: Path) -> None:
+    """With writeback=True repeated reads return the same cached object; delete drops it."""
+    with logshelf.open(store_path, writeback=True) as db:
+        db["a"] = [1]
+        assert db["a"] is db["a"]
+        del db["a"]
+        assert "a" not in db
+        with pytest.raises(KeyError):
+            db["a"]
+
+
+# -- persistence across processes -------------------------------------------
+
+
+def test_second_process_reads_what_was_written(store_path: Path) -> None:
+    """A separate interpreter reads back values written here, and vice versa."""
+    with logshelf.open(store_path, compression="lz4") as db:
+        db.update({"int": 1, "text": "é" * 1000, "list": list(range(100))})
+    script = (
+        "import logshelf, sys\n"
+        "with logshelf.open(sys.argv[1]) as db:\n"
+        "    assert db['int'] == 1 and db['text'] == 'é' * 1000 and db['list'] == list(range(100))\n"
+        "    db['from_child'] = {'ok': True}\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(store_path)], check=True, timeout=60)
+    with logshelf.open(store_path, "r") as db:
+        assert db["from_child"] == {"ok": True}
+        assert len(db) == 4
+
+
+def test_open_handles_see_each_other_without_reopening(store_path: Path) -> None:
+    """Two handles on one store see each other's writes and deletes on the next access."""
+    writer = logshelf.open(store_path)
+    reader = logshelf.open(store_path, "r")
+    try:
+        writer["a"] = 1
+        assert reader["a"] == 1
+        writer.update({"b": 2, "c": 3})
+        del writer["a"]
+        assert dict(reader) == {"b": 2, "c": 3}
+        assert len(reader) == 2
+    finally:
+        writer.close()
+        reader.close()
+
+
+# -- options ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("durability", "sometimes"),
+        ("lock_timeout", -1),
+        ("sync_interval", -0.5),
+        ("lock_backend", "posix"),
+        ("compress_min", -1),
+        ("max_segment_size", 10),
+    ],
+)
+def test_bad_options_are_named(store_path: Path, option: str, value: Any) -> None:
+    """Each bad option raises ValueError whose message names the value."""
+    with pytest.raises(ValueError, match=str(value).replace(".", r"\.")):
+        logshelf.open(store_path, **{option: value})
+
+
+@pytest.mark.parametrize("durability", ["none", "always", "interval"])
+def test_durability_modes_work(store_path: Path, durability: str) -> None:
+    """Every durability mode reads back what it wrote."""
+    with logshelf.open(store_path, durability=durability, sync_interval=0.0) as db:
+        for i in range(20):
+            db[f"k{i}"] = i
+    with logshelf.open(store_path, "r") as db:
+        assert dict(db) == {f"k{i}": i for i in range(20)}
+
+
+def test_sync_is_called_per_write_only_when_asked(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """durability="always" fdatasyncs every write; "none" syncs only on sync() and close()."""
+    calls: list[int] = []
+    from logshelf import _fs
+
+    real = _fs.FileSystem.datasync
+    monkeypatch.setattr(_fs.FileSystem, "datasync", lambda self, fd: (calls.append(fd), real(self, fd))[1])
+    with logshelf.open(store_path, durability="always") as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        assert len(calls) == 5
+    with logshelf.open(store_path) as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        assert calls == []
+        db.sync()
+        assert len(calls) == 1
+
+
+def test_segments_roll_over(store_path: Path) -> None:
+    """Past max_segment_size writing moves to a new segment, and everything reads back."""
+    with logshelf.open(store_path, max_segment_size=8192) as db:
+        for i in range(300):
+            db[f"k{i}"] = "v" * 100
+        del db["k0"]
+    assert len(list(store_path.glob("seg-*.log"))) > 3
+    reader = logshelf.open(store_path, "r")
+    with logshelf.open(store_path, max_segment_size=8192) as db:
+        assert len(db) == 299 and db["k299"] == "v" * 100
+        for i in range(300, 400):
+            db[f"k{i}"] = i
+        assert reader["k399"] == 399
+        assert len(reader) == 399
+    reader.close()
+
+
+def test_repr_names_path(db: logshelf.Shelf) -> None:
+    """repr() shows the store path and state."""
+    assert db.path in repr(db)
+    db.close()
+    assert "closed" in repr(db)
