@@ -28,7 +28,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import _format as fmt
 from ._codecs import Codec
@@ -63,9 +63,9 @@ _PUT = fmt.KIND_PUT
 _DELETE = fmt.KIND_DELETE
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """A value prepared for writing: codec applied and checksummed, outside any lock."""
+class Encoded(NamedTuple):
+    """A stored value: codec id, stored bytes, uncompressed length (0 when no
+    codec) and the checksum of the stored bytes."""
 
     codec: int
     data: bytes
@@ -80,6 +80,7 @@ _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 def _mark_forked() -> None:
     for engine in list(_engines):
         engine._forked = True
+        engine._ok = False
 
 
 if hasattr(os, "register_at_fork"):
@@ -159,6 +160,9 @@ class Engine:
         self._mutex = threading.RLock()
         self._closed = False
         self._forked = False
+        # False when closed or forked: one attribute test on the hot paths.
+        self._ok = True
+        self._size = self._fs.size
         self._poisoned: BaseException | None = None
         self._lock: WriterLock | None = None
         self._segments: list[Segment] = []
@@ -202,6 +206,10 @@ class Engine:
                 self._lock = WriterLock(
                     os.path.join(path, fmt.LOCK_NAME), path, self._lock_timeout, self._lock_backend
                 )
+                # Share the process-wide lock's mutex: a write then takes one
+                # thread lock, not two, and handles on one store never
+                # interleave inside a process.
+                self._mutex = self._lock.mutex
             self._load(self._read_manifest())
             if self.flag == "n":
                 with self._locked():
@@ -417,6 +425,7 @@ class Engine:
         """In a child process: keep the index and descriptors for reading, but
         take a fresh writer lock (the parent's lock descriptor is shared)."""
         self._forked = False
+        self._ok = not self._closed
         self._mutex = threading.RLock()
         self._tx = None
         self._tx_thread = None
@@ -424,6 +433,7 @@ class Engine:
             self._lock = WriterLock(
                 os.path.join(self.path, fmt.LOCK_NAME), self.path, self._lock_timeout, self._lock_backend
             )
+            self._mutex = self._lock.mutex
 
     def _refresh(self) -> None:
         """Apply whatever other processes committed since we last looked."""
@@ -547,10 +557,7 @@ class Engine:
         try:
             active.append(data)
         except BaseException:
-            try:
-                active.truncate(start)
-            except BaseException as exc:
-                self._poisoned = exc
+            self._undo_append(active, start)
             raise
         self._txid = txid
         base = (len(self._segments) - 1) << _SLOT_SHIFT
@@ -569,10 +576,7 @@ class Engine:
         self._end = offset
         active.readable_end = offset
         if self.durability != "none":
-            now = time.monotonic()
-            if self.durability == "always" or now - self._last_sync >= self.sync_interval:
-                self._sync_active()
-                self._last_sync = now
+            self._sync_after_write()
 
     def _sync_active(self) -> None:
         try:
@@ -610,10 +614,7 @@ class Engine:
                 try:
                     old.append(seal)
                 except BaseException:
-                    try:
-                        old.truncate(start)
-                    except BaseException as exc:
-                        self._poisoned = exc
+                    self._undo_append(old, start)
                     raise
                 self._end = start + len(seal)
                 self._txid = seal_txid
@@ -677,37 +678,33 @@ class Engine:
     # ------------------------------------------------------------------
     # public operations
 
-    def get(self, key: str) -> Encoded | None:
-        """The stored value of ``key`` (codec applied, checksum verified), or None."""
+    def get(self, key: str) -> tuple[int, bytes, int] | None:
+        """``(codec, stored value, rawlen)`` of ``key`` with its checksums
+        verified, or None when the key is absent."""
         with self._mutex:
-            if self._closed or self._forked:
+            if not self._ok:
                 self._check_usable()
-            tx = self._tx
-            if tx is not None and key in tx and self._tx_thread == threading.get_ident():
-                return tx[key]
-            self._refresh()
+            if self._tx is not None and self._tx_thread == threading.get_ident() and key in self._tx:
+                return self._tx[key]
+            if self._size(self._segments[-1].fd) != self._end:
+                self._refresh()
             loc = self._index.get(key)
             if loc is None:
                 return None
-            seg = self._segments[loc >> _SLOT_SHIFT]
             try:
-                header, value = seg.read_record(loc & _OFFSET_MASK)
+                return self._segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK)
             except CorruptionError as exc:
                 raise CorruptionError(f"key {key!r}: {exc}") from None
-            if header.kind != _PUT:
-                raise CorruptionError(
-                    f"key {key!r}: {seg.path}: offset {loc & _OFFSET_MASK} holds no value record"
-                )
-            return Encoded(fmt.codec_of(header.flags), value, header.rawlen, header.vcrc)
 
     def contains(self, key: str) -> bool:
         with self._mutex:
-            if self._closed or self._forked:
+            if not self._ok:
                 self._check_usable()
             tx = self._tx
             if tx is not None and key in tx and self._tx_thread == threading.get_ident():
                 return tx[key] is not None
-            self._refresh()
+            if self._size(self._segments[-1].fd) != self._end:
+                self._refresh()
             return key in self._index
 
     def keys(self) -> list[str]:
@@ -738,9 +735,64 @@ class Engine:
                     count += 1
             return count
 
-    def put(self, key: str, value: Encoded) -> None:
-        """Write one key (one batch of one record)."""
-        self.write([(_PUT, key, value)])
+    def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
+        """Write one key: a batch of one record.
+
+        This is :meth:`write` specialised for the most common call; it is the
+        path ``benchmarks/bench_store.py`` measures as "insert".
+        """
+        kb = encode_key(key)
+        vcrc = zlib.crc32(data)
+        with self._mutex:
+            if not self._ok:
+                self._check_usable()
+            if self._lock is None or self._poisoned is not None or self._tx is not None:
+                self._write_slow([(_PUT, key, kb, Encoded(codec, data, rawlen, vcrc))])
+                return
+            lock = self._lock
+            lock.acquire()
+            try:
+                active = self._segments[-1]
+                if self._size(active.fd) != self._end or self._seal_next:
+                    self._prepare_write()
+                    active = self._segments[-1]
+                start = self._end
+                if start + 32 + len(kb) + len(data) > self.max_segment_size and start > _HEADER_END:
+                    self._roll(drop_old=False)
+                    active = self._segments[-1]
+                    start = self._end
+                txid = self._max_txid + 1
+                record = fmt.pack_record(active.salt, txid, _PUT, True, codec, kb, data, vcrc, rawlen)
+                self._max_txid = txid  # burnt even if the write fails
+                try:
+                    active.append(record)
+                except BaseException:
+                    self._undo_append(active, start)
+                    raise
+                self._txid = txid
+                self._index[key] = ((len(self._segments) - 1) << _SLOT_SHIFT) | start
+                if self._active_deletes:
+                    self._active_deletes.discard(key)
+                self._end = end = start + len(record)
+                active.readable_end = end
+                if self.durability != "none":
+                    self._sync_after_write()
+            finally:
+                lock.release()
+
+    def _undo_append(self, seg: Segment, start: int) -> None:
+        """A write failed part-way: cut back to where it started. If even that
+        fails, the handle can no longer know what is on disk."""
+        try:
+            seg.truncate(start)
+        except BaseException as exc:
+            self._poisoned = exc
+
+    def _sync_after_write(self) -> None:
+        now = time.monotonic()
+        if self.durability == "always" or now - self._last_sync >= self.sync_interval:
+            self._sync_active()
+            self._last_sync = now
 
     def delete(self, key: str) -> bool:
         """Delete a key; return False when it was not present (nothing written)."""
@@ -764,11 +816,12 @@ class Engine:
         """Write a batch of puts and deletes atomically (all or none visible,
         to other processes and after a crash). Deletes of absent keys are
         written too (they are idempotent)."""
-        if not ops:
-            return
-        records = [(kind, key, encode_key(key), value) for kind, key, value in ops]
+        if ops:
+            self._write_slow([(kind, key, encode_key(key), value) for kind, key, value in ops])
+
+    def _write_slow(self, records: list[tuple[int, str, bytes, Encoded | None]]) -> None:
         with self._mutex:
-            if self._closed or self._forked:
+            if not self._ok:
                 self._check_usable()
             self._check_writable()
             if self._tx is not None and self._tx_thread == threading.get_ident():
@@ -831,6 +884,7 @@ class Engine:
                         self._write_hint(self._segments[slot], slot, self._end)
             finally:
                 self._closed = True
+                self._ok = False
                 self._close_files()
 
     def _close_files(self) -> None:

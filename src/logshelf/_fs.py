@@ -57,7 +57,10 @@ class FileSystem:
         Raises OSError on failure; the caller truncates back whatever part of
         ``data`` may have landed.
         """
-        view = memoryview(data)
+        written = os.write(fd, data)
+        if written == len(data):
+            return
+        view = memoryview(data)[written:]
         while view:
             written = os.write(fd, view[:_MAX_WRITE])
             if written <= 0:  # pragma: no cover - write(2) reports errors by raising

@@ -22,10 +22,12 @@ kernel, so a crash never leaves the store locked.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 
 from .errors import LockTimeoutError
@@ -65,21 +67,32 @@ class _ProcessLock:
             self.filelock = filelock.FileLock(path, thread_local=False, poll_interval=0.001)
 
     def acquire(self, timeout: float | None, store: str) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.mutex.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        if timeout is None:
+            self.mutex.acquire()
+        elif not self.mutex.acquire(timeout=max(timeout, 0.0)):
             raise LockTimeoutError(
                 f"timed out after {timeout} s waiting for the writer lock of {store} "
                 "(held by another thread of this process)"
             )
-        try:
-            if self.depth == 0:
-                self._acquire_os(deadline, timeout, store)
+        if self.depth:
             self.depth += 1
+            return
+        try:
+            if self.fd >= 0:
+                try:
+                    # Uncontended fast path: one system call.
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._acquire_os(timeout, store)
+            else:
+                self._acquire_os(timeout, store)
+            self.depth = 1
         except BaseException:
             self.mutex.release()
             raise
 
-    def _acquire_os(self, deadline: float | None, timeout: float | None, store: str) -> None:
+    def _acquire_os(self, timeout: float | None, store: str) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self.filelock is not None:
             import filelock
 
@@ -94,11 +107,6 @@ class _ProcessLock:
                 ) from exc
             return
         assert fcntl is not None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
         if deadline is None:
             # Blocks in the kernel; interruptible by signals (Ctrl-C).
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -125,7 +133,6 @@ class _ProcessLock:
                 if self.filelock is not None:
                     self.filelock.release()  # type: ignore[attr-defined]
                 else:
-                    assert fcntl is not None
                     fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
             self.mutex.release()
@@ -218,12 +225,12 @@ class WriterLock:
         self.backend = resolve_backend(backend)
         self._shared, self._ident = _registry.get(path, self.backend)
         self._finalizer = weakref.finalize(self, _registry.put, self._ident)
-
-    def acquire(self) -> None:
-        self._shared.acquire(self.timeout, self.store)
-
-    def release(self) -> None:
-        self._shared.release()
+        # Bound once: acquire/release sit on every write's path.
+        self.acquire: Callable[[], None] = functools.partial(self._shared.acquire, timeout, store)
+        self.release: Callable[[], None] = self._shared.release
+        #: The shared re-entrant thread lock inside this writer lock; the
+        #: engine uses it as its own mutex.
+        self.mutex: threading.RLock = self._shared.mutex
 
     def __enter__(self) -> WriterLock:
         self._shared.acquire(self.timeout, self.store)

@@ -27,6 +27,9 @@ __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 #: Python version logshelf supports.
 DEFAULT_PROTOCOL = 5
 
+_dumps = pickle.dumps
+_loads = pickle.loads
+
 
 def _check_key(key: object) -> str:
     if type(key) is str or isinstance(key, str):
@@ -68,19 +71,9 @@ class Shelf(MutableMapping[str, Any]):
     # -- encoding ------------------------------------------------------------
 
     def _encode(self, value: Any) -> Encoded:
-        # Pickle and compress before any lock is taken: an unpicklable value
-        # fails here with nothing written.
-        data = pickle.dumps(value, self._protocol)
-        rawlen = len(data)
+        data = _dumps(value, self._protocol)
         codec, stored = _codecs.compress(self._codec, data, self._compress_min)
-        return encode_value(codec, stored, rawlen if codec else 0)
-
-    @staticmethod
-    def _decode(encoded: Encoded) -> Any:
-        data = encoded.data
-        if encoded.codec:
-            data = _codecs.decompress(encoded.codec, data, encoded.rawlen)
-        return pickle.loads(data)
+        return encode_value(codec, stored, len(data) if codec else 0)
 
     # -- the mapping ---------------------------------------------------------
 
@@ -90,17 +83,28 @@ class Shelf(MutableMapping[str, Any]):
                 return self._cache[key]
             except KeyError:
                 pass
-        encoded = self._engine.get(_check_key(key))
-        if encoded is None:
+        if type(key) is not str:
+            _check_key(key)
+        found = self._engine.get(key)
+        if found is None:
             raise KeyError(key)
-        value = self._decode(encoded)
+        codec, data, rawlen = found[0], found[1], found[2]
+        value = _loads(_codecs.decompress(codec, data, rawlen) if codec else data)
         if self._writeback:
             self._cache[key] = value
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        encoded = self._encode(value)
-        self._engine.write([(KIND_PUT, _check_key(key), encoded)])
+        if type(key) is not str:
+            _check_key(key)
+        # Pickle and compress before any lock is taken: an unpicklable value
+        # fails here with nothing written.
+        data = _dumps(value, self._protocol)
+        if self._codec and len(data) >= self._compress_min:
+            codec, stored = _codecs.compress(self._codec, data, self._compress_min)
+            self._engine.put(key, codec, stored, len(data) if codec else 0)
+        else:
+            self._engine.put(key, 0, data, 0)
         if self._writeback:
             self._cache[key] = value
 
