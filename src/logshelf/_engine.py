@@ -87,6 +87,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked)
 
 
+# How the engine carries one record to write: (kind, key, key bytes, codec,
+# stored value, crc32 of the stored value, rawlen). A tuple, not an object:
+# it is built once per written key.
+Record = tuple[int, str, bytes, int, bytes, int, int]
+
+
 def encode_key(key: str) -> bytes:
     """UTF-8 bytes of a key, checked against the format's limits.
 
@@ -175,7 +181,7 @@ class Engine:
         self._seal_next = 0
         self._last_sync = time.monotonic()
         self._hinted_end = 0
-        self._tx: dict[str, Encoded | None] | None = None
+        self._tx: dict[str, Record] | None = None
         self._tx_thread: int | None = None
         self.recovered: list[str] = []
         self._open()
@@ -529,29 +535,15 @@ class Engine:
         seg.sync()
         self.recovered.append(f"cut {size - end} bytes of torn tail from {seg.path} at offset {end}")
 
-    def _append(self, records: list[tuple[int, str, bytes, Encoded | None]]) -> None:
-        """Write one batch (kind, key, key bytes, value) atomically at the end of
-        the active segment and apply it to the index. Under the writer lock,
-        after :meth:`_prepare_write`."""
-        active = self._segments[-1]
-        estimate = sum(32 + len(kb) + (len(v.data) if v else 0) for _, _, kb, v in records)
-        if self._end + estimate > self.max_segment_size and self._end > _HEADER_END:
+    def _append(self, records: list[Record]) -> None:
+        """Write one batch atomically at the end of the active segment and apply
+        it to the index. Under the writer lock, after :meth:`_prepare_write`."""
+        size = sum(32 + len(r[2]) + len(r[4]) for r in records)
+        if self._end + size > self.max_segment_size and self._end > _HEADER_END:
             self._roll(drop_old=False)
-            active = self._segments[-1]
+        active = self._segments[-1]
         txid = self._max_txid + 1
-        salt = active.salt
-        last = len(records) - 1
-        parts = []
-        for i, (kind, _, kb, value) in enumerate(records):
-            if value is None:
-                parts.append(fmt.pack_record(salt, txid, kind, i == last, 0, kb, b"", 0, 0))
-            else:
-                parts.append(
-                    fmt.pack_record(
-                        salt, txid, kind, i == last, value.codec, kb, value.data, value.vcrc, value.rawlen
-                    )
-                )
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = fmt.pack_batch(active.salt, txid, [(r[0], *r[2:]) for r in records])
         start = self._end
         self._max_txid = txid  # burnt even if the write fails
         try:
@@ -564,7 +556,7 @@ class Engine:
         offset = start
         index = self._index
         deletes = self._active_deletes
-        for (kind, key, _, _), part in zip(records, parts):
+        for kind, key, kb, _, value, _, _ in records:
             if kind == _PUT:
                 index[key] = base | offset
                 if deletes:
@@ -572,7 +564,7 @@ class Engine:
             else:
                 index.pop(key, None)
                 deletes.add(key)
-            offset += len(part)
+            offset += 32 + len(kb) + len(value)
         self._end = offset
         active.readable_end = offset
         if self.durability != "none":
@@ -684,8 +676,9 @@ class Engine:
         with self._mutex:
             if not self._ok:
                 self._check_usable()
-            if self._tx is not None and self._tx_thread == threading.get_ident() and key in self._tx:
-                return self._tx[key]
+            if self._tx is not None and key in self._tx and self._in_my_transaction():
+                record = self._tx[key]
+                return None if record[0] == _DELETE else (record[3], record[4], record[6])
             if self._size(self._segments[-1].fd) != self._end:
                 self._refresh()
             loc = self._index.get(key)
@@ -696,43 +689,46 @@ class Engine:
             except CorruptionError as exc:
                 raise CorruptionError(f"key {key!r}: {exc}") from None
 
+    def _in_my_transaction(self) -> bool:
+        return self._tx is not None and self._tx_thread == threading.get_ident()
+
+    def _present(self, key: str) -> bool:
+        """Is ``key`` live, counting this thread's open transaction? (under the mutex)"""
+        tx = self._tx
+        if tx is not None and key in tx and self._in_my_transaction():
+            return tx[key][0] == _PUT
+        return key in self._index
+
     def contains(self, key: str) -> bool:
         with self._mutex:
             if not self._ok:
                 self._check_usable()
-            tx = self._tx
-            if tx is not None and key in tx and self._tx_thread == threading.get_ident():
-                return tx[key] is not None
             if self._size(self._segments[-1].fd) != self._end:
                 self._refresh()
-            return key in self._index
+            return self._present(key)
 
     def keys(self) -> list[str]:
         """A snapshot of the live keys, in the order they were first written."""
         with self._mutex:
             self._check_usable()
             self._refresh()
-            tx = self._tx
-            if tx is None or self._tx_thread != threading.get_ident():
+            if not self._in_my_transaction():
                 return list(self._index)
-            keys = [k for k in self._index if k not in tx or tx[k] is not None]
-            keys.extend(k for k, v in tx.items() if v is not None and k not in self._index)
+            tx = self._tx
+            assert tx is not None
+            keys = [k for k in self._index if k not in tx or tx[k][0] == _PUT]
+            keys.extend(k for k, r in tx.items() if r[0] == _PUT and k not in self._index)
             return keys
 
     def __len__(self) -> int:
         with self._mutex:
             self._check_usable()
             self._refresh()
-            tx = self._tx
-            if tx is None or self._tx_thread != threading.get_ident():
-                return len(self._index)
             count = len(self._index)
-            for k, v in tx.items():
-                present = k in self._index
-                if v is None and present:
-                    count -= 1
-                elif v is not None and not present:
-                    count += 1
+            if self._in_my_transaction():
+                assert self._tx is not None
+                for key, record in self._tx.items():
+                    count += (record[0] == _PUT) - (key in self._index)
             return count
 
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
@@ -746,8 +742,13 @@ class Engine:
         with self._mutex:
             if not self._ok:
                 self._check_usable()
+            if self._tx is not None and self._tx_thread == threading.get_ident():
+                # Inside this thread's transaction (writability was checked
+                # when it began): buffer until commit.
+                self._tx[key] = (_PUT, key, kb, codec, data, vcrc, rawlen)
+                return
             if self._lock is None or self._poisoned is not None or self._tx is not None:
-                self._write_slow([(_PUT, key, kb, Encoded(codec, data, rawlen, vcrc))])
+                self._write_slow([(_PUT, key, kb, codec, data, vcrc, rawlen)])
                 return
             lock = self._lock
             lock.acquire()
@@ -796,38 +797,51 @@ class Engine:
 
     def delete(self, key: str) -> bool:
         """Delete a key; return False when it was not present (nothing written)."""
+        kb = encode_key(key)
         with self._mutex:
             self._check_usable()
             self._check_writable()
-            if self._tx is not None and self._tx_thread == threading.get_ident():
-                tx = self._tx
-                present = tx[key] is not None if key in tx else key in self._index
+            if self._in_my_transaction():
+                present = self._present(key)
                 if present:
-                    tx[key] = None
+                    self._tx[key] = (_DELETE, key, kb, 0, b"", 0, 0)  # type: ignore[index]
                 return present
             with self._locked():
                 self._prepare_write()
                 if key not in self._index:
                     return False
-                self._append([(_DELETE, key, encode_key(key), None)])
+                self._append([(_DELETE, key, kb, 0, b"", 0, 0)])
                 return True
 
     def write(self, ops: list[tuple[int, str, Encoded | None]]) -> None:
-        """Write a batch of puts and deletes atomically (all or none visible,
-        to other processes and after a crash). Deletes of absent keys are
-        written too (they are idempotent)."""
-        if ops:
-            self._write_slow([(kind, key, encode_key(key), value) for kind, key, value in ops])
+        """Write a batch of puts and deletes atomically: all or none become
+        visible, to other processes and after a crash. A later op on the same
+        key wins. Deletes of absent keys are written too (they are idempotent)."""
+        records: list[Record] = []
+        for kind, key, value in ops:
+            kb = encode_key(key)
+            if kind == _PUT and value is not None:
+                records.append((_PUT, key, kb, value.codec, value.data, value.vcrc, value.rawlen))
+            else:
+                records.append((_DELETE, key, kb, 0, b"", 0, 0))
+        if records:
+            self._write_slow(records)
 
-    def _write_slow(self, records: list[tuple[int, str, bytes, Encoded | None]]) -> None:
+    def _write_slow(self, records: list[Record]) -> None:
         with self._mutex:
             if not self._ok:
                 self._check_usable()
             self._check_writable()
-            if self._tx is not None and self._tx_thread == threading.get_ident():
-                for kind, key, _, value in records:
-                    self._tx[key] = value if kind == _PUT else None
+            if self._in_my_transaction():
+                tx = self._tx
+                assert tx is not None
+                for record in records:
+                    tx[record[1]] = record
                 return
+            if len(records) > 1:
+                # One record per key: the index applies records in order, but
+                # a batch should not carry dead weight.
+                records = list({r[1]: r for r in records}.values())
             with self._locked():
                 self._prepare_write()
                 self._append(records)
@@ -837,7 +851,8 @@ class Engine:
         """Hold the writer lock; buffer writes; commit them as one batch.
 
         Nested calls join the outer transaction. Other threads using this
-        handle wait until it ends.
+        handle (or another handle on the same store in this process) wait
+        until it ends.
         """
         with self._mutex:
             self._check_usable()
@@ -851,14 +866,9 @@ class Engine:
                 self._tx_thread = threading.get_ident()
                 try:
                     yield
-                    ops = self._tx
-                    if ops:
+                    if self._tx:
                         self._check_writable()
-                        records = [
-                            (_DELETE if v is None else _PUT, k, encode_key(k), v)
-                            for k, v in ops.items()
-                        ]
-                        self._append(records)
+                        self._append(list(self._tx.values()))
                 finally:
                     self._tx = None
                     self._tx_thread = None
