@@ -28,7 +28,6 @@ import zlib
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
 from . import _format as fmt
 from ._codecs import Codec
@@ -44,7 +43,7 @@ from .errors import (
     StoreNotFoundError,
 )
 
-__all__ = ["DURABILITY_MODES", "Encoded", "Engine"]
+__all__ = ["DURABILITY_MODES", "Engine", "Record"]
 
 DURABILITY_MODES = ("none", "always", "interval")
 
@@ -61,16 +60,6 @@ _QUARANTINE_MAX = 16 << 20
 
 _PUT = fmt.KIND_PUT
 _DELETE = fmt.KIND_DELETE
-
-
-class Encoded(NamedTuple):
-    """A stored value: codec id, stored bytes, uncompressed length (0 when no
-    codec) and the checksum of the stored bytes."""
-
-    codec: int
-    data: bytes
-    rawlen: int
-    vcrc: int
 
 
 # Live engines, so a fork can be detected without a getpid() per operation.
@@ -109,11 +98,6 @@ def encode_key(key: str) -> bytes:
             f"in UTF-8): {key[:40]!r}..."
         )
     return data
-
-
-def encode_value(codec: int, data: bytes, rawlen: int) -> Encoded:
-    """Checksum an (already compressed) value for writing."""
-    return Encoded(codec, data, rawlen, zlib.crc32(data))
 
 
 class Engine:
@@ -813,19 +797,28 @@ class Engine:
                 self._append([(_DELETE, key, kb, 0, b"", 0, 0)])
                 return True
 
-    def write(self, ops: list[tuple[int, str, Encoded | None]]) -> None:
-        """Write a batch of puts and deletes atomically: all or none become
-        visible, to other processes and after a crash. A later op on the same
-        key wins. Deletes of absent keys are written too (they are idempotent)."""
-        records: list[Record] = []
-        for kind, key, value in ops:
-            kb = encode_key(key)
-            if kind == _PUT and value is not None:
-                records.append((_PUT, key, kb, value.codec, value.data, value.vcrc, value.rawlen))
-            else:
-                records.append((_DELETE, key, kb, 0, b"", 0, 0))
+    def put_many(self, items: list[tuple[str, int, bytes, int]]) -> None:
+        """Write ``(key, codec, stored value, rawlen)`` items as one atomic
+        batch: all or none become visible, to other processes and after a
+        crash. A later item for the same key wins."""
+        records: list[Record] = [
+            (_PUT, key, encode_key(key), codec, data, zlib.crc32(data), rawlen)
+            for key, codec, data, rawlen in items
+        ]
         if records:
             self._write_slow(records)
+
+    def delete_many(self, keys: list[str]) -> int:
+        """Delete the present keys among ``keys`` as one atomic batch; return
+        how many were present."""
+        encoded = [(key, encode_key(key)) for key in keys]
+        with self._mutex:
+            self._check_usable()
+            self._check_writable()
+            with self.transaction():
+                present = {key: kb for key, kb in encoded if self._present(key)}
+                self._write_slow([(_DELETE, key, kb, 0, b"", 0, 0) for key, kb in present.items()])
+            return len(present)
 
     def _write_slow(self, records: list[Record]) -> None:
         with self._mutex:
@@ -839,9 +832,10 @@ class Engine:
                     tx[record[1]] = record
                 return
             if len(records) > 1:
-                # One record per key: the index applies records in order, but
-                # a batch should not carry dead weight.
+                # One record per key: a batch should not carry dead weight.
                 records = list({r[1]: r for r in records}.values())
+            if not records:
+                return
             with self._locked():
                 self._prepare_write()
                 self._append(records)

@@ -16,8 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _codecs
-from ._engine import Encoded, Engine, encode_value
-from ._format import KIND_DELETE, KIND_PUT
+from ._engine import Engine
 from ._fs import FileSystem
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
@@ -70,10 +69,16 @@ class Shelf(MutableMapping[str, Any]):
 
     # -- encoding ------------------------------------------------------------
 
-    def _encode(self, value: Any) -> Encoded:
+    def _encode(self, value: Any) -> tuple[int, bytes, int]:
+        """``(codec, stored bytes, rawlen)`` for a value. Pickling and
+        compression happen before any lock is taken, so an unpicklable value
+        fails here with nothing written."""
         data = _dumps(value, self._protocol)
-        codec, stored = _codecs.compress(self._codec, data, self._compress_min)
-        return encode_value(codec, stored, len(data) if codec else 0)
+        if self._codec and len(data) >= self._compress_min:
+            codec, stored = _codecs.compress(self._codec, data, self._compress_min)
+            if codec:
+                return codec, stored, len(data)
+        return 0, data, 0
 
     # -- the mapping ---------------------------------------------------------
 
@@ -97,14 +102,8 @@ class Shelf(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             _check_key(key)
-        # Pickle and compress before any lock is taken: an unpicklable value
-        # fails here with nothing written.
-        data = _dumps(value, self._protocol)
-        if self._codec and len(data) >= self._compress_min:
-            codec, stored = _codecs.compress(self._codec, data, self._compress_min)
-            self._engine.put(key, codec, stored, len(data) if codec else 0)
-        else:
-            self._engine.put(key, 0, data, 0)
+        codec, data, rawlen = self._encode(value)
+        self._engine.put(key, codec, data, rawlen)
         if self._writeback:
             self._cache[key] = value
 
@@ -147,10 +146,15 @@ class Shelf(MutableMapping[str, Any]):
 
     def set_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Write many keys as one atomic batch: all become visible together,
-        and after a crash either all or none are present."""
+        and after a crash either all or none are present. One lock
+        acquisition and one write for the whole batch."""
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        ops = [(KIND_PUT, _check_key(k), self._encode(v)) for k, v in pairs]
-        self._engine.write(ops)
+        encoded = []
+        for key, value in pairs:
+            if type(key) is not str:
+                _check_key(key)
+            encoded.append((key, *self._encode(value)))
+        self._engine.put_many(encoded)
         if self._writeback:
             self._cache.update(pairs)
 
@@ -161,17 +165,15 @@ class Shelf(MutableMapping[str, Any]):
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete many keys as one atomic batch; return how many were present."""
         wanted = [_check_key(k) for k in keys]
-        with self._engine.transaction():
-            present = [k for k in dict.fromkeys(wanted) if self._engine.contains(k)]
-            self._engine.write([(KIND_DELETE, k, None) for k in present])
-        for key in present:
+        count = self._engine.delete_many(wanted)
+        for key in wanted:
             self._cache.pop(key, None)
-        return len(present)
+        return count
 
     def clear(self) -> None:
         """Delete every key in one atomic batch."""
         with self._engine.transaction():
-            self._engine.write([(KIND_DELETE, k, None) for k in self._engine.keys()])
+            self._engine.delete_many(self._engine.keys())
         self._cache.clear()
 
     def transaction(self) -> Any:
