@@ -201,11 +201,14 @@ class Engine:
                 # interleave inside a process.
                 self._mutex = self._lock.mutex
             self._load(self._read_manifest())
-            if self.flag == "n":
+            if self.writable:
                 with self._locked():
                     self._prepare_write()
-                    if self._index or self._end > _HEADER_END or len(self._segments) > 1:
+                    if self.flag == "n" and (
+                        self._index or self._end > _HEADER_END or len(self._segments) > 1
+                    ):
                         self._roll(drop_old=True)
+                    self._collect_garbage()
         except BaseException:
             self._close_files()
             raise
@@ -241,7 +244,7 @@ class Engine:
             if os.path.isdir(tmp):
                 for name in fs.listdir(tmp):
                     fs.unlink(os.path.join(tmp, name))
-                os.rmdir(tmp)
+                fs.rmdir(tmp)
 
     def _read_manifest(self) -> fmt.Manifest:
         manifest_path = os.path.join(self.path, fmt.MANIFEST_NAME)
@@ -256,6 +259,7 @@ class Engine:
         if len(manifest.segments) > _MAX_SEGMENTS:
             raise CorruptionError(f"{self.path}: MANIFEST lists {len(manifest.segments)} segments")
         previous = {seg.id: seg for seg in self._segments}
+        reused: set[int] = set()
         segments: list[Segment] = []
         index: dict[str, int] = {}
         deletes: set[str] = set()
@@ -264,11 +268,11 @@ class Engine:
             last = len(manifest.segments) - 1
             for slot, (segment_id, sealed_len) in enumerate(manifest.segments):
                 active = slot == last
-                seg = previous.pop(segment_id, None)
+                seg = previous.get(segment_id)
                 if seg is None or (active and self.writable and not seg.writable):
-                    if seg is not None:
-                        seg.close()
                     seg = Segment.open(self._fs, self.path, segment_id, self.writable and active)
+                else:
+                    reused.add(segment_id)
                 segments.append(seg)
                 limit = seg.size() if active else sealed_len
                 if not active and limit > seg.size():
@@ -280,12 +284,14 @@ class Engine:
                 )
                 seg.readable_end = end
         except BaseException:
+            # Leave the handle as it was: close only what this call opened.
             for seg in segments:
-                if seg.id not in previous:
+                if seg.id not in reused:
                     seg.close()
             raise
         for seg in previous.values():
-            seg.close()
+            if seg.id not in reused:
+                seg.close()
         self._manifest = manifest
         self._segments = segments
         self._index = index
@@ -478,30 +484,51 @@ class Engine:
             self._lock.release()
 
     def _prepare_write(self) -> None:
-        """Under the writer lock: catch up, repair a torn tail, finish an
-        interrupted rollover, so that appending is safe."""
-        active = self._segments[-1]
-        size = active.size()
-        scan = self._catch_up(size) if size != self._end else None
-        active = self._segments[-1]
-        if scan is not None and self._segments[-1] is active:
-            if scan.stop < size or scan.end < size:
-                self._check_tail(active, scan, size)
-                self._cut_tail(active, self._end, size)
-        size = active.size()
-        if size != self._end:
-            # A manifest switch happened during catch-up; look again.
-            scan = active.scan(self._end, size, self._txid)
-            self._apply_scan(scan, len(self._segments) - 1, self._index, self._active_deletes)
-            self._end = scan.end
-            active.readable_end = scan.end
-            if scan.end < size:
-                self._check_tail(active, scan, size)
-                self._cut_tail(active, self._end, size)
-        if self._seal_next:
-            # The active segment ends with a SEAL but the MANIFEST still names it:
-            # a writer crashed mid-rollover. Finish that rollover.
-            self._roll(drop_old=False, seal_written=True)
+        """Under the writer lock: catch up with other writers, cut a torn tail,
+        finish an interrupted rollover, so that appending is safe. Whatever
+        lies beyond the last committed batch at this point is garbage: no
+        other writer can be mid-write while we hold the lock."""
+        while True:
+            active = self._segments[-1]
+            size = active.size()
+            if size != self._end:
+                scan = self._catch_up(size)
+                if scan is None or self._segments[-1] is not active:
+                    continue  # the segment set changed: look at the new active segment
+                if self._end < size:
+                    self._check_tail(active, scan, size)
+                    self._cut_tail(active, self._end, size)
+            if self._seal_next:
+                # The active segment ends with a SEAL but the MANIFEST still
+                # names it: a writer crashed mid-rollover. Finish that rollover.
+                self._roll(drop_old=False, seal_written=True)
+            return
+
+    def _collect_garbage(self) -> None:
+        """Delete segment and hint files the MANIFEST does not reference: what a
+        crash left of an interrupted rollover or reset. Under the writer lock,
+        which every change of the segment set also holds."""
+        live = {seg.id for seg in self._segments}
+        for name in self._fs.listdir(self.path):
+            if name.endswith(".tmp"):
+                # A crashed atomic replacement. (A hint another process is
+                # writing right now may go too; hints are optional.)
+                try:
+                    self._fs.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
+                continue
+            if not name.startswith("seg-") or not name.endswith((".log", ".hint")):
+                continue
+            try:
+                segment_id = int(name[4:20], 16)
+            except ValueError:
+                continue
+            if segment_id not in live and len(name) in (24, 25):
+                try:
+                    self._fs.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
 
     def _cut_tail(self, seg: Segment, end: int, size: int) -> None:
         """Quarantine and cut bytes after the last committed batch: never append after garbage."""
@@ -623,9 +650,6 @@ class Engine:
             self._segments = [new]
             self._index = {}
         else:
-            if old.writable:
-                # The sealed segment is read-only from now on; map it whole.
-                pass
             self._segments.append(new)
         self._active_deletes = set()
         self._end = _HEADER_END

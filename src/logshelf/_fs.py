@@ -139,6 +139,9 @@ class FileSystem:
     def mkdir(self, path: str) -> None:
         os.mkdir(path)
 
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
