@@ -27,6 +27,7 @@ from .errors import (
     StoreError,
     StoreNotFoundError,
 )
+from ._salvage import SalvageReport, salvage
 from .store import DEFAULT_PROTOCOL, Shelf, open
 
 try:
@@ -42,10 +43,12 @@ __all__ = [
     "HandlePoisonedError",
     "LockTimeoutError",
     "ReadOnlyError",
+    "SalvageReport",
     "Shelf",
     "StoreClosedError",
     "StoreError",
     "StoreNotFoundError",
     "__version__",
     "open",
+    "salvage",
 ]

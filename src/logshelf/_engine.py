@@ -332,7 +332,7 @@ class Engine:
             if sealed:
                 raise CorruptionError(
                     f"{seg.path}: sealed segment damaged at offset {scan.stop} "
-                    f"({scan.problem}); run logshelf.verify / salvage"
+                    f"({scan.problem}); copy what is intact with logshelf.salvage(source, destination)"
                 )
             self._check_tail(seg, scan, limit)
         # Txids of uncommitted records are burnt too: a new batch must never
@@ -395,7 +395,7 @@ class Engine:
             raise CorruptionError(
                 f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}) is "
                 f"followed by valid records (offset {found}); the store needs "
-                "logshelf.salvage() to copy what is intact"
+                "logshelf.salvage(source, destination) to copy what is intact"
             )
 
     # ------------------------------------------------------------------
@@ -925,6 +925,37 @@ class Engine:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def verify(self) -> list[str]:
+        """Check every record of every segment and every index entry.
+
+        Returns a list of problems, empty when the store is healthy. Reads
+        every byte of committed data, so it costs a full pass over the store.
+        """
+        with self._mutex:
+            self._check_usable()
+            self._refresh()
+            problems: list[str] = []
+            for seg in self._segments:
+                limit = seg.readable_end
+                scan = seg.scan(_HEADER_END, limit, seg.base_txid)
+                for _ in scan:
+                    pass
+                if scan.stop < limit or scan.end < limit:
+                    problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
+                problems.extend(
+                    f"{seg.path}: value checksum mismatch in the record at offset {offset}"
+                    for offset in scan.damaged
+                )
+            for key, loc in self._index.items():
+                seg = self._segments[loc >> _SLOT_SHIFT]
+                try:
+                    seg.read_value(loc & _OFFSET_MASK)
+                    if seg.read_key(loc & _OFFSET_MASK) != encode_key(key):
+                        problems.append(f"key {key!r}: index points at another key's record")
+                except CorruptionError as exc:
+                    problems.append(f"key {key!r}: {exc}")
+            return problems
 
     @property
     def closed(self) -> bool:

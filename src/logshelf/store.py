@@ -187,6 +187,11 @@ class Shelf(MutableMapping[str, Any]):
         """
         return self._engine.transaction()
 
+    def verify(self) -> list[str]:
+        """Check every stored record and index entry; return the problems found
+        (an empty list for a healthy store). Costs one read of all data."""
+        return self._engine.verify()
+
     # -- lifecycle -----------------------------------------------------------
 
     def sync(self) -> None:

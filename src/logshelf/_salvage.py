@@ -1,0 +1,158 @@
+"""Salvage: copy every intact, committed record of a damaged store into a new one.
+
+Opening a store refuses damage it cannot explain as a torn tail (valid records
+after a bad one), because guessing could return stale values. Salvage is the
+explicit way out: it reads every segment, skips over damaged byte ranges by
+searching for the next record whose header checksum validates, and writes the
+final state of every key it could read into a fresh store, reporting exactly
+what it skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import _format as fmt
+from ._engine import Engine, encode_key
+from ._fs import FileSystem
+from ._segment import Segment
+from .errors import CorruptionError, FormatError, StoreNotFoundError
+
+__all__ = ["SalvageReport", "salvage"]
+
+
+@dataclass
+class SalvageReport:
+    """What :func:`salvage` copied and what it could not."""
+
+    keys: int = 0
+    records: int = 0
+    #: ``(file, start offset, end offset, reason)`` of every byte range skipped.
+    skipped: list[tuple[str, int, int, str]] = field(default_factory=list)
+    #: Keys whose latest record was damaged; they are absent from the copy.
+    lost_keys: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"recovered {self.keys} keys from {self.records} records"]
+        lines += [f"skipped {path} [{start}, {end}): {why}" for path, start, end, why in self.skipped]
+        if self.lost_keys:
+            lines.append(f"lost {len(self.lost_keys)} keys whose latest value was damaged: "
+                         + ", ".join(repr(k) for k in self.lost_keys[:20]))
+        return "\n".join(lines)
+
+
+def _segment_plan(fs: FileSystem, source: str, report: SalvageReport) -> list[tuple[int, int | None]]:
+    """Segments to read, in log order, with their sealed length if known."""
+    try:
+        manifest = fmt.decode_manifest(fs.read_file(os.path.join(source, fmt.MANIFEST_NAME)), source)
+        return [(sid, None if length == fmt.ACTIVE else length) for sid, length in manifest.segments]
+    except (OSError, CorruptionError, FormatError) as exc:
+        report.skipped.append((os.path.join(source, fmt.MANIFEST_NAME), 0, 0, f"unreadable MANIFEST: {exc}"))
+    ids = []
+    for name in fs.listdir(source):
+        if name.startswith("seg-") and name.endswith(".log") and len(name) == 24:
+            try:
+                ids.append(int(name[4:20], 16))
+            except ValueError:
+                continue
+    # Segment ids grow with time, so id order is log order.
+    return [(sid, None) for sid in sorted(ids)]
+
+
+def salvage(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> SalvageReport:
+    """Copy every valid committed record of ``source`` into a new store at ``destination``.
+
+    Values are copied as stored (compressed or not, never unpickled), so
+    salvage is safe to run on a store you do not trust. The source is only
+    read. Records of a batch whose first part was damaged but whose commit
+    record survived are copied: salvage recovers what is intact, it does not
+    re-establish batch atomicity across damage.
+
+    Args:
+        source: the damaged store directory.
+        destination: where to write the copy; must not hold a store yet.
+        progress: called with one line per segment processed.
+
+    Raises:
+        StoreNotFoundError: ``source`` is not a directory.
+        FileExistsError: ``destination`` already exists.
+    """
+    fs = FileSystem()
+    source = os.path.abspath(os.fspath(source))
+    destination = os.path.abspath(os.fspath(destination))
+    if not os.path.isdir(source):
+        raise StoreNotFoundError(f"no store directory at {source}")
+    if os.path.exists(destination):
+        raise FileExistsError(f"salvage destination {destination} already exists")
+    report = SalvageReport()
+    state: dict[str, tuple[int, bytes, int] | None] = {}
+    for segment_id, sealed in _segment_plan(fs, source, report):
+        try:
+            seg = Segment.open(fs, source, segment_id, writable=False)
+        except (OSError, CorruptionError, FormatError) as exc:
+            report.skipped.append((os.path.join(source, fmt.segment_name(segment_id)), 0, -1, str(exc)))
+            continue
+        try:
+            _salvage_segment(seg, sealed, state, report)
+        finally:
+            seg.close()
+        if progress is not None:
+            progress(f"{seg.path}: {len(state)} keys so far")
+    engine = Engine(destination, "n")
+    try:
+        items = [(k, v[0], v[1], v[2]) for k, v in state.items() if v is not None]
+        for start in range(0, len(items), 10_000):
+            engine.put_many(items[start : start + 10_000])
+        engine.sync()
+    finally:
+        engine.close()
+    report.keys = len(items)
+    return report
+
+
+def _salvage_segment(
+    seg: Segment,
+    sealed: int | None,
+    state: dict[str, tuple[int, bytes, int] | None],
+    report: SalvageReport,
+) -> None:
+    limit = seg.size() if sealed is None else min(sealed, seg.size())
+    pos = fmt.SEGMENT_HEADER.size
+    last_txid = seg.base_txid
+    while pos < limit:
+        scan = seg.scan(pos, limit, last_txid)
+        for batch in scan:
+            for rec in batch:
+                report.records += 1
+                try:
+                    key = rec.key.decode("utf-8")
+                    encode_key(key)
+                except (UnicodeDecodeError, ValueError):
+                    report.skipped.append((seg.path, rec.offset, rec.offset + rec.length, "key is not UTF-8"))
+                    continue
+                if rec.kind == fmt.KIND_DELETE:
+                    state[key] = None
+                elif rec.kind == fmt.KIND_PUT:
+                    try:
+                        state[key] = seg.read_value(rec.offset)
+                    except CorruptionError as exc:
+                        state[key] = None
+                        report.lost_keys.append(key)
+                        report.skipped.append((seg.path, rec.offset, rec.offset + rec.length, str(exc)))
+        last_txid = scan.last_committed
+        if scan.stop >= limit and scan.end >= limit:
+            return
+        found = seg.find_valid_record(scan.stop + 1, limit) if scan.stop < limit else None
+        end = limit if found is None else found
+        report.skipped.append((seg.path, scan.end, end, scan.problem or "uncommitted batch"))
+        if found is None:
+            return
+        pos = found
+        last_txid = seg.base_txid  # txids after damage are only known to exceed the base

@@ -1,0 +1,99 @@
+"""verify() finds damage; salvage() copies what is intact and reports the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import logshelf
+from logshelf import _format as fmt
+
+
+def _record_offsets(segment: Path) -> list[int]:
+    """Offsets of the records in a segment file (assumed undamaged)."""
+    data = segment.read_bytes()
+    offsets = []
+    pos = fmt.SEGMENT_HEADER.size
+    while pos < len(data):
+        header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(data, pos))
+        offsets.append(pos)
+        pos += 32 + header.klen + header.vlen
+    return offsets
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def filled(store_path: Path) -> Path:
+    with logshelf.open(store_path) as db:
+        for i in range(20):
+            db[f"key{i:02d}"] = {"n": i, "pad": "x" * 50}
+    for hint in store_path.glob("*.hint"):
+        hint.unlink()
+    return store_path
+
+
+def test_verify_is_empty_for_a_healthy_store(filled: Path) -> None:
+    """A store that was written normally verifies clean, also after rollovers."""
+    with logshelf.open(filled, max_segment_size=4096) as db:
+        for i in range(200):
+            db[f"more{i}"] = i
+        assert db.verify() == []
+
+
+def test_verify_reports_a_damaged_value(filled: Path) -> None:
+    """A flipped bit inside a value in the middle is reported by verify() and by reading that key."""
+    segment = next(filled.glob("seg-*.log"))
+    offset = _record_offsets(segment)[5]
+    _flip(segment, offset + 32 + 5 + 10)
+    with logshelf.open(filled, "r") as db:
+        problems = db.verify()
+        assert any("key05" in p for p in problems)
+        with pytest.raises(logshelf.CorruptionError, match="key05"):
+            db["key05"]
+        assert db["key06"] == {"n": 6, "pad": "x" * 50}
+
+
+def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(filled: Path, tmp_path: Path) -> None:
+    """A damaged header with valid records after it makes open() raise; salvage copies the rest."""
+    segment = next(filled.glob("seg-*.log"))
+    offset = _record_offsets(segment)[7]
+    _flip(segment, offset + 10)  # inside the txid field: header checksum fails
+    with pytest.raises(logshelf.CorruptionError, match="salvage"):
+        logshelf.open(filled, "r")
+    before = segment.read_bytes()
+    report = logshelf.salvage(filled, tmp_path / "copy.db")
+    assert segment.read_bytes() == before  # the source is only read
+    assert report.keys == 19
+    assert any(start == offset for _, start, _, _ in report.skipped)
+    with logshelf.open(tmp_path / "copy.db", "r") as copy:
+        assert "key07" not in copy
+        assert {k: v["n"] for k, v in copy.items()} == {f"key{i:02d}": i for i in range(20) if i != 7}
+        assert copy.verify() == []
+
+
+def test_salvage_drops_keys_whose_latest_value_is_damaged(filled: Path, tmp_path: Path) -> None:
+    """A damaged latest value is reported as lost and never replaced by an older value."""
+    with logshelf.open(filled) as db:
+        db["key03"] = "newer"
+        db["tail"] = 1
+    segment = next(filled.glob("seg-*.log"))
+    newer = _record_offsets(segment)[-2]
+    _flip(segment, newer + 32 + 5 + 3)
+    report = logshelf.salvage(filled, tmp_path / "copy.db")
+    assert report.lost_keys == ["key03"]
+    with logshelf.open(tmp_path / "copy.db", "r") as copy:
+        assert "key03" not in copy
+        assert copy["tail"] == 1
+
+
+def test_salvage_refuses_an_existing_destination(filled: Path, tmp_path: Path) -> None:
+    """Salvage never writes over an existing path."""
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError):
+        logshelf.salvage(filled, tmp_path / "taken")
