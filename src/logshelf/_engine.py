@@ -29,8 +29,8 @@ from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import _codecs
 from . import _format as fmt
-from ._codecs import Codec
 from ._fs import FileSystem
 from ._locking import WriterLock
 from ._segment import Segment, SegmentScan
@@ -165,6 +165,8 @@ class Engine:
         self._seal_next = 0
         self._last_sync = time.monotonic()
         self._hinted_end = 0
+        # (size, mtime) of the active segment when its tail last failed to parse.
+        self._unparsed: tuple[int, int] = (-1, -1)
         self._tx: dict[str, Record] | None = None
         self._tx_thread: int | None = None
         self.recovered: list[str] = []
@@ -192,6 +194,9 @@ class Engine:
                 )
             self._create_store()
         try:
+            # Read the MANIFEST before creating anything (even LOCK): a
+            # directory that is not a store must be left exactly as it was.
+            manifest = self._read_manifest()
             if self.writable:
                 self._lock = WriterLock(
                     os.path.join(path, fmt.LOCK_NAME), path, self._lock_timeout, self._lock_backend
@@ -200,7 +205,7 @@ class Engine:
                 # thread lock, not two, and handles on one store never
                 # interleave inside a process.
                 self._mutex = self._lock.mutex
-            self._load(self._read_manifest())
+            self._load(manifest)
             if self.writable:
                 with self._locked():
                     self._prepare_write()
@@ -270,7 +275,13 @@ class Engine:
                 active = slot == last
                 seg = previous.get(segment_id)
                 if seg is None or (active and self.writable and not seg.writable):
-                    seg = Segment.open(self._fs, self.path, segment_id, self.writable and active)
+                    try:
+                        seg = Segment.open(self._fs, self.path, segment_id, self.writable and active)
+                    except FileNotFoundError:
+                        raise CorruptionError(
+                            f"the MANIFEST of {self.path} names segment {segment_id}, but "
+                            f"{os.path.join(self.path, fmt.segment_name(segment_id))} is missing"
+                        ) from None
                 else:
                     reused.add(segment_id)
                 segments.append(seg)
@@ -435,8 +446,19 @@ class Engine:
         """Apply whatever other processes committed since we last looked."""
         active = self._segments[-1]
         size = self._fs.size(active.fd)
-        if size != self._end:
-            self._catch_up(size)
+        if size == self._end:
+            return
+        if size == self._unparsed[0] and self._unparsed == self._tail_signature(active):
+            # Same incomplete tail as last time (a write in progress, or a
+            # torn tail no writer has cut yet): nothing new to parse.
+            return
+        scan = self._catch_up(size)
+        if scan is not None and self._end < size and self._segments[-1] is active:
+            self._unparsed = self._tail_signature(active)
+
+    def _tail_signature(self, seg: Segment) -> tuple[int, int]:
+        st = self._fs.stat(seg.fd)
+        return st.st_size, st.st_mtime_ns
 
     def _catch_up(self, size: int) -> SegmentScan | None:
         active = self._segments[-1]
@@ -629,7 +651,6 @@ class Engine:
             if drop_old:
                 segments = ((new_id, fmt.ACTIVE),)
             else:
-                self._write_hint(old, len(self._segments) - 1, self._end)
                 segments = (*sealed, (old.id, self._end), (new_id, fmt.ACTIVE))
             next_id = max(manifest.next_segment_id, new_id + 1)
             new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
@@ -637,6 +658,11 @@ class Engine:
         except BaseException:
             new.close()
             raise
+        if not drop_old:
+            # Only after the switch: a hint covering the SEAL must never exist
+            # while the MANIFEST still calls that segment active, or a reopen
+            # would skip the SEAL and append after it.
+            self._write_hint(old, len(self._segments) - 1, self._end)
         self._manifest = new_manifest
         self._seal_next = 0
         if drop_old:
@@ -678,24 +704,34 @@ class Engine:
     # ------------------------------------------------------------------
     # public operations
 
-    def get(self, key: str) -> tuple[int, bytes, int] | None:
-        """``(codec, stored value, rawlen)`` of ``key`` with its checksums
-        verified, or None when the key is absent."""
+    def get(self, key: str) -> bytes | None:
+        """The value of ``key`` as it was given to a put (decompressed, both
+        checksums verified), or None when the key is absent."""
         with self._mutex:
             if not self._ok:
                 self._check_usable()
             if self._tx is not None and key in self._tx and self._in_my_transaction():
                 record = self._tx[key]
-                return None if record[0] == _DELETE else (record[3], record[4], record[6])
+                if record[0] == _DELETE:
+                    return None
+                return _codecs.decompress(record[3], record[4], record[6]) if record[3] else record[4]
             if self._size(self._segments[-1].fd) != self._end:
                 self._refresh()
             loc = self._index.get(key)
             if loc is None:
                 return None
+            seg = self._segments[loc >> _SLOT_SHIFT]
             try:
-                return self._segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK)
+                codec, data, rawlen = seg.read_value(loc & _OFFSET_MASK)
+                if codec:
+                    return _codecs.decompress(codec, data, rawlen)
+                return data
             except CorruptionError as exc:
-                raise CorruptionError(f"key {key!r}: {exc}") from None
+                if seg.path in str(exc):
+                    raise CorruptionError(f"key {key!r}: {exc}") from None
+                raise CorruptionError(
+                    f"key {key!r}: {seg.path}: the value at offset {loc & _OFFSET_MASK}: {exc}"
+                ) from None
 
     def _in_my_transaction(self) -> bool:
         return self._tx is not None and self._tx_thread == threading.get_ident()

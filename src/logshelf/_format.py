@@ -358,6 +358,11 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
         )
     if len(data) < _MANIFEST_HEAD.size + 4:
         raise CorruptionError(f"{path}: MANIFEST truncated to {len(data)} bytes")
+    # The checksum is always the last 4 bytes, whatever the version: check it
+    # first so that a flipped bit is reported as damage, not as a new version.
+    (crc,) = _U32.unpack_from(data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise CorruptionError(f"{path}: MANIFEST checksum mismatch")
     _, version, _, count, generation, next_id = _MANIFEST_HEAD.unpack_from(data)
     if version != FORMAT_VERSION:
         raise FormatError(
@@ -369,9 +374,6 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
         raise CorruptionError(
             f"{path}: MANIFEST is {len(data)} bytes, its header implies {expected}"
         )
-    (crc,) = _U32.unpack_from(data, len(data) - 4)
-    if zlib.crc32(data[:-4]) != crc:
-        raise CorruptionError(f"{path}: MANIFEST checksum mismatch")
     segments = tuple(
         _MANIFEST_ENTRY.unpack_from(data, _MANIFEST_HEAD.size + i * _MANIFEST_ENTRY.size)
         for i in range(count)

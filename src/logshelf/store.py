@@ -90,11 +90,10 @@ class Shelf(MutableMapping[str, Any]):
                 pass
         if type(key) is not str:
             _check_key(key)
-        found = self._engine.get(key)
-        if found is None:
+        data = self._engine.get(key)
+        if data is None:
             raise KeyError(key)
-        codec, data, rawlen = found[0], found[1], found[2]
-        value = _loads(_codecs.decompress(codec, data, rawlen) if codec else data)
+        value = _loads(data)
         if self._writeback:
             self._cache[key] = value
         return value
