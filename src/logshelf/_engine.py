@@ -38,6 +38,7 @@ from .errors import (
     CorruptionError,
     FormatError,
     HandlePoisonedError,
+    LockTimeoutError,
     ReadOnlyError,
     StoreClosedError,
     StoreNotFoundError,
@@ -60,6 +61,24 @@ _QUARANTINE_MAX = 16 << 20
 
 _PUT = fmt.KIND_PUT
 _DELETE = fmt.KIND_DELETE
+
+
+class _Guard:
+    """Acquire an engine's mutex with its lock timeout; release that same
+    mutex (the engine may swap in a new one after a fork)."""
+
+    __slots__ = ("_engine", "_mutex")
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._mutex = engine._mutex
+
+    def __enter__(self) -> None:
+        if not self._mutex.acquire(False):
+            self._engine._wait_for(self._mutex)
+
+    def __exit__(self, *exc: object) -> None:
+        self._mutex.release()
 
 
 # Live engines, so a fork can be detected without a getpid() per operation.
@@ -290,7 +309,7 @@ class Engine:
                     raise CorruptionError(
                         f"{seg.path} is {seg.size()} bytes, the MANIFEST says {sealed_len}"
                     )
-                txid, end, seal_next = self._load_segment(
+                txid, end, seal_next, hinted = self._load_segment(
                     seg, slot, limit, txid, index, deletes if active else None, sealed=not active
                 )
                 seg.readable_end = end
@@ -311,7 +330,8 @@ class Engine:
         self._txid = txid
         self._max_txid = max(self._max_txid, txid)
         self._seal_next = seal_next
-        self._hinted_end = 0
+        # A hint that already covers everything need not be rewritten at close.
+        self._hinted_end = end if hinted == end else 0
 
     def _load_segment(
         self,
@@ -322,9 +342,11 @@ class Engine:
         index: dict[str, int],
         deletes: set[str] | None,
         sealed: bool,
-    ) -> tuple[int, int, int]:
-        """Apply one segment to ``index``; return (last txid, end of committed data, seal target)."""
+    ) -> tuple[int, int, int, int]:
+        """Apply one segment to ``index``; return (last txid, end of committed
+        data, seal target, end of the range its hint covered or 0)."""
         start = _HEADER_END
+        hinted = 0
         base = slot << _SLOT_SHIFT
         hint = self._read_hint(seg, limit, sealed)
         if hint is not None:
@@ -333,10 +355,14 @@ class Engine:
                 index.pop(key, None)
             if deletes is not None:
                 deletes.update(hint.deleted_keys)
-            start = hint.covered
+            start = hinted = hint.covered
             txid = max(txid, hint.max_txid)
             if sealed and start == limit:
-                return txid, start, 0
+                return txid, start, 0, hinted
+            if hint.seal_next:
+                # The range the hint covers ends with a SEAL (a rollover whose
+                # MANIFEST switch this handle has not read yet): nothing follows.
+                return txid, start, hint.seal_next, hinted
         scan = seg.scan(start, limit, txid, verify_values=not sealed)
         seal_next = self._apply_scan(scan, slot, index, deletes)
         if scan.stop < limit or scan.end < limit:
@@ -349,7 +375,7 @@ class Engine:
         # Txids of uncommitted records are burnt too: a new batch must never
         # reuse the txid of a record that might resurface.
         self._max_txid = max(self._max_txid, scan.max_txid)
-        return max(txid, scan.last_committed), scan.end, seal_next
+        return max(txid, scan.last_committed), scan.end, seal_next, hinted
 
     def _read_hint(self, seg: Segment, limit: int, sealed: bool) -> fmt.Hint | None:
         try:
@@ -412,6 +438,21 @@ class Engine:
     # ------------------------------------------------------------------
     # per-operation checks, refresh
 
+    def _guard(self) -> _Guard:
+        """Context manager: this handle's mutex, waited for at most ``lock_timeout``."""
+        return _Guard(self)
+
+    def _wait_for(self, mutex: threading.RLock) -> None:
+        """Block on a mutex another thread holds (usually during its transaction)."""
+        timeout = self._lock_timeout
+        if timeout is None:
+            mutex.acquire()
+        elif not mutex.acquire(timeout=timeout):
+            raise LockTimeoutError(
+                f"timed out after {timeout} s waiting for the writer lock of {self.path} "
+                "(held by another thread of this process)"
+            )
+
     def _check_usable(self) -> None:
         """The one choke point for "is this handle usable?"; call under the mutex."""
         if self._closed:
@@ -436,6 +477,10 @@ class Engine:
         self._mutex = threading.RLock()
         self._tx = None
         self._tx_thread = None
+        if self._lock is not None:
+            # The parent's lock object must not release anything on its way
+            # out: its registry entry is gone and its key now names ours.
+            self._lock.abandon()
         if self.writable:
             self._lock = WriterLock(
                 os.path.join(self.path, fmt.LOCK_NAME), self.path, self._lock_timeout, self._lock_backend
@@ -444,6 +489,11 @@ class Engine:
 
     def _refresh(self) -> None:
         """Apply whatever other processes committed since we last looked."""
+        if self._seal_next:
+            # Sealed: waiting for the writer to publish the successor in the MANIFEST.
+            self._follow_seal()
+            if self._seal_next:
+                return
         active = self._segments[-1]
         size = self._fs.size(active.fd)
         if size == self._end:
@@ -454,7 +504,14 @@ class Engine:
             return
         scan = self._catch_up(size)
         if scan is not None and self._end < size and self._segments[-1] is active:
-            self._unparsed = self._tail_signature(active)
+            # Remember the tail only if it is still exactly what was scanned: a
+            # write in progress grows the file (a large write becomes visible
+            # page by page), and the grown file must be parsed again. A writer
+            # cutting a torn tail changes the mtime (the same size and mtime
+            # would need a crash and its repair within one clock tick).
+            signature = self._tail_signature(active)
+            if signature[0] == size:
+                self._unparsed = signature
 
     def _tail_signature(self, seg: Segment) -> tuple[int, int]:
         st = self._fs.stat(seg.fd)
@@ -511,20 +568,25 @@ class Engine:
         lies beyond the last committed batch at this point is garbage: no
         other writer can be mid-write while we hold the lock."""
         while True:
+            if self._seal_next:
+                # Our active segment ends with a SEAL. Usually its writer has
+                # published the successor since we saw it: adopt that. Only if
+                # the MANIFEST still names the sealed segment (read under the
+                # lock, so its writer died mid-rollover) finish the rollover.
+                self._follow_seal()
+                if self._seal_next:
+                    self._roll(drop_old=False, seal_written=True)
+                continue
             active = self._segments[-1]
             size = active.size()
-            if size != self._end:
-                scan = self._catch_up(size)
-                if scan is None or self._segments[-1] is not active:
-                    continue  # the segment set changed: look at the new active segment
-                if self._end < size:
-                    self._check_tail(active, scan, size)
-                    self._cut_tail(active, self._end, size)
-            if self._seal_next:
-                # The active segment ends with a SEAL but the MANIFEST still
-                # names it: a writer crashed mid-rollover. Finish that rollover.
-                self._roll(drop_old=False, seal_written=True)
-            return
+            if size == self._end:
+                return
+            scan = self._catch_up(size)
+            if scan is None or self._segments[-1] is not active or self._seal_next:
+                continue  # the segment set changed: look at the new active segment
+            if self._end < size:
+                self._check_tail(active, scan, size)
+                self._cut_tail(active, self._end, size)
 
     def _collect_garbage(self) -> None:
         """Delete segment and hint files the MANIFEST does not reference: what a
@@ -662,7 +724,7 @@ class Engine:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
             # would skip the SEAL and append after it.
-            self._write_hint(old, len(self._segments) - 1, self._end)
+            self._write_hint(old, len(self._segments) - 1, self._end, seal_next=new_id)
         self._manifest = new_manifest
         self._seal_next = 0
         if drop_old:
@@ -684,7 +746,7 @@ class Engine:
         self._max_txid = max(self._max_txid, seal_txid)
         self._hinted_end = 0
 
-    def _write_hint(self, seg: Segment, slot: int, covered: int) -> None:
+    def _write_hint(self, seg: Segment, slot: int, covered: int, seal_next: int = 0) -> None:
         """Snapshot the index entries of one segment (best effort)."""
         keys: list[str] = []
         offsets = array("Q")
@@ -693,7 +755,7 @@ class Engine:
                 keys.append(key)
                 offsets.append(loc & _OFFSET_MASK)
         deleted = list(self._active_deletes) if slot == len(self._segments) - 1 else []
-        hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted)
+        hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted, seal_next)
         try:
             self._fs.write_file_atomic(
                 os.path.join(self.path, fmt.hint_name(seg.id)), fmt.encode_hint(hint), sync_dir=False
@@ -707,7 +769,10 @@ class Engine:
     def get(self, key: str) -> bytes | None:
         """The value of ``key`` as it was given to a put (decompressed, both
         checksums verified), or None when the key is absent."""
-        with self._mutex:
+        mutex = self._mutex
+        if not mutex.acquire(False):
+            self._wait_for(mutex)
+        try:
             if not self._ok:
                 self._check_usable()
             if self._tx is not None and key in self._tx and self._in_my_transaction():
@@ -715,7 +780,7 @@ class Engine:
                 if record[0] == _DELETE:
                     return None
                 return _codecs.decompress(record[3], record[4], record[6]) if record[3] else record[4]
-            if self._size(self._segments[-1].fd) != self._end:
+            if self._size(self._segments[-1].fd) != self._end or self._seal_next:
                 self._refresh()
             loc = self._index.get(key)
             if loc is None:
@@ -732,6 +797,8 @@ class Engine:
                 raise CorruptionError(
                     f"key {key!r}: {seg.path}: the value at offset {loc & _OFFSET_MASK}: {exc}"
                 ) from None
+        finally:
+            mutex.release()
 
     def _in_my_transaction(self) -> bool:
         return self._tx is not None and self._tx_thread == threading.get_ident()
@@ -744,16 +811,21 @@ class Engine:
         return key in self._index
 
     def contains(self, key: str) -> bool:
-        with self._mutex:
+        mutex = self._mutex
+        if not mutex.acquire(False):
+            self._wait_for(mutex)
+        try:
             if not self._ok:
                 self._check_usable()
-            if self._size(self._segments[-1].fd) != self._end:
+            if self._size(self._segments[-1].fd) != self._end or self._seal_next:
                 self._refresh()
             return self._present(key)
+        finally:
+            mutex.release()
 
     def keys(self) -> list[str]:
         """A snapshot of the live keys, in the order they were first written."""
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._refresh()
             if not self._in_my_transaction():
@@ -765,7 +837,7 @@ class Engine:
             return keys
 
     def __len__(self) -> int:
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._refresh()
             count = len(self._index)
@@ -783,7 +855,10 @@ class Engine:
         """
         kb = encode_key(key)
         vcrc = zlib.crc32(data)
-        with self._mutex:
+        mutex = self._mutex
+        if not mutex.acquire(False):
+            self._wait_for(mutex)
+        try:
             if not self._ok:
                 self._check_usable()
             if self._tx is not None and self._tx_thread == threading.get_ident():
@@ -824,6 +899,8 @@ class Engine:
                     self._sync_after_write()
             finally:
                 lock.release()
+        finally:
+            mutex.release()
 
     def _undo_append(self, seg: Segment, start: int) -> None:
         """A write failed part-way: cut back to where it started. If even that
@@ -842,7 +919,7 @@ class Engine:
     def delete(self, key: str) -> bool:
         """Delete a key; return False when it was not present (nothing written)."""
         kb = encode_key(key)
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._check_writable()
             if self._in_my_transaction():
@@ -872,7 +949,7 @@ class Engine:
         """Delete the present keys among ``keys`` as one atomic batch; return
         how many were present."""
         encoded = [(key, encode_key(key)) for key in keys]
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._check_writable()
             with self.transaction():
@@ -881,7 +958,7 @@ class Engine:
             return len(present)
 
     def _write_slow(self, records: list[Record]) -> None:
-        with self._mutex:
+        with self._guard():
             if not self._ok:
                 self._check_usable()
             self._check_writable()
@@ -908,7 +985,7 @@ class Engine:
         handle (or another handle on the same store in this process) wait
         until it ends.
         """
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._check_writable()
             if self._tx is not None:
@@ -922,6 +999,8 @@ class Engine:
                     yield
                     if self._tx:
                         self._check_writable()
+                        # Another handle of this thread may have written meanwhile.
+                        self._prepare_write()
                         self._append(list(self._tx.values()))
                 finally:
                     self._tx = None
@@ -929,7 +1008,7 @@ class Engine:
 
     def sync(self) -> None:
         """Make every write of this handle durable (fdatasync of the active segment)."""
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             if self.writable and self._poisoned is None:
                 self._sync_active()
@@ -937,15 +1016,16 @@ class Engine:
 
     def close(self) -> None:
         """Sync, write a hint for the active segment, release descriptors. Idempotent."""
-        with self._mutex:
+        with self._guard():
             if self._closed:
                 return
             try:
                 if self.writable and self._poisoned is None and not self._forked and self._segments:
                     self._sync_active()
-                    if self._end > _HEADER_END and self._end != self._hinted_end:
+                    if self._end > _HEADER_END and self._end != self._hinted_end and not self._seal_next:
                         slot = len(self._segments) - 1
                         self._write_hint(self._segments[slot], slot, self._end)
+                        self._hinted_end = self._end
             finally:
                 self._closed = True
                 self._ok = False
@@ -968,7 +1048,7 @@ class Engine:
         Returns a list of problems, empty when the store is healthy. Reads
         every byte of committed data, so it costs a full pass over the store.
         """
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._refresh()
             problems: list[str] = []
@@ -999,7 +1079,7 @@ class Engine:
 
     def stats(self) -> dict[str, int]:
         """Numbers for inspection: keys, segments, bytes on disk."""
-        with self._mutex:
+        with self._guard():
             self._check_usable()
             self._refresh()
             return {

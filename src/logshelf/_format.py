@@ -405,9 +405,11 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
 #    48    4 payload crc32
 #    52    4 crc32 of bytes 0..51
 #    56    payload: a pickle (protocol 4, no globals) of the tuple
-#          (put_keys: list[str], put_offsets: bytes, deleted_keys: list[str])
-#          where put_offsets is an array('Q') of record offsets, one per key,
-#          and the lists hold each key's final state within the range.
+#          (put_keys: list[str], put_offsets: bytes, deleted_keys: list[str],
+#           seal_next: int) where put_offsets is an array('Q') of record
+#          offsets, one per key, the lists hold each key's final state within
+#          the range, and seal_next is the target of a SEAL inside the range
+#          (0 if none): a reader must learn of a SEAL even from a hint.
 HINT_HEADER = struct.Struct("<8sHHIQQQQI")
 _HINT_CRC = struct.Struct("<I")
 HINT_VERSION = 1
@@ -423,6 +425,7 @@ class Hint(NamedTuple):
     put_keys: list[str]
     put_offsets: array[int]
     deleted_keys: list[str]
+    seal_next: int = 0
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -435,7 +438,7 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
 def encode_hint(hint: Hint) -> bytes:
     """Serialize a hint, checksums included."""
     payload = pickle.dumps(
-        (hint.put_keys, hint.put_offsets.tobytes(), hint.deleted_keys), protocol=4
+        (hint.put_keys, hint.put_offsets.tobytes(), hint.deleted_keys, hint.seal_next), protocol=4
     )
     head = HINT_HEADER.pack(
         HINT_MAGIC,
@@ -466,7 +469,9 @@ def decode_hint(data: bytes) -> Hint | None:
     if len(payload) != plen or zlib.crc32(payload) != pcrc:
         return None
     try:
-        put_keys, raw_offsets, deleted_keys = _NoGlobalsUnpickler(io.BytesIO(payload)).load()
+        put_keys, raw_offsets, deleted_keys, seal_next = _NoGlobalsUnpickler(
+            io.BytesIO(payload)
+        ).load()
         offsets = array("Q")
         offsets.frombytes(raw_offsets)
     except Exception:  # a hint is optional: any decoding problem means "rescan"
@@ -475,6 +480,7 @@ def decode_hint(data: bytes) -> Hint | None:
         not isinstance(put_keys, list)
         or not isinstance(deleted_keys, list)
         or len(offsets) != len(put_keys)
+        or not isinstance(seal_next, int)
     ):
         return None
-    return Hint(segment_id, salt, covered, max_txid, put_keys, offsets, deleted_keys)
+    return Hint(segment_id, salt, covered, max_txid, put_keys, offsets, deleted_keys, seal_next)

@@ -251,3 +251,8 @@ class WriterLock:
     def close(self) -> None:
         """Drop this handle's reference to the shared lock."""
         self._finalizer()
+
+    def abandon(self) -> None:
+        """Forget this lock without touching the registry (in a forked child,
+        where the registry was emptied and the descriptors closed)."""
+        self._finalizer.detach()

@@ -452,3 +452,16 @@ def test_repr_names_path(db: logshelf.Shelf) -> None:
     assert db.path in repr(db)
     db.close()
     assert "closed" in repr(db)
+
+
+def test_close_without_writes_keeps_the_hint(store_path: Path) -> None:
+    """Opening and closing a store without writing does not rewrite its hint file."""
+    with logshelf.open(store_path) as db:
+        db.update({f"k{i}": i for i in range(100)})
+    hint = next(store_path.glob("*.hint"))
+    before = (hint.stat().st_ino, hint.stat().st_mtime_ns)
+    logshelf.open(store_path).close()
+    assert (hint.stat().st_ino, hint.stat().st_mtime_ns) == before
+    with logshelf.open(store_path) as db:
+        db["new"] = 1
+    assert hint.stat().st_ino != before[0]
