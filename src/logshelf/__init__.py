@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._salvage import SalvageReport, salvage
 from .errors import (
     CodecUnavailableError,
     CorruptionError,
@@ -27,7 +28,6 @@ from .errors import (
     StoreError,
     StoreNotFoundError,
 )
-from ._salvage import SalvageReport, salvage
 from .store import DEFAULT_PROTOCOL, Shelf, open
 
 try:

@@ -15,7 +15,7 @@ from enum import IntEnum
 from .errors import CodecUnavailableError, CorruptionError
 
 try:
-    import lz4.block as _lz4_block
+    import lz4.block as _lz4_block  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - lz4 is a declared dependency
     _lz4_block = None
 
@@ -62,14 +62,10 @@ def codec_from_name(name: str | None) -> Codec:
     if name is None or name == "none":
         return Codec.NONE
     if not isinstance(name, str) or name not in _NAMES:
-        raise ValueError(
-            f"compression must be None, 'lz4', 'zlib' or 'bz2', not {name!r}"
-        )
+        raise ValueError(f"compression must be None, 'lz4', 'zlib' or 'bz2', not {name!r}")
     codec = _NAMES[name]
     if codec is Codec.LZ4 and _lz4_block is None:
-        raise CodecUnavailableError(
-            "compression='lz4' needs the lz4 package: pip install lz4"
-        )
+        raise CodecUnavailableError("compression='lz4' needs the lz4 package: pip install lz4")
     return codec
 
 
@@ -149,7 +145,5 @@ def decompress(codec: int, data: bytes, rawlen: int) -> bytes:
     except Exception as exc:  # each codec raises its own error type on bad input
         raise CorruptionError(f"value does not decompress: {exc}") from exc
     if len(out) != rawlen:
-        raise CorruptionError(
-            f"value decompressed to {len(out)} bytes, header says {rawlen}"
-        )
+        raise CorruptionError(f"value decompressed to {len(out)} bytes, header says {rawlen}")
     return bytes(out)

@@ -148,9 +148,7 @@ class Engine:
         if flag not in ("r", "w", "c", "n"):
             raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
         if durability not in DURABILITY_MODES:
-            raise ValueError(
-                f"durability must be one of {DURABILITY_MODES}, not {durability!r}"
-            )
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         if not sync_interval >= 0:
             raise ValueError(f"sync_interval must be >= 0 seconds, not {sync_interval!r}")
         if lock_timeout is not None and not lock_timeout >= 0:
@@ -206,7 +204,9 @@ class Engine:
         if not os.path.exists(manifest_path):
             if self.flag in ("r", "w"):
                 if os.path.isdir(path) and os.listdir(path):
-                    raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
+                    raise FormatError(
+                        f"{path} is a directory without a MANIFEST: not a logshelf store"
+                    )
                 raise StoreNotFoundError(
                     f"no logshelf store at {path} (flag {self.flag!r} opens an existing "
                     "store; use flag 'c' to create one)"
@@ -243,7 +243,9 @@ class Engine:
         both succeed; one rename wins and the other opens the winner's store."""
         fs = self._fs
         if os.path.isdir(self.path) and os.listdir(self.path):
-            raise FormatError(f"{self.path} is a directory without a MANIFEST: not a logshelf store")
+            raise FormatError(
+                f"{self.path} is a directory without a MANIFEST: not a logshelf store"
+            )
         parent = os.path.dirname(self.path)
         tmp = f"{self.path}.{os.getpid()}.{os.urandom(4).hex()}.creating"
         fs.mkdir(tmp)
@@ -252,7 +254,9 @@ class Engine:
             fs.close(lock_fd)
             Segment.create(fs, tmp, 1, 0).close()
             manifest = fmt.Manifest(1, 2, ((1, fmt.ACTIVE),))
-            fs.write_file_atomic(os.path.join(tmp, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest))
+            fs.write_file_atomic(
+                os.path.join(tmp, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest)
+            )
             try:
                 fs.rename(tmp, self.path)
             except OSError as exc:
@@ -275,7 +279,9 @@ class Engine:
         try:
             data = self._fs.read_file(manifest_path)
         except FileNotFoundError:
-            raise StoreNotFoundError(f"no logshelf store at {self.path} (MANIFEST missing)") from None
+            raise StoreNotFoundError(
+                f"no logshelf store at {self.path} (MANIFEST missing)"
+            ) from None
         return fmt.decode_manifest(data, manifest_path)
 
     def _load(self, manifest: fmt.Manifest) -> None:
@@ -295,7 +301,9 @@ class Engine:
                 seg = previous.get(segment_id)
                 if seg is None or (active and self.writable and not seg.writable):
                     try:
-                        seg = Segment.open(self._fs, self.path, segment_id, self.writable and active)
+                        seg = Segment.open(
+                            self._fs, self.path, segment_id, self.writable and active
+                        )
                     except FileNotFoundError:
                         raise CorruptionError(
                             f"the MANIFEST of {self.path} names segment {segment_id}, but "
@@ -350,7 +358,7 @@ class Engine:
         base = slot << _SLOT_SHIFT
         hint = self._read_hint(seg, limit, sealed)
         if hint is not None:
-            index.update(zip(hint.put_keys, [base | off for off in hint.put_offsets]))
+            index.update(zip(hint.put_keys, [base | off for off in hint.put_offsets], strict=True))
             for key in hint.deleted_keys:
                 index.pop(key, None)
             if deletes is not None:
@@ -369,7 +377,8 @@ class Engine:
             if sealed:
                 raise CorruptionError(
                     f"{seg.path}: sealed segment damaged at offset {scan.stop} "
-                    f"({scan.problem}); copy what is intact with logshelf.salvage(source, destination)"
+                    f"({scan.problem}); copy what is intact with "
+                    "logshelf.salvage(source, destination)"
                 )
             self._check_tail(seg, scan, limit)
         # Txids of uncommitted records are burnt too: a new batch must never
@@ -483,7 +492,10 @@ class Engine:
             self._lock.abandon()
         if self.writable:
             self._lock = WriterLock(
-                os.path.join(self.path, fmt.LOCK_NAME), self.path, self._lock_timeout, self._lock_backend
+                os.path.join(self.path, fmt.LOCK_NAME),
+                self.path,
+                self._lock_timeout,
+                self._lock_backend,
             )
             self._mutex = self._lock.mutex
 
@@ -628,7 +640,9 @@ class Engine:
             pass  # Quarantine is forensics only; cutting the tail is what matters.
         seg.truncate(end)
         seg.sync()
-        self.recovered.append(f"cut {size - end} bytes of torn tail from {seg.path} at offset {end}")
+        self.recovered.append(
+            f"cut {size - end} bytes of torn tail from {seg.path} at offset {end}"
+        )
 
     def _append(self, records: list[Record]) -> None:
         """Write one batch atomically at the end of the active segment and apply
@@ -693,8 +707,15 @@ class Engine:
             fs.sync_directory(self.path)
             if not seal_written:
                 seal = fmt.pack_record(
-                    old.salt, seal_txid, fmt.KIND_SEAL, True, 0, b"",
-                    fmt.SEAL_VALUE.pack(new_id), zlib.crc32(fmt.SEAL_VALUE.pack(new_id)), 0,
+                    old.salt,
+                    seal_txid,
+                    fmt.KIND_SEAL,
+                    True,
+                    0,
+                    b"",
+                    fmt.SEAL_VALUE.pack(new_id),
+                    zlib.crc32(fmt.SEAL_VALUE.pack(new_id)),
+                    0,
                 )
                 self._max_txid = seal_txid
                 start = self._end
@@ -708,15 +729,21 @@ class Engine:
                 old.readable_end = self._end
             self._sync_active()
             sealed = tuple(
-                (seg.id, length) for seg, (_, length) in zip(self._segments[:-1], manifest.segments[:-1])
+                (seg.id, length)
+                for seg, (_, length) in zip(
+                    self._segments[:-1], manifest.segments[:-1], strict=True
+                )
             )
+            segments: tuple[tuple[int, int], ...]
             if drop_old:
                 segments = ((new_id, fmt.ACTIVE),)
             else:
                 segments = (*sealed, (old.id, self._end), (new_id, fmt.ACTIVE))
             next_id = max(manifest.next_segment_id, new_id + 1)
             new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
-            fs.write_file_atomic(os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(new_manifest))
+            fs.write_file_atomic(
+                os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(new_manifest)
+            )
         except BaseException:
             new.close()
             raise
@@ -758,7 +785,9 @@ class Engine:
         hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted, seal_next)
         try:
             self._fs.write_file_atomic(
-                os.path.join(self.path, fmt.hint_name(seg.id)), fmt.encode_hint(hint), sync_dir=False
+                os.path.join(self.path, fmt.hint_name(seg.id)),
+                fmt.encode_hint(hint),
+                sync_dir=False,
             )
         except OSError:
             pass  # A hint is an optimisation: without it the next open scans.
@@ -779,7 +808,9 @@ class Engine:
                 record = self._tx[key]
                 if record[0] == _DELETE:
                     return None
-                return _codecs.decompress(record[3], record[4], record[6]) if record[3] else record[4]
+                return (
+                    _codecs.decompress(record[3], record[4], record[6]) if record[3] else record[4]
+                )
             if self._size(self._segments[-1].fd) != self._end or self._seal_next:
                 self._refresh()
             loc = self._index.get(key)
@@ -853,7 +884,12 @@ class Engine:
         This is :meth:`write` specialised for the most common call; it is the
         path ``benchmarks/bench_store.py`` measures as "insert".
         """
-        kb = encode_key(key)
+        try:
+            kb = key.encode("utf-8")
+        except UnicodeEncodeError:
+            kb = encode_key(key)  # raises the ValueError that names the key
+        if len(kb) > fmt.MAX_KEY_BYTES:
+            encode_key(key)
         vcrc = zlib.crc32(data)
         mutex = self._mutex
         if not mutex.acquire(False):
@@ -861,6 +897,9 @@ class Engine:
         try:
             if not self._ok:
                 self._check_usable()
+                if self._mutex is not mutex:  # just forked: new mutex and lock
+                    self._write_slow([(_PUT, key, kb, codec, data, vcrc, rawlen)])
+                    return
             if self._tx is not None and self._tx_thread == threading.get_ident():
                 # Inside this thread's transaction (writability was checked
                 # when it began): buffer until commit.
@@ -870,7 +909,8 @@ class Engine:
                 self._write_slow([(_PUT, key, kb, codec, data, vcrc, rawlen)])
                 return
             lock = self._lock
-            lock.acquire()
+            # The handle's mutex is the lock's own (see _open): take only the OS lock.
+            lock.enter_held()
             try:
                 active = self._segments[-1]
                 if self._size(active.fd) != self._end or self._seal_next:
@@ -882,10 +922,12 @@ class Engine:
                     active = self._segments[-1]
                     start = self._end
                 txid = self._max_txid + 1
-                record = fmt.pack_record(active.salt, txid, _PUT, True, codec, kb, data, vcrc, rawlen)
+                record = fmt.pack_record(
+                    active.salt, txid, _PUT, True, codec, kb, data, vcrc, rawlen
+                )
                 self._max_txid = txid  # burnt even if the write fails
                 try:
-                    active.append(record)
+                    self._fs.append(active.fd, record)
                 except BaseException:
                     self._undo_append(active, start)
                     raise
@@ -898,7 +940,7 @@ class Engine:
                 if self.durability != "none":
                     self._sync_after_write()
             finally:
-                lock.release()
+                lock.exit_held()
         finally:
             mutex.release()
 
@@ -1022,7 +1064,11 @@ class Engine:
             try:
                 if self.writable and self._poisoned is None and not self._forked and self._segments:
                     self._sync_active()
-                    if self._end > _HEADER_END and self._end != self._hinted_end and not self._seal_next:
+                    if (
+                        self._end > _HEADER_END
+                        and self._end != self._hinted_end
+                        and not self._seal_next
+                    ):
                         slot = len(self._segments) - 1
                         self._write_hint(self._segments[slot], slot, self._end)
                         self._hinted_end = self._end
@@ -1058,7 +1104,9 @@ class Engine:
                 for _ in scan:
                     pass
                 if scan.stop < limit or scan.end < limit:
-                    problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
+                    problems.append(
+                        f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}"
+                    )
                 problems.extend(
                     f"{seg.path}: value checksum mismatch in the record at offset {offset}"
                     for offset in scan.damaged

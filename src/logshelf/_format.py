@@ -459,9 +459,7 @@ def decode_hint(data: bytes) -> Hint | None:
     size = HINT_HEADER.size + _HINT_CRC.size
     if len(data) < size or not data.startswith(HINT_MAGIC):
         return None
-    (_, version, _, salt, segment_id, covered, max_txid, plen, pcrc) = (
-        HINT_HEADER.unpack_from(data)
-    )
+    (_, version, _, salt, segment_id, covered, max_txid, plen, pcrc) = HINT_HEADER.unpack_from(data)
     (hcrc,) = _HINT_CRC.unpack_from(data, HINT_HEADER.size)
     if version != HINT_VERSION or zlib.crc32(data[: HINT_HEADER.size]) != hcrc:
         return None

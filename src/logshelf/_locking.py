@@ -91,6 +91,30 @@ class _ProcessLock:
             self.mutex.release()
             raise
 
+    def enter_held(self, timeout: float | None, store: str) -> None:
+        """:meth:`acquire` for a caller that already holds ``self.mutex`` (the
+        engine's write path, whose mutex is this one): only the OS lock."""
+        if self.depth:
+            self.depth += 1
+            return
+        if self.fd >= 0:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._acquire_os(timeout, store)
+        else:
+            self._acquire_os(timeout, store)
+        self.depth = 1
+
+    def exit_held(self) -> None:
+        """Undo :meth:`enter_held`; the caller still holds ``self.mutex``."""
+        self.depth -= 1
+        if self.depth == 0:
+            if self.filelock is not None:
+                self.filelock.release()  # type: ignore[attr-defined]
+            else:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
     def _acquire_os(self, timeout: float | None, store: str) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.filelock is not None:
@@ -231,6 +255,11 @@ class WriterLock:
         #: The shared re-entrant thread lock inside this writer lock; the
         #: engine uses it as its own mutex.
         self.mutex: threading.RLock = self._shared.mutex
+        #: acquire/release for a thread that already holds ``mutex``.
+        self.enter_held: Callable[[], None] = functools.partial(
+            self._shared.enter_held, timeout, store
+        )
+        self.exit_held: Callable[[], None] = self._shared.exit_held
 
     def __enter__(self) -> WriterLock:
         self._shared.acquire(self.timeout, self.store)

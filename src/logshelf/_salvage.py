@@ -36,20 +36,32 @@ class SalvageReport:
 
     def __str__(self) -> str:
         lines = [f"recovered {self.keys} keys from {self.records} records"]
-        lines += [f"skipped {path} [{start}, {end}): {why}" for path, start, end, why in self.skipped]
+        lines += [
+            f"skipped {path} [{start}, {end}): {why}" for path, start, end, why in self.skipped
+        ]
         if self.lost_keys:
-            lines.append(f"lost {len(self.lost_keys)} keys whose latest value was damaged: "
-                         + ", ".join(repr(k) for k in self.lost_keys[:20]))
+            lines.append(
+                f"lost {len(self.lost_keys)} keys whose latest value was damaged: "
+                + ", ".join(repr(k) for k in self.lost_keys[:20])
+            )
         return "\n".join(lines)
 
 
-def _segment_plan(fs: FileSystem, source: str, report: SalvageReport) -> list[tuple[int, int | None]]:
+def _segment_plan(
+    fs: FileSystem, source: str, report: SalvageReport
+) -> list[tuple[int, int | None]]:
     """Segments to read, in log order, with their sealed length if known."""
     try:
-        manifest = fmt.decode_manifest(fs.read_file(os.path.join(source, fmt.MANIFEST_NAME)), source)
-        return [(sid, None if length == fmt.ACTIVE else length) for sid, length in manifest.segments]
+        manifest = fmt.decode_manifest(
+            fs.read_file(os.path.join(source, fmt.MANIFEST_NAME)), source
+        )
+        return [
+            (sid, None if length == fmt.ACTIVE else length) for sid, length in manifest.segments
+        ]
     except (OSError, CorruptionError, FormatError) as exc:
-        report.skipped.append((os.path.join(source, fmt.MANIFEST_NAME), 0, 0, f"unreadable MANIFEST: {exc}"))
+        report.skipped.append(
+            (os.path.join(source, fmt.MANIFEST_NAME), 0, 0, f"unreadable MANIFEST: {exc}")
+        )
     ids = []
     for name in fs.listdir(source):
         if name.startswith("seg-") and name.endswith(".log") and len(name) == 24:
@@ -97,7 +109,9 @@ def salvage(
         try:
             seg = Segment.open(fs, source, segment_id, writable=False)
         except (OSError, CorruptionError, FormatError) as exc:
-            report.skipped.append((os.path.join(source, fmt.segment_name(segment_id)), 0, -1, str(exc)))
+            report.skipped.append(
+                (os.path.join(source, fmt.segment_name(segment_id)), 0, -1, str(exc))
+            )
             continue
         try:
             _salvage_segment(seg, sealed, state, report)
@@ -135,7 +149,9 @@ def _salvage_segment(
                     key = rec.key.decode("utf-8")
                     encode_key(key)
                 except (UnicodeDecodeError, ValueError):
-                    report.skipped.append((seg.path, rec.offset, rec.offset + rec.length, "key is not UTF-8"))
+                    report.skipped.append(
+                        (seg.path, rec.offset, rec.offset + rec.length, "key is not UTF-8")
+                    )
                     continue
                 if rec.kind == fmt.KIND_DELETE:
                     state[key] = None
@@ -145,7 +161,9 @@ def _salvage_segment(
                     except CorruptionError as exc:
                         state[key] = None
                         report.lost_keys.append(key)
-                        report.skipped.append((seg.path, rec.offset, rec.offset + rec.length, str(exc)))
+                        report.skipped.append(
+                            (seg.path, rec.offset, rec.offset + rec.length, str(exc))
+                        )
         last_txid = scan.last_committed
         if scan.stop >= limit and scan.end >= limit:
             return

@@ -249,8 +249,13 @@ class Segment:
         keyend = _HEADER_SIZE + header.klen
         if keyend > len(data):
             data = self._read(offset, keyend)
-        if len(data) < keyend or fmt.record_hcrc(data, data[_HEADER_SIZE:keyend], self.salt) != header.hcrc:
-            raise CorruptionError(f"{self.path}: record header checksum mismatch at offset {offset}")
+        if (
+            len(data) < keyend
+            or fmt.record_hcrc(data, data[_HEADER_SIZE:keyend], self.salt) != header.hcrc
+        ):
+            raise CorruptionError(
+                f"{self.path}: record header checksum mismatch at offset {offset}"
+            )
         return bytes(data[_HEADER_SIZE:keyend])
 
     def scan(

@@ -32,7 +32,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         db["config"] = {"theme": "dark", "retries": 3}
         del db["user:000000"]
     wrote = time.perf_counter() - started
-    print(f"  wrote {n + 1} records and deleted 1 in {wrote * 1000:.1f} ms (one transaction)", file=out)
+    print(
+        f"  wrote {n + 1} records and deleted 1 in {wrote * 1000:.1f} ms (one transaction)",
+        file=out,
+    )
     started = time.perf_counter()
     with open_store(path, "r") as db:
         count = len(db)
@@ -46,7 +49,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  user:{n - 1:06d} = {sample!r}", file=out)
     print(f"  deleted key present after reopen: {missing}", file=out)
     files = sorted(os.listdir(path))
-    size = sum(os.path.getsize(os.path.join(path, f)) for f in files if os.path.isfile(os.path.join(path, f)))
+    size = sum(
+        os.path.getsize(os.path.join(path, f))
+        for f in files
+        if os.path.isfile(os.path.join(path, f))
+    )
     print(f"  on disk: {', '.join(files)} ({size} bytes)", file=out)
     expected = n  # n users written, one deleted, plus config
     if count != expected or config != {"theme": "dark", "retries": 3} or missing:
@@ -66,8 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"logshelf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="write, reopen and read a demo store in a local folder")
-    demo.add_argument("path", nargs="?", default="logshelf-demo.db", help="store directory (default: %(default)s)")
-    demo.add_argument("--records", type=int, default=1000, help="records to write (default: %(default)s)")
+    demo.add_argument(
+        "path", nargs="?", default="logshelf-demo.db", help="store directory (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--records", type=int, default=1000, help="records to write (default: %(default)s)"
+    )
     return parser
 
 
