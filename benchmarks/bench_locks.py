@@ -61,7 +61,8 @@ def _flock_held(path: str) -> tuple[Callable[[], None], Callable[[], None]]:
 
 def _logshelf(path: str) -> tuple[Callable[[], None], Callable[[], None]]:
     lock = WriterLock(path, "bench", None, "flock")
-    return lock.acquire, lock.release
+    # Closures keep the WriterLock alive (its finalizer releases the shared lock).
+    return (lambda: lock.acquire()), (lambda: lock.release())
 
 
 OPTIONS: dict[str, Factory] = {

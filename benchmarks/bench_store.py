@@ -550,19 +550,23 @@ class WorkerReport:
 
 def _install_lock_timer(sink: list[int]) -> None:
     """Time every writer-lock acquisition of this process, without editing src/:
-    wrap ``logshelf._locking._ProcessLock.acquire`` (shared by all handles)."""
+    wrap ``logshelf._locking._ProcessLock.acquire`` and ``enter_held`` (the
+    single-write path's entry, taken while the handle's mutex is held). Must
+    run before the store is opened: handles bind these methods at open."""
     from logshelf import _locking
 
-    original = _locking._ProcessLock.acquire
+    def timed(original: Callable[..., None]) -> Callable[..., None]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+            start = time.perf_counter_ns()
+            try:
+                original(self, *args, **kwargs)
+            finally:
+                sink.append(time.perf_counter_ns() - start)
 
-    def timed_acquire(self: Any, *args: Any, **kwargs: Any) -> None:
-        start = time.perf_counter_ns()
-        try:
-            original(self, *args, **kwargs)
-        finally:
-            sink.append(time.perf_counter_ns() - start)
+        return wrapper
 
-    _locking._ProcessLock.acquire = timed_acquire  # type: ignore[method-assign]
+    for name in ("acquire", "enter_held"):
+        setattr(_locking._ProcessLock, name, timed(getattr(_locking._ProcessLock, name)))
 
 
 def _multi_worker(
