@@ -20,6 +20,7 @@ Concurrency model (details in ``docs/concurrency.md``):
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,8 @@ from .errors import (
 )
 
 __all__ = ["DURABILITY_MODES", "Engine", "Record"]
+
+_log = logging.getLogger("logshelf")
 
 DURABILITY_MODES = ("none", "always", "interval")
 
@@ -186,7 +189,6 @@ class Engine:
         self._unparsed: tuple[int, int] = (-1, -1)
         self._tx: dict[str, Record] | None = None
         self._tx_thread: int | None = None
-        self.recovered: list[str] = []
         self._open()
         _engines.add(self)
 
@@ -640,8 +642,12 @@ class Engine:
             pass  # Quarantine is forensics only; cutting the tail is what matters.
         seg.truncate(end)
         seg.sync()
-        self.recovered.append(
-            f"cut {size - end} bytes of torn tail from {seg.path} at offset {end}"
+        _log.warning(
+            "cut %d bytes of torn tail from %s at offset %d (copy kept in %s)",
+            size - end,
+            seg.path,
+            end,
+            qdir,
         )
 
     def _append(self, records: list[Record]) -> None:
@@ -1126,14 +1132,15 @@ class Engine:
         return self._closed
 
     def stats(self) -> dict[str, int]:
-        """Numbers for inspection: keys, segments, bytes on disk."""
+        """Numbers for inspection: live keys, segments, committed bytes in the
+        segments, MANIFEST generation and the last transaction id."""
         with self._guard():
             self._check_usable()
             self._refresh()
             return {
                 "keys": len(self._index),
                 "segments": len(self._segments),
-                "active_bytes": self._end,
+                "segment_bytes": sum(seg.readable_end for seg in self._segments),
                 "generation": self._manifest.generation,
                 "last_txid": self._txid,
             }

@@ -74,19 +74,8 @@ class _ProcessLock:
                 f"timed out after {timeout} s waiting for the writer lock of {store} "
                 "(held by another thread of this process)"
             )
-        if self.depth:
-            self.depth += 1
-            return
         try:
-            if self.fd >= 0:
-                try:
-                    # Uncontended fast path: one system call.
-                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self._acquire_os(timeout, store)
-            else:
-                self._acquire_os(timeout, store)
-            self.depth = 1
+            self.enter_held(timeout, store)
         except BaseException:
             self.mutex.release()
             raise
@@ -151,13 +140,8 @@ class _ProcessLock:
                 pause = min(pause * 2, _POLL_MAX)
 
     def release(self) -> None:
-        self.depth -= 1
         try:
-            if self.depth == 0:
-                if self.filelock is not None:
-                    self.filelock.release()  # type: ignore[attr-defined]
-                else:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.exit_held()
         finally:
             self.mutex.release()
 

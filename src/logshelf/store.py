@@ -193,6 +193,12 @@ class Shelf(MutableMapping[str, Any]):
         """
         return self._engine.transaction()
 
+    def stats(self) -> dict[str, int]:
+        """Numbers for inspection: ``keys``, ``segments``, ``segment_bytes``
+        (committed bytes on disk, live and dead), ``generation`` (of the
+        MANIFEST) and ``last_txid``."""
+        return self._engine.stats()
+
     def verify(self) -> list[str]:
         """Check every stored record and index entry; return the problems found
         (an empty list for a healthy store). Costs one read of all data."""

@@ -97,3 +97,29 @@ def test_salvage_refuses_an_existing_destination(filled: Path, tmp_path: Path) -
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError):
         logshelf.salvage(filled, tmp_path / "taken")
+
+
+def test_stats_describe_the_store(store_path: Path) -> None:
+    """stats() counts live keys, segments and committed bytes, and follows writes."""
+    with logshelf.open(store_path, max_segment_size=4096) as db:
+        assert db.stats()["keys"] == 0
+        for i in range(100):
+            db[f"k{i}"] = "v" * 50
+        del db["k0"]
+        stats = db.stats()
+        assert stats["keys"] == 99
+        assert stats["segments"] == len(list(store_path.glob("seg-*.log"))) > 1
+        assert stats["segment_bytes"] == sum(p.stat().st_size for p in store_path.glob("seg-*.log"))
+        assert stats["last_txid"] >= 101
+
+
+def test_cutting_a_torn_tail_is_logged(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A writer that cuts a torn tail says so on the "logshelf" logger, naming the file."""
+    with logshelf.open(store_path) as db:
+        db["a"] = 1
+    segment = next(store_path.glob("seg-*.log"))
+    with segment.open("ab") as f:
+        f.write(b"\x00" * 100)
+    with caplog.at_level("WARNING", logger="logshelf"):
+        logshelf.open(store_path).close()
+    assert any("torn tail" in r.message and str(segment) in r.message for r in caplog.records)
