@@ -825,12 +825,13 @@ class Engine:
             seg = self._segments[loc >> _SLOT_SHIFT]
             try:
                 codec, data, rawlen = seg.read_value(loc & _OFFSET_MASK)
-                if codec:
-                    return _codecs.decompress(codec, data, rawlen)
+            except CorruptionError as exc:  # the message names file and offset
+                raise CorruptionError(f"key {key!r}: {exc}") from None
+            if not codec:
                 return data
+            try:
+                return _codecs.decompress(codec, data, rawlen)
             except CorruptionError as exc:
-                if seg.path in str(exc):
-                    raise CorruptionError(f"key {key!r}: {exc}") from None
                 raise CorruptionError(
                     f"key {key!r}: {seg.path}: the value at offset {loc & _OFFSET_MASK}: {exc}"
                 ) from None
@@ -887,8 +888,9 @@ class Engine:
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
         """Write one key: a batch of one record.
 
-        This is :meth:`write` specialised for the most common call; it is the
-        path ``benchmarks/bench_store.py`` measures as "insert".
+        :meth:`put_many` specialised for the most common call, with the
+        writer lock taken inline; it is the path ``benchmarks/bench_store.py``
+        measures as "insert".
         """
         try:
             kb = key.encode("utf-8")

@@ -85,13 +85,13 @@ class Shelf(MutableMapping[str, Any]):
     # -- the mapping ---------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        if type(key) is not str:
+            _check_key(key)
         if self._writeback:
             try:
                 return self._cache[key]
             except KeyError:
                 pass
-        if type(key) is not str:
-            _check_key(key)
         data = self._engine.get(key)
         if data is None:
             raise KeyError(key)
@@ -209,11 +209,10 @@ class Shelf(MutableMapping[str, Any]):
     def sync(self) -> None:
         """Write back the writeback cache (if any) and make every write durable."""
         if self._writeback and self._cache:
+            # As shelve does: write every cached entry back, then start afresh.
             if self._engine.writable:
-                cache, self._cache = self._cache, {}
-                self.set_many(cache)
-            else:
-                self._cache.clear()
+                self.set_many(self._cache)
+            self._cache = {}
         self._engine.sync()
 
     def close(self) -> None:

@@ -465,3 +465,20 @@ def test_close_without_writes_keeps_the_hint(store_path: Path) -> None:
     with logshelf.open(store_path) as db:
         db["new"] = 1
     assert hint.stat().st_ino != before[0]
+
+
+def test_writeback_sync_empties_the_cache(store_path: Path) -> None:
+    """After sync() the writeback cache starts afresh, as in shelve: later reads see other writers."""
+    with logshelf.open(store_path) as db:
+        db["a"] = 1
+    db = logshelf.open(store_path, writeback=True)
+    try:
+        assert db["a"] == 1
+        db.sync()
+        with logshelf.open(store_path) as other:
+            other["a"] = 2
+        assert db["a"] == 2
+    finally:
+        db.close()
+    with logshelf.open(store_path, "r") as check:
+        assert check["a"] == 2  # closing wrote back only what was read after the sync
