@@ -66,6 +66,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"demo": _cmd_demo}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logshelf", description="Inspect and exercise logshelf stores."
@@ -77,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "path", nargs="?", default="logshelf-demo.db", help="store directory (default: %(default)s)"
     )
     demo.add_argument(
-        "--records", type=int, default=1000, help="records to write (default: %(default)s)"
+        "--records", type=_positive, default=1000, help="records to write (default: %(default)s)"
     )
     return parser
 

@@ -49,3 +49,12 @@ def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert info.value.code == 2
     assert "demo" in capsys.readouterr().err
+
+
+def test_demo_rejects_zero_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--records below 1 is a usage error naming the value, and creates nothing."""
+    with pytest.raises(SystemExit) as info:
+        main(["demo", str(tmp_path / "d.db"), "--records", "0"])
+    assert info.value.code == 2
+    assert "not 0" in capsys.readouterr().err
+    assert not (tmp_path / "d.db").exists()
