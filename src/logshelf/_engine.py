@@ -26,11 +26,10 @@ import threading
 import time
 import weakref
 import zlib
-from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _codecs
+from . import _codecs, _index
 from . import _format as fmt
 from ._fs import FileSystem
 from ._locking import WriterLock
@@ -51,12 +50,9 @@ _log = logging.getLogger("logshelf")
 
 DURABILITY_MODES = ("none", "always", "interval")
 
-# Index entries pack (segment slot, record offset) into one int: 63 bytes a
-# key against 153 for a tuple (storage notes §8). 40 bits of offset allow
-# segments up to 1 TiB; 20 bits of slot, a million segments.
-_SLOT_SHIFT = 40
-_OFFSET_MASK = (1 << _SLOT_SHIFT) - 1
-_MAX_SEGMENTS = 1 << 20
+# Index entries are packed ints (see _index.py); module constants for the hot paths.
+_SLOT_SHIFT = _index.SLOT_SHIFT
+_OFFSET_MASK = _index.OFFSET_MASK
 
 _HEADER_END = fmt.SEGMENT_HEADER.size
 # At most this much of a torn tail is copied to quarantine/ before it is cut.
@@ -288,7 +284,7 @@ class Engine:
 
     def _load(self, manifest: fmt.Manifest) -> None:
         """Build the index from hints and scans of the manifest's segments."""
-        if len(manifest.segments) > _MAX_SEGMENTS:
+        if len(manifest.segments) > _index.MAX_SEGMENTS:
             raise CorruptionError(f"{self.path}: MANIFEST lists {len(manifest.segments)} segments")
         previous = {seg.id: seg for seg in self._segments}
         reused: set[int] = set()
@@ -357,14 +353,9 @@ class Engine:
         data, seal target, end of the range its hint covered or 0)."""
         start = _HEADER_END
         hinted = 0
-        base = slot << _SLOT_SHIFT
         hint = self._read_hint(seg, limit, sealed)
         if hint is not None:
-            index.update(zip(hint.put_keys, [base | off for off in hint.put_offsets], strict=True))
-            for key in hint.deleted_keys:
-                index.pop(key, None)
-            if deletes is not None:
-                deletes.update(hint.deleted_keys)
+            _index.apply_hint(hint, slot, index, deletes)
             start = hinted = hint.covered
             txid = max(txid, hint.max_txid)
             if sealed and start == limit:
@@ -374,7 +365,7 @@ class Engine:
                 # MANIFEST switch this handle has not read yet): nothing follows.
                 return txid, start, hint.seal_next, hinted
         scan = seg.scan(start, limit, txid, verify_values=not sealed)
-        seal_next = self._apply_scan(scan, slot, index, deletes)
+        seal_next = _index.apply_scan(scan, slot, index, deletes)
         if scan.stop < limit or scan.end < limit:
             if sealed:
                 raise CorruptionError(
@@ -404,33 +395,6 @@ class Engine:
         ):
             return None
         return hint
-
-    def _apply_scan(
-        self, scan: SegmentScan, slot: int, index: dict[str, int], deletes: set[str] | None
-    ) -> int:
-        """Apply every committed batch of a scan; return a SEAL's target or 0."""
-        base = slot << _SLOT_SHIFT
-        seal_next = 0
-        for batch in scan:
-            for rec in batch:
-                try:
-                    key = rec.key.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise CorruptionError(
-                        f"{scan.segment.path}: record at offset {rec.offset} has a key "
-                        "that is not UTF-8"
-                    ) from None
-                if rec.kind == _PUT:
-                    index[key] = base | rec.offset
-                    if deletes is not None:
-                        deletes.discard(key)
-                elif rec.kind == _DELETE:
-                    index.pop(key, None)
-                    if deletes is not None:
-                        deletes.add(key)
-                else:
-                    seal_next = rec.seal_next
-        return seal_next
 
     def _check_tail(self, seg: Segment, scan: SegmentScan, limit: int) -> None:
         """Tell a torn tail (nothing valid after the stop) from damage in the
@@ -544,7 +508,7 @@ class Engine:
             return None
         slot = len(self._segments) - 1
         scan = active.scan(self._end, size, self._txid)
-        seal_next = self._apply_scan(scan, slot, self._index, self._active_deletes)
+        seal_next = _index.apply_scan(scan, slot, self._index, self._active_deletes)
         self._end = scan.end
         active.readable_end = scan.end
         self._txid = max(self._txid, scan.last_committed)
@@ -781,12 +745,7 @@ class Engine:
 
     def _write_hint(self, seg: Segment, slot: int, covered: int, seal_next: int = 0) -> None:
         """Snapshot the index entries of one segment (best effort)."""
-        keys: list[str] = []
-        offsets = array("Q")
-        for key, loc in self._index.items():
-            if loc >> _SLOT_SHIFT == slot:
-                keys.append(key)
-                offsets.append(loc & _OFFSET_MASK)
+        keys, offsets = _index.snapshot(self._index, slot)
         deleted = list(self._active_deletes) if slot == len(self._segments) - 1 else []
         hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted, seal_next)
         try:
