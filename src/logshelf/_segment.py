@@ -180,6 +180,12 @@ class Segment:
             assert self._map is not None
             header = fmt.RecordHeader._make(_RECORD.unpack_from(self._map, offset))
             total = _HEADER_SIZE + header.klen + header.vlen
+            # Bound a (possibly damaged) length by the file before reading.
+            if offset + total > self._map_len and offset + total > self.size():
+                raise CorruptionError(
+                    f"{self.path}: record at offset {offset} claims {total} bytes, "
+                    "past the end of the file"
+                )
             data = self._read(offset, total)
         else:
             data = self._read(offset, _SPECULATIVE_READ)

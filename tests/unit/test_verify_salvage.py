@@ -123,3 +123,24 @@ def test_cutting_a_torn_tail_is_logged(store_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level("WARNING", logger="logshelf"):
         logshelf.open(store_path).close()
     assert any("torn tail" in r.message and str(segment) in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("byte", range(16, 24))
+def test_damaged_length_in_hinted_segment_raises_not_memory_error(store_path: Path, byte: int) -> None:
+    """A record length damaged after its segment was indexed from a hint (no scan
+    checks it) raises CorruptionError on read; it never asks for the memory it claims."""
+    # Segments large enough (> 256 KiB) that reads are served from an mmap.
+    with logshelf.open(store_path, max_segment_size=300_000) as db:
+        db.update({f"k{i:03d}": "v" * 60 for i in range(4000)})
+        db.update({f"x{i:03d}": "v" * 60 for i in range(4000)})
+    first = store_path / "seg-0000000000000001.log"
+    assert (store_path / "seg-0000000000000001.hint").exists()
+    offset = _record_offsets(first)[3]
+    data = bytearray(first.read_bytes())
+    data[offset + byte] ^= 0x7F  # inside vlen (bytes 16..23 of the header)
+    first.write_bytes(bytes(data))
+    with logshelf.open(store_path, "r") as db:
+        assert db["k004"] == "v" * 60  # maps the segment
+        key = "k003"
+        with pytest.raises(logshelf.CorruptionError, match=key):
+            db[key]
