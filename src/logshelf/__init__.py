@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._compaction import CompactionResult
 from ._salvage import SalvageReport, salvage
 from .errors import (
     CodecUnavailableError,
@@ -38,6 +39,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "DEFAULT_PROTOCOL",
     "CodecUnavailableError",
+    "CompactionResult",
     "CorruptionError",
     "FormatError",
     "HandlePoisonedError",

@@ -29,10 +29,10 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _codecs, _index
+from . import _codecs, _compaction, _index
 from . import _format as fmt
 from ._fs import FileSystem
-from ._locking import WriterLock
+from ._locking import ExclusiveFileLock, WriterLock
 from ._segment import Segment, SegmentScan
 from .errors import (
     CorruptionError,
@@ -41,6 +41,7 @@ from .errors import (
     LockTimeoutError,
     ReadOnlyError,
     StoreClosedError,
+    StoreError,
     StoreNotFoundError,
 )
 
@@ -57,9 +58,17 @@ _OFFSET_MASK = _index.OFFSET_MASK
 _HEADER_END = fmt.SEGMENT_HEADER.size
 # At most this much of a torn tail is copied to quarantine/ before it is cut.
 _QUARANTINE_MAX = 16 << 20
+# Automatic compaction waits for at least this much dead data (or one
+# max_segment_size, if that is smaller).
+_AUTO_COMPACT_MIN_DEAD = 64 << 20
 
 _PUT = fmt.KIND_PUT
 _DELETE = fmt.KIND_DELETE
+
+
+class _MissingSegmentError(CorruptionError):
+    """The MANIFEST names a segment file that does not exist. Corruption, unless
+    a compaction replaced that MANIFEST meanwhile (see ``_load_latest``)."""
 
 
 class _Guard:
@@ -129,6 +138,10 @@ class Engine:
         lock_timeout: seconds to wait for the writer lock; None waits forever.
         lock_backend: "auto", "flock" or "filelock".
         max_segment_size: roll over to a new segment beyond this many bytes.
+        auto_compact: after a rollover, compact when at least this fraction of
+            the sealed segments' bytes is dead (overwritten or deleted data)
+            and the dead bytes reach ``min(64 MiB, max_segment_size)``; None
+            turns automatic compaction off.
         fs: the file-system layer (tests inject faults through it).
     """
 
@@ -142,6 +155,7 @@ class Engine:
         lock_timeout: float | None = None,
         lock_backend: str = "auto",
         max_segment_size: int = 128 << 20,
+        auto_compact: float | None = 0.5,
         fs: FileSystem | None = None,
     ) -> None:
         if flag not in ("r", "w", "c", "n"):
@@ -154,12 +168,20 @@ class Engine:
             raise ValueError(f"lock_timeout must be None or >= 0 seconds, not {lock_timeout!r}")
         if max_segment_size < 4096:
             raise ValueError(f"max_segment_size must be >= 4096 bytes, not {max_segment_size!r}")
+        if auto_compact is not None and not 0 < auto_compact <= 1:
+            raise ValueError(
+                f"auto_compact must be None or a fraction in (0, 1], not {auto_compact!r}"
+            )
         self.path = os.path.abspath(os.fspath(path))
         self.flag = flag
         self.writable = flag != "r"
         self.durability = durability
         self.sync_interval = sync_interval
         self.max_segment_size = max_segment_size
+        self.auto_compact = auto_compact
+        # Set by a rollover of this handle: check whether to compact once the
+        # write that rolled over has returned its locks.
+        self._compact_due = False
         self._lock_timeout = lock_timeout
         self._lock_backend = lock_backend
         self._fs = fs if fs is not None else FileSystem()
@@ -222,7 +244,7 @@ class Engine:
                 # thread lock, not two, and handles on one store never
                 # interleave inside a process.
                 self._mutex = self._lock.mutex
-            self._load(manifest)
+            self._load_latest(manifest)
             if self.writable:
                 with self._locked():
                     self._prepare_write()
@@ -282,6 +304,29 @@ class Engine:
             ) from None
         return fmt.decode_manifest(data, manifest_path)
 
+    def _load_latest(self, manifest: fmt.Manifest) -> None:
+        """:meth:`_load` ``manifest``, or a newer one: a compaction may replace
+        the MANIFEST and delete the segments it replaced between our reading
+        the MANIFEST and opening those segments."""
+        while True:
+            try:
+                self._load(manifest)
+                return
+            except _MissingSegmentError:
+                newer = self._read_manifest()
+                if newer.generation == manifest.generation:
+                    raise
+                manifest = newer
+
+    def _refresh_manifest(self) -> None:
+        """Under the writer lock, before changing the segment set: make sure this
+        handle works from the current MANIFEST. (Every change of the segment
+        set also seals the active segment, which handles notice anyway; this
+        covers a writer that crashed between its MANIFEST switch and noticing.)"""
+        manifest = self._read_manifest()
+        if manifest.generation != self._manifest.generation:
+            self._load_latest(manifest)
+
     def _load(self, manifest: fmt.Manifest) -> None:
         """Build the index from hints and scans of the manifest's segments."""
         if len(manifest.segments) > _index.MAX_SEGMENTS:
@@ -303,7 +348,7 @@ class Engine:
                             self._fs, self.path, segment_id, self.writable and active
                         )
                     except FileNotFoundError:
-                        raise CorruptionError(
+                        raise _MissingSegmentError(
                             f"the MANIFEST of {self.path} names segment {segment_id}, but "
                             f"{os.path.join(self.path, fmt.segment_name(segment_id))} is missing"
                         ) from None
@@ -504,7 +549,7 @@ class Engine:
                 raise CorruptionError(
                     f"{active.path} shrank to {size} bytes below its committed end {self._end}"
                 )
-            self._load(manifest)
+            self._load_latest(manifest)
             return None
         slot = len(self._segments) - 1
         scan = active.scan(self._end, size, self._txid)
@@ -524,7 +569,7 @@ class Engine:
         manifest = self._read_manifest()
         if manifest.active_id == self._segments[-1].id:
             return  # the writer has not published it yet (or crashed: a writer completes it)
-        self._load(manifest)
+        self._load_latest(manifest)
         if self._seal_next == 0:
             self._refresh()
 
@@ -568,8 +613,25 @@ class Engine:
 
     def _collect_garbage(self) -> None:
         """Delete segment and hint files the MANIFEST does not reference: what a
-        crash left of an interrupted rollover or reset. Under the writer lock,
-        which every change of the segment set also holds."""
+        crash left of an interrupted rollover, reset or compaction. Under the
+        writer lock, which every change of the segment set also holds, and
+        only while no compaction runs: a running compaction writes segments
+        the MANIFEST names only once it commits."""
+        lock = self.compaction_lock()
+        if not lock.acquire(0):
+            return
+        try:
+            self.collect_garbage_locked()
+        finally:
+            lock.release()
+
+    def compaction_lock(self) -> ExclusiveFileLock:
+        """The lock that keeps two compactions (and garbage collection) apart."""
+        return ExclusiveFileLock(os.path.join(self.path, fmt.COMPACT_LOCK_NAME), self._lock_backend)
+
+    def collect_garbage_locked(self) -> None:
+        """:meth:`_collect_garbage` for a caller holding the compaction lock
+        and the writer lock."""
         live = {seg.id for seg in self._segments}
         for name in self._fs.listdir(self.path):
             if name.endswith(".tmp"):
@@ -658,11 +720,31 @@ class Engine:
             self._poisoned = exc
             raise
 
-    def _roll(self, drop_old: bool, seal_written: bool = False) -> None:
+    def _roll(
+        self,
+        drop_old: bool,
+        seal_written: bool = False,
+        *,
+        reserve_ids: int = 0,
+        replace: tuple[int, tuple[tuple[int, int], ...]] | None = None,
+    ) -> None:
         """Start a new active segment. Order: new file durable, then SEAL in
         the old one (readers notice it with their cheap size check), then the
-        MANIFEST switch (the commit point). ``drop_old`` (flag "n") leaves the
-        old segments out of the new MANIFEST."""
+        MANIFEST switch (the commit point).
+
+        ``drop_old`` (flag "n") leaves the old segments out of the new
+        MANIFEST. ``reserve_ids`` allocates that many further segment ids for
+        a compaction's output files. ``replace=(n, entries)`` commits a
+        compaction: the first ``n`` sealed segments give way to ``entries``;
+        the SEAL is then what tells every other handle to reload.
+        """
+        if not seal_written:
+            generation = self._manifest.generation
+            self._refresh_manifest()
+            if self._manifest.generation != generation:
+                # Our view was stale (see _refresh_manifest): catch up with the
+                # current active segment before sealing it.
+                self._prepare_write()
         fs = self._fs
         old = self._segments[-1]
         manifest = self._manifest
@@ -704,12 +786,15 @@ class Engine:
                     self._segments[:-1], manifest.segments[:-1], strict=True
                 )
             )
+            if replace is not None:
+                count, entries = replace
+                sealed = (*entries, *sealed[count:])
             segments: tuple[tuple[int, int], ...]
             if drop_old:
                 segments = ((new_id, fmt.ACTIVE),)
             else:
                 segments = (*sealed, (old.id, self._end), (new_id, fmt.ACTIVE))
-            next_id = max(manifest.next_segment_id, new_id + 1)
+            next_id = max(manifest.next_segment_id, new_id + 1) + reserve_ids
             new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
             fs.write_file_atomic(
                 os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(new_manifest)
@@ -722,6 +807,18 @@ class Engine:
             # while the MANIFEST still calls that segment active, or a reopen
             # would skip the SEAL and append after it.
             self._write_hint(old, len(self._segments) - 1, self._end, seal_next=new_id)
+        if replace is not None:
+            # Every slot after the replaced segments moved. Rather than
+            # renumber in place, follow our own SEAL like any other handle:
+            # reload from the new MANIFEST and the hints. If that reload
+            # fails, the handle still knows its active segment is sealed and
+            # retries on its next operation.
+            new.close()
+            self._seal_next = new_id
+            self._follow_seal()
+            return
+        if not drop_old and not reserve_ids and self.auto_compact is not None:
+            self._compact_due = True
         self._manifest = new_manifest
         self._seal_next = 0
         if drop_old:
@@ -910,6 +1007,8 @@ class Engine:
                 lock.exit_held()
         finally:
             mutex.release()
+        if self._compact_due:
+            self._after_write()
 
     def _undo_append(self, seg: Segment, start: int) -> None:
         """A write failed part-way: cut back to where it started. If even that
@@ -941,7 +1040,8 @@ class Engine:
                 if key not in self._index:
                     return False
                 self._append([(_DELETE, key, kb, 0, b"", 0, 0)])
-                return True
+        self._after_write()
+        return True
 
     def put_many(self, items: list[tuple[str, int, bytes, int]]) -> None:
         """Write ``(key, codec, stored value, rawlen)`` items as one atomic
@@ -953,6 +1053,7 @@ class Engine:
         ]
         if records:
             self._write_slow(records)
+            self._after_write()
 
     def delete_many(self, keys: list[str]) -> int:
         """Delete the present keys among ``keys`` as one atomic batch; return
@@ -964,7 +1065,8 @@ class Engine:
             with self.transaction():
                 present = {key: kb for key, kb in encoded if self._present(key)}
                 self._write_slow([(_DELETE, key, kb, 0, b"", 0, 0) for key, kb in present.items()])
-            return len(present)
+        self._after_write()
+        return len(present)
 
     def _write_slow(self, records: list[Record]) -> None:
         with self._guard():
@@ -1014,6 +1116,7 @@ class Engine:
                 finally:
                     self._tx = None
                     self._tx_thread = None
+        self._after_write()
 
     def sync(self) -> None:
         """Make every write of this handle durable (fdatasync of the active segment)."""
@@ -1091,6 +1194,150 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def fs(self) -> FileSystem:
+        """The file-system layer every file operation of this handle goes through."""
+        return self._fs
+
+    @property
+    def lock_timeout(self) -> float | None:
+        return self._lock_timeout
+
+    # ------------------------------------------------------------------
+    # compaction (the copying lives in _compaction.py)
+
+    def compact(self) -> _compaction.CompactionResult:
+        """Rewrite the live records of all sealed segments (sealing the active
+        one first) and drop everything dead. Other handles keep reading and
+        writing meanwhile; see ``_compaction.py``."""
+        return _compaction.compact(self, wait=True)
+
+    def compaction_plan(self) -> _compaction.Plan | None:
+        """Step 1 of a compaction, under the writer lock: seal the active
+        segment if it holds records, reserve ids for the outputs, snapshot the
+        live entries of the sealed segments. None when nothing is sealed."""
+        with self._guard():
+            self._check_usable()
+            self._check_writable()
+            if self._tx is not None:
+                raise RuntimeError(
+                    f"compact() cannot run inside a transaction on {self.path}: it would "
+                    "hold the writer lock for the whole copy"
+                )
+            with self._locked():
+                self._prepare_write()
+                self._refresh_manifest()
+                count = len(self._segments)
+                # Next-fit packing of a subset of the records needs no more
+                # segments than the inputs used; one spare for mixed sizes.
+                reserve = count + 1
+                if self._end > _HEADER_END:
+                    self._roll(drop_old=False, reserve_ids=reserve)
+                else:
+                    count -= 1  # the active segment is empty: leave it be
+                    if count == 0:
+                        return None
+                    manifest = self._manifest
+                    self._write_manifest(
+                        fmt.Manifest(
+                            manifest.generation + 1,
+                            manifest.next_segment_id + reserve,
+                            manifest.segments,
+                        )
+                    )
+                manifest = self._manifest
+                inputs = manifest.segments[:count]
+                limit = count << _SLOT_SHIFT
+                # Copying the dict is C-speed; filtering and sorting it happen
+                # in the copy step, outside the lock.
+                live = {k: loc for k, loc in self._index.copy().items() if loc < limit}
+                plan = _compaction.Plan(
+                    inputs,
+                    list(range(manifest.next_segment_id - reserve, manifest.next_segment_id)),
+                    live,
+                    segments_before=len(self._segments),
+                    bytes_before=sum(seg.size() for seg in self._segments),
+                )
+                try:
+                    for segment_id, length in inputs:
+                        seg = Segment.open(self._fs, self.path, segment_id, writable=False)
+                        seg.readable_end = length
+                        plan.segments.append(seg)
+                except BaseException:
+                    for seg in plan.segments:
+                        seg.close()
+                    raise
+                return plan
+
+    def compaction_switch(
+        self, plan: _compaction.Plan, entries: tuple[tuple[int, int], ...]
+    ) -> bool:
+        """Step 3 of a compaction, under the writer lock: commit the outputs
+        in place of the inputs. False if the MANIFEST no longer starts with
+        the inputs (flag "n" reset the store meanwhile)."""
+        with self._guard():
+            self._check_usable()
+            self._check_writable()
+            with self._locked():
+                self._prepare_write()
+                self._refresh_manifest()
+                count = len(plan.inputs)
+                if self._manifest.segments[:count] != plan.inputs:
+                    return False
+                self._roll(drop_old=False, replace=(count, entries))
+                return True
+
+    def _write_manifest(self, manifest: fmt.Manifest) -> None:
+        self._fs.write_file_atomic(
+            os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest)
+        )
+        self._manifest = manifest
+
+    def _after_write(self) -> None:
+        """Run an automatic compaction a rollover asked for, once the write
+        that rolled over has let go of every lock (not inside a transaction
+        or any other call still holding this handle's mutex)."""
+        if not self._compact_due or self._mutex._is_owned():  # type: ignore[attr-defined]
+            return
+        self._compact_due = False
+        threshold = self.auto_compact
+        try:
+            dead, sealed = self._dead_bytes()
+            if threshold is None or dead < threshold * sealed:
+                return
+            if dead < min(_AUTO_COMPACT_MIN_DEAD, self.max_segment_size):
+                return
+            _compaction.compact(self, wait=False)
+        except (OSError, StoreError) as exc:
+            # The write that triggered this succeeded; a failed compaction
+            # changed nothing and must not look like a failed write.
+            _log.warning("automatic compaction of %s failed: %s", self.path, exc)
+
+    def _dead_bytes(self) -> tuple[int, int]:
+        """(estimated dead bytes, total record bytes) of the sealed segments.
+
+        Live bytes are estimated from the sizes of up to ~256 live records
+        spread over the sealed segments: exact enough for a threshold, and
+        cheap (one pass over the index, a few hundred header reads).
+        """
+        with self._guard():
+            self._check_usable()
+            self._refresh()
+            count = len(self._segments) - 1
+            sealed = sum(length - _HEADER_END for _, length in self._manifest.segments[:count])
+            if sealed <= 0:
+                return 0, 0
+            limit = count << _SLOT_SHIFT
+            live = [loc for loc in self._index.values() if loc < limit]
+            if not live:
+                return sealed, sealed
+            sample = live[:: max(1, len(live) // 256)]
+            size = sum(
+                self._segments[loc >> _SLOT_SHIFT].record_size(loc & _OFFSET_MASK) for loc in sample
+            )
+            live_bytes = size * len(live) // len(sample)
+            return max(sealed - live_bytes, 0), sealed
 
     def stats(self) -> dict[str, int]:
         """Numbers for inspection: live keys, segments, committed bytes in the

@@ -37,7 +37,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["BACKENDS", "WriterLock"]
+__all__ = ["BACKENDS", "ExclusiveFileLock", "WriterLock"]
 
 BACKENDS = ("auto", "flock", "filelock")
 
@@ -269,3 +269,98 @@ class WriterLock:
         """Forget this lock without touching the registry (in a forked child,
         where the registry was emptied and the descriptors closed)."""
         self._finalizer.detach()
+
+
+class ExclusiveFileLock:
+    """A plain exclusive lock on a file, for work that must not run twice at
+    once (compaction) but is not on any hot path: one descriptor per
+    acquisition, no sharing, not re-entrant.
+
+    Two acquisitions exclude each other whether they come from two processes,
+    two handles of one process or two threads, because each one opens its own
+    file description (flock) or its own filelock object.
+    """
+
+    def __init__(self, path: str, backend: str = "auto") -> None:
+        self.path = path
+        self.backend = resolve_backend(backend)
+        self._fd = -1
+        self._filelock: object | None = None
+
+    def acquire(self, timeout: float | None) -> bool:
+        """Take the lock; return False if it is still held by someone else after
+        ``timeout`` seconds (0: try once; None: wait as long as it takes)."""
+        if self._fd >= 0 or self._filelock is not None:
+            raise RuntimeError(f"{self.path} is already locked by this object")
+        if self.backend == "filelock":
+            import filelock
+
+            lock = filelock.FileLock(self.path, thread_local=False, poll_interval=0.01)
+            try:
+                lock.acquire(timeout=-1 if timeout is None else timeout)
+            except filelock.Timeout:
+                return False
+            self._filelock = lock
+            return True
+        assert fcntl is not None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            os.close(fd)
+                            return False
+                        # Compactions take seconds: a coarse poll is enough.
+                        time.sleep(min(0.01, remaining))
+        except BaseException:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            raise
+        self._fd = fd
+        _held_exclusive.add(self)
+        return True
+
+    def release(self) -> None:
+        """Release the lock (closing the descriptor releases the flock)."""
+        if self._filelock is not None:
+            lock, self._filelock = self._filelock, None
+            lock.release()  # type: ignore[attr-defined]
+        _held_exclusive.discard(self)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def _forget_after_fork(self) -> None:
+        # The child's copy of the descriptor would keep the parent's flock
+        # alive after the parent releases it: close the copy, hold nothing.
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# Exclusive locks held right now, so a forked child can drop its copies.
+_held_exclusive: weakref.WeakSet[ExclusiveFileLock] = weakref.WeakSet()
+
+
+def _exclusive_after_fork() -> None:
+    for lock in list(_held_exclusive):
+        lock._forget_after_fork()
+    _held_exclusive.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_exclusive_after_fork)

@@ -167,9 +167,9 @@ class Segment:
             self._map = self.fs.map(self.fd, self.readable_end)
             self._map_len = self.readable_end
 
-    def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes]:
-        """Read and fully verify the record at ``offset``; return its header and
-        stored value.
+    def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes, bytes]:
+        """Read and fully verify the record at ``offset``; return its header,
+        key bytes and stored value.
 
         Raises:
             CorruptionError: the record fails a checksum or its lengths are
@@ -212,7 +212,7 @@ class Segment:
             raise CorruptionError(
                 f"{self.path}: value checksum mismatch in the record at offset {offset}"
             )
-        return header, value
+        return header, bytes(data[_HEADER_SIZE:keyend]), value
 
     def read_value(self, offset: int) -> tuple[int, bytes, int]:
         """``(codec, stored value, rawlen)`` of the PUT record at ``offset``,
@@ -241,10 +241,19 @@ class Segment:
                 if kind != fmt.KIND_PUT:
                     raise CorruptionError(f"{self.path}: offset {offset} holds no value record")
                 return (flags & 0x06) >> 1, value, rawlen
-        header, value = self.read_record(offset)
+        header, _, value = self.read_record(offset)
         if header.kind != fmt.KIND_PUT:
             raise CorruptionError(f"{self.path}: offset {offset} holds no value record")
         return fmt.codec_of(header.flags), value, header.rawlen
+
+    def record_size(self, offset: int) -> int:
+        """Header, key and value bytes of the record at ``offset``, from its
+        header alone (unverified: for estimates such as dead space)."""
+        head = self._read(offset, _HEADER_SIZE)
+        if len(head) < _HEADER_SIZE:
+            return _HEADER_SIZE
+        _, _, _, vlen, _, klen, _, _ = _unpack_from(head)
+        return int(_HEADER_SIZE + klen + vlen)
 
     def read_key(self, offset: int) -> bytes:
         """The key bytes of the (header-verified) record at ``offset``."""

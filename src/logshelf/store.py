@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _codecs
+from ._compaction import CompactionResult
 from ._engine import Engine
 from ._fs import FileSystem
 
@@ -199,6 +200,27 @@ class Shelf(MutableMapping[str, Any]):
         MANIFEST) and ``last_txid``."""
         return self._engine.stats()
 
+    def compact(self) -> CompactionResult:
+        """Reclaim the space of overwritten and deleted values.
+
+        Seals the active segment, rewrites the live records of every sealed
+        segment into new files and deletes the old ones. Other handles and
+        processes keep reading and writing meanwhile (writers wait for the
+        writer lock only briefly, at the start and at the commit). A crash
+        at any point leaves the old or the new set of segments, complete.
+        Every copied record's checksums are verified on the way.
+
+        Returns a :class:`CompactionResult` with sizes before and after.
+
+        Raises:
+            CorruptionError: a record to copy is damaged; nothing was changed.
+            LockTimeoutError: another compaction or writer held a lock longer
+                than ``lock_timeout``.
+            ReadOnlyError: the store was opened with flag "r".
+            RuntimeError: called inside a transaction.
+        """
+        return self._engine.compact()
+
     def verify(self) -> list[str]:
         """Check every stored record and index entry; return the problems found
         (an empty list for a healthy store). Costs one read of all data."""
@@ -274,6 +296,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     lock_timeout: float | None = None,
     lock_backend: str = "auto",
     max_segment_size: int = 128 << 20,
+    auto_compact: float | None = 0.5,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -299,6 +322,10 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             indefinitely.
         lock_backend: "auto" (flock on POSIX), "flock" or "filelock".
         max_segment_size: bytes after which writing moves on to a new segment file.
+        auto_compact: compact automatically, right after a write that moved
+            on to a new segment, when at least this fraction (default half)
+            of the sealed segments' bytes is dead and the dead bytes reach
+            ``min(64 MiB, max_segment_size)``. None: only :meth:`Shelf.compact`.
 
     Raises:
         ValueError: a bad flag, protocol, compression or other option (the
@@ -316,6 +343,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         lock_timeout=lock_timeout,
         lock_backend=lock_backend,
         max_segment_size=max_segment_size,
+        auto_compact=auto_compact,
         fs=_fs,
     )
     try:

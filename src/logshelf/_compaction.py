@@ -1,0 +1,315 @@
+"""Compaction: rewrite the live records of sealed segments into new ones.
+
+An append-only log keeps every overwritten and deleted value until something
+rewrites it. Compaction does that while other handles and processes keep
+reading and writing (``docs/compaction.md`` has the whole protocol):
+
+1. *Plan*, under the writer lock (a few milliseconds): seal the active
+   segment if it holds records, reserve segment ids for the output files in
+   the same MANIFEST switch, snapshot the index. The sealed segments at that
+   moment, a prefix of the MANIFEST, are the inputs.
+2. *Copy*, holding no writer lock: read every record the snapshot points at
+   in an input (both checksums verified: compaction is also a scrub), and
+   append it to output segments; write their hints; fsync files and
+   directory. Tombstones are simply not copied: the inputs are a prefix of
+   the log, so there is nothing older for them to hide.
+3. *Switch*, under the writer lock: check that the MANIFEST still starts
+   with the inputs, then roll the active segment over with a MANIFEST that
+   lists the outputs in place of the inputs. That MANIFEST replacement is the
+   commit point; the SEAL it writes into the active segment is what makes
+   every other handle reload on its next access. Then delete the inputs.
+
+A crash before the switch leaves unreferenced output files (deleted by the
+next writer that opens the store); a crash after it leaves unreferenced input
+files. Either way the MANIFEST names one complete segment set.
+
+A record that was overwritten or deleted while the copy ran is copied
+anyway. That is harmless: its newer version or its tombstone lives in a
+segment after the inputs and still wins on replay; the next compaction drops
+the copy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import _format as fmt
+from ._segment import Segment
+from .errors import CorruptionError, LockTimeoutError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["CompactionResult", "Plan", "compact"]
+
+_HEADER_END = fmt.SEGMENT_HEADER.size
+# Output records are gathered and appended in pieces of about this size.
+_WRITE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What one call of :meth:`logshelf.Shelf.compact` did.
+
+    Attributes:
+        compacted: True when a new segment set was committed.
+        reason: why nothing was committed (empty when ``compacted``).
+        segments_before: segments in the store before compaction.
+        segments_after: segments afterwards.
+        bytes_before: bytes of all segment files before compaction.
+        bytes_after: bytes of all segment files afterwards.
+        records_copied: live records rewritten.
+        bytes_copied: bytes of live records rewritten (headers and keys included).
+        seconds: wall-clock time the call took.
+    """
+
+    compacted: bool
+    reason: str = ""
+    segments_before: int = 0
+    segments_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    records_copied: int = 0
+    bytes_copied: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Plan:
+    """What the planning step decided, under the writer lock."""
+
+    #: ``(segment id, sealed length)`` of the inputs: a prefix of the MANIFEST.
+    inputs: tuple[tuple[int, int], ...]
+    #: Ids reserved for output segments, in order.
+    output_ids: list[int]
+    #: Keys whose live record is in an input, with their packed index entries
+    #: (slot << 40 | offset; the slot is the input's position).
+    live: dict[str, int]
+    #: Read-only handles on the inputs, owned by the compaction.
+    segments: list[Segment] = field(default_factory=list)
+    segments_before: int = 0
+    bytes_before: int = 0
+
+
+@dataclass
+class _Output:
+    """The output segment being filled."""
+
+    segment: Segment
+    size: int = _HEADER_END
+    last_txid: int = 0
+    keys: list[str] = field(default_factory=list)
+    offsets: array[int] = field(default_factory=lambda: array("Q"))
+    buffer: list[bytes] = field(default_factory=list)
+    buffered: int = 0
+
+
+def compact(engine: Engine, *, wait: bool) -> CompactionResult:
+    """Compact ``engine``'s store; see the module docstring.
+
+    ``wait=False`` returns at once (``compacted=False``) when another
+    compaction holds the compaction lock; ``wait=True`` waits for it, at most
+    the engine's lock timeout.
+
+    Raises:
+        CorruptionError: an input record failed its checksum; nothing changed
+            (``logshelf.salvage`` copies what is intact).
+        LockTimeoutError: a lock was not acquired within the lock timeout.
+        OSError: a file operation failed; nothing changed.
+    """
+    started = time.perf_counter()
+    lock = engine.compaction_lock()
+    timeout = engine.lock_timeout if wait else 0.0
+    if not lock.acquire(timeout):
+        if wait:
+            raise LockTimeoutError(
+                f"timed out after {timeout} s waiting for another compaction of {engine.path}"
+            )
+        return CompactionResult(False, "another compaction of this store is running")
+    created: list[str] = []
+    plan: Plan | None = None
+    try:
+        plan = engine.compaction_plan()
+        if plan is None:
+            return CompactionResult(False, "there are no sealed segments to compact")
+        entries, copied, copied_bytes = _copy(engine, plan, created)
+        if not engine.compaction_switch(plan, entries):
+            return CompactionResult(False, "the store was reset while compacting")
+        created = []  # committed: the outputs are the store now
+        _remove_segments(engine, [segment_id for segment_id, _ in plan.inputs])
+        after = engine.stats()
+        return CompactionResult(
+            True,
+            segments_before=plan.segments_before,
+            segments_after=after["segments"],
+            bytes_before=plan.bytes_before,
+            bytes_after=after["segment_bytes"],
+            records_copied=copied,
+            bytes_copied=copied_bytes,
+            seconds=time.perf_counter() - started,
+        )
+    finally:
+        if plan is not None:
+            for seg in plan.segments:
+                seg.close()
+        for path in created:
+            try:
+                engine.fs.unlink(path)
+            except OSError:
+                pass  # left for the garbage collection at the next writer's open
+        lock.release()
+
+
+def _copy(
+    engine: Engine, plan: Plan, created: list[str]
+) -> tuple[tuple[tuple[int, int], ...], int, int]:
+    """Write the live records of the inputs into output segments.
+
+    Returns the MANIFEST entries of the outputs, the number of records and
+    the bytes copied. Every file made is listed in ``created`` as soon as it
+    exists, so the caller can delete them if anything fails.
+    """
+    fs = engine.fs
+    directory = engine.path
+    limit = engine.max_segment_size
+    ids = list(plan.output_ids)
+    # Log order: by input, then offset. A packed entry sorts exactly that way.
+    keys = sorted(plan.live, key=plan.live.__getitem__)
+    outputs: list[_Output] = []
+    current: _Output | None = None
+    # Records keep their batches (one txid, COMMIT on the last record), but
+    # batches are renumbered densely from the first input's base txid: the
+    # new txids never exceed the old ones, so the segments after the inputs
+    # still carry larger ones, and no gap can exceed the scan's window.
+    txid = plan.segments[0].base_txid
+    old_txid = -1
+    pending: tuple[str, bytes, fmt.RecordHeader, bytes] | None = None
+    copied_bytes = 0
+
+    def emit(commit: bool) -> None:
+        nonlocal copied_bytes
+        assert pending is not None and current is not None
+        key, kb, header, value = pending
+        record = fmt.pack_record(
+            current.segment.salt,
+            txid,
+            fmt.KIND_PUT,
+            commit,
+            fmt.codec_of(header.flags),
+            kb,
+            value,
+            header.vcrc,
+            header.rawlen,
+        )
+        current.keys.append(key)
+        current.offsets.append(current.size)
+        current.size += len(record)
+        current.last_txid = txid
+        current.buffer.append(record)
+        current.buffered += len(record)
+        copied_bytes += len(record)
+        if current.buffered >= _WRITE_CHUNK:
+            _flush(current)
+
+    for key in keys:
+        loc = plan.live[key]
+        seg = plan.segments[loc >> 40]
+        offset = loc & ((1 << 40) - 1)
+        try:
+            header, kb, value = seg.read_record(offset)
+        except CorruptionError as exc:
+            raise CorruptionError(
+                f"compaction stopped, the store is unchanged: key {key!r}: {exc}"
+            ) from None
+        if header.kind != fmt.KIND_PUT or kb != key.encode("utf-8"):
+            raise CorruptionError(
+                f"compaction stopped, the store is unchanged: the index entry of key "
+                f"{key!r} points at another record ({seg.path}, offset {offset})"
+            )
+        if header.txid != old_txid:
+            # A new batch starts: commit the previous one, and start a new
+            # output first if this one is full (a batch never spans segments).
+            if pending is not None:
+                emit(commit=True)
+                pending = None
+            old_txid = header.txid
+            txid += 1
+            size = fmt.RECORD_HEADER.size + len(kb) + len(value)
+            full = current is not None and current.size + size > limit
+            if current is None or (full and current.size > _HEADER_END and ids):
+                if current is not None:
+                    _finish(engine, current)
+                current = _start(engine, directory, ids, txid - 1, created, outputs)
+        elif pending is not None:
+            emit(commit=False)
+        pending = (key, kb, header, value)
+    if pending is not None:
+        emit(commit=True)
+    if current is not None:
+        _finish(engine, current)
+    if outputs:
+        fs.sync_directory(directory)
+    entries = tuple((out.segment.id, out.size) for out in outputs)
+    return entries, len(keys), copied_bytes
+
+
+def _start(
+    engine: Engine,
+    directory: str,
+    ids: list[int],
+    base_txid: int,
+    created: list[str],
+    outputs: list[_Output],
+) -> _Output:
+    """Create the next output segment with a reserved id."""
+    # The reservation is generous (one more than the inputs); if a store mixes
+    # segment sizes so that it runs out anyway, the last output just grows
+    # past max_segment_size, which is a target, not a limit.
+    segment_id = ids.pop(0)
+    path = os.path.join(directory, fmt.segment_name(segment_id))
+    created.append(path)
+    created.append(os.path.join(directory, fmt.hint_name(segment_id)))
+    out = _Output(Segment.create(engine.fs, directory, segment_id, base_txid))
+    out.last_txid = base_txid
+    outputs.append(out)
+    return out
+
+
+def _flush(out: _Output) -> None:
+    if out.buffer:
+        out.segment.append(b"".join(out.buffer))
+        out.buffer = []
+        out.buffered = 0
+
+
+def _finish(engine: Engine, out: _Output) -> None:
+    """Write out, fsync and close an output segment, then write its hint."""
+    try:
+        _flush(out)
+        out.segment.sync()
+    finally:
+        out.segment.close()
+    hint = fmt.Hint(
+        out.segment.id, out.segment.salt, out.size, out.last_txid, out.keys, out.offsets, [], 0
+    )
+    engine.fs.write_file_atomic(
+        os.path.join(engine.path, fmt.hint_name(out.segment.id)),
+        fmt.encode_hint(hint),
+        sync_dir=False,
+    )
+
+
+def _remove_segments(engine: Engine, segment_ids: list[int]) -> None:
+    """Delete replaced segments and their hints. Handles that still read them
+    keep their open descriptors (POSIX); anything left behind by an error is
+    unreferenced and goes at the next writer's garbage collection."""
+    for segment_id in segment_ids:
+        for name in (fmt.segment_name(segment_id), fmt.hint_name(segment_id)):
+            try:
+                engine.fs.unlink(os.path.join(engine.path, name))
+            except OSError:
+                pass
