@@ -137,7 +137,15 @@ def compact(engine: Engine, *, wait: bool) -> CompactionResult:
         if plan is None:
             return CompactionResult(False, "there are no sealed segments to compact")
         entries, copied, copied_bytes = _copy(engine, plan, created)
-        if not engine.compaction_switch(plan, entries):
+        try:
+            switched = engine.compaction_switch(plan, entries)
+        except BaseException:
+            if entries and _listed(engine, entries[0][0]):
+                # The MANIFEST switch happened before the failure (a failed
+                # directory sync): the outputs are the store now.
+                created = []
+            raise
+        if not switched:
             return CompactionResult(False, "the store was reset while compacting")
         created = []  # committed: the outputs are the store now
         _remove_segments(engine, [segment_id for segment_id, _ in plan.inputs])
@@ -301,6 +309,18 @@ def _finish(engine: Engine, out: _Output) -> None:
         fmt.encode_hint(hint),
         sync_dir=False,
     )
+
+
+def _listed(engine: Engine, segment_id: int) -> bool:
+    """Does the MANIFEST on disk name ``segment_id``? (True if it cannot be read:
+    when in doubt, keep the files; garbage collection removes them later.)"""
+    try:
+        manifest = fmt.decode_manifest(
+            engine.fs.read_file(os.path.join(engine.path, fmt.MANIFEST_NAME)), engine.path
+        )
+    except (OSError, ValueError, CorruptionError):
+        return True
+    return any(listed == segment_id for listed, _ in manifest.segments)
 
 
 def _remove_segments(engine: Engine, segment_ids: list[int]) -> None:

@@ -779,6 +779,11 @@ class Engine:
                 self._end = start + len(seal)
                 self._txid = seal_txid
                 old.readable_end = self._end
+                # The old segment is sealed now: nothing may ever be appended
+                # after its SEAL, even if the rest of this rollover fails. The
+                # next write of this handle finishes the rollover (or adopts
+                # the MANIFEST, should the switch below have happened).
+                self._seal_next = new_id
             self._sync_active()
             sealed = tuple(
                 (seg.id, length)
@@ -796,12 +801,49 @@ class Engine:
                 segments = (*sealed, (old.id, self._end), (new_id, fmt.ACTIVE))
             next_id = max(manifest.next_segment_id, new_id + 1) + reserve_ids
             new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
+            # The commit point. An exception from here means the old MANIFEST
+            # is still in place; the directory sync that follows is another
+            # matter (see _sync_manifest_rename).
             fs.write_file_atomic(
-                os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(new_manifest)
+                os.path.join(self.path, fmt.MANIFEST_NAME),
+                fmt.encode_manifest(new_manifest),
+                sync_dir=False,
             )
         except BaseException:
             new.close()
             raise
+        sync_error = self._sync_manifest_rename()
+        try:
+            self._after_roll(old, new, new_manifest, seal_txid, drop_old, reserve_ids, replace)
+        finally:
+            if sync_error is not None:
+                raise sync_error
+
+    def _sync_manifest_rename(self) -> OSError | None:
+        """fsync the directory after a MANIFEST replacement. The new MANIFEST
+        is in place whatever happens here, so the handle must go on to adopt
+        it; but a failed directory sync, like a failed fsync, means nothing
+        about durability can be trusted: poison the handle and report it."""
+        try:
+            self._fs.sync_directory(self.path)
+        except OSError as exc:
+            self._poisoned = exc
+            return exc
+        return None
+
+    def _after_roll(
+        self,
+        old: Segment,
+        new: Segment,
+        new_manifest: fmt.Manifest,
+        seal_txid: int,
+        drop_old: bool,
+        reserve_ids: int,
+        replace: tuple[int, tuple[tuple[int, int], ...]] | None,
+    ) -> None:
+        """The in-memory half of :meth:`_roll`, once its MANIFEST is in place."""
+        fs = self._fs
+        new_id = new.id
         if not drop_old:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
@@ -1289,10 +1331,16 @@ class Engine:
                 return True
 
     def _write_manifest(self, manifest: fmt.Manifest) -> None:
+        """Replace the MANIFEST (under the writer lock) and adopt it."""
         self._fs.write_file_atomic(
-            os.path.join(self.path, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest)
+            os.path.join(self.path, fmt.MANIFEST_NAME),
+            fmt.encode_manifest(manifest),
+            sync_dir=False,
         )
         self._manifest = manifest
+        error = self._sync_manifest_rename()
+        if error is not None:
+            raise error
 
     def _after_write(self) -> None:
         """Run an automatic compaction a rollover asked for, once the write

@@ -25,7 +25,8 @@ def live_bytes(model: dict[str, object], db: logshelf.Shelf) -> int:
     import pickle
 
     return sum(
-        32 + len(k.encode()) + len(pickle.dumps(v, protocol=logshelf.DEFAULT_PROTOCOL)) for k, v in model.items()
+        32 + len(k.encode()) + len(pickle.dumps(v, protocol=logshelf.DEFAULT_PROTOCOL))
+        for k, v in model.items()
     )
 
 
@@ -148,13 +149,11 @@ def test_compacting_an_empty_or_fresh_store(store_path: Path) -> None:
 def test_compact_refuses_read_only_and_transactions(store_path: Path) -> None:
     with logshelf.open(store_path) as db:
         db["a"] = 1
-        with db.transaction():
-            with pytest.raises(RuntimeError, match="inside a transaction"):
-                db.compact()
-        assert dict(db) == {"a": 1}
-    with logshelf.open(store_path, "r") as db:
-        with pytest.raises(logshelf.ReadOnlyError):
+        with db.transaction(), pytest.raises(RuntimeError, match="inside a transaction"):
             db.compact()
+        assert dict(db) == {"a": 1}
+    with logshelf.open(store_path, "r") as db, pytest.raises(logshelf.ReadOnlyError):
+        db.compact()
 
 
 def test_auto_compact_validation(store_path: Path) -> None:
@@ -236,9 +235,7 @@ def test_other_handles_keep_working_and_adopt_the_new_segments(store_path: Path)
             assert reader["from-other"] == 1 and reader["from-writer"] == 2
             assert reader.stats()["generation"] == writer.stats()["generation"]
             # The reader dropped its descriptors on the deleted inputs.
-            gone = [
-                seg.path for seg in reader._engine._segments if not os.path.exists(seg.path)
-            ]
+            gone = [seg.path for seg in reader._engine._segments if not os.path.exists(seg.path)]
             assert gone == []
         finally:
             reader.close()

@@ -37,7 +37,8 @@ def _segment_bytes(path: Path) -> bytes:
 
 @pytest.mark.parametrize("operation", ["put", "update", "transaction", "delete"])
 def test_failed_write_leaves_store_unchanged(store_path: Path, operation: str) -> None:
-    """A write that fails half-way raises the OSError and leaves the files and the index as before."""
+    """A write that fails half-way raises the OSError and leaves the files and
+    the index as before."""
     fs = FlakyFS()
     db = logshelf.open(store_path, _fs=fs)
     db.update({"a": 1, "b": 2})
@@ -66,7 +67,8 @@ def test_failed_write_leaves_store_unchanged(store_path: Path, operation: str) -
 
 
 def test_failed_sync_poisons_the_handle(store_path: Path) -> None:
-    """After an fsync error the handle raises it, then refuses writes until reopened; reads still work."""
+    """After an fsync error the handle raises it, then refuses writes until
+    reopened; reads still work."""
     fs = FlakyFS()
     db = logshelf.open(store_path, durability="always", _fs=fs)
     db["a"] = 1
@@ -82,3 +84,58 @@ def test_failed_sync_poisons_the_handle(store_path: Path) -> None:
     with logshelf.open(store_path) as again:
         again["c"] = 3
         assert again["a"] == 1 and again["c"] == 3
+
+
+class FailingReplaceFS(FileSystem):
+    """Fails ``replace`` (the MANIFEST switch of a rollover) or the directory
+    sync right after it, once, when armed."""
+
+    def __init__(self) -> None:
+        self.fail: str | None = None
+
+    def replace(self, src: str, dst: str) -> None:
+        if self.fail == "replace":
+            self.fail = None
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        super().replace(src, dst)
+
+    def sync_directory(self, path: str) -> None:
+        if self.fail == "sync_directory" and os.path.exists(os.path.join(path, "MANIFEST")):
+            self.fail = None
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        super().sync_directory(path)
+
+
+@pytest.mark.parametrize("failing", ["replace", "sync_directory"])
+def test_rollover_failing_after_its_seal_never_strands_later_writes(
+    store_path: Path, failing: str
+) -> None:
+    """A rollover whose MANIFEST switch fails has already sealed the old
+    segment. A write that follows through the same handle must not go after
+    that SEAL (readers stop there, and a switch that did happen would cut
+    it off): it finishes the rollover first, or the handle refuses to write."""
+    fs = FailingReplaceFS()
+    db = logshelf.open(store_path, max_segment_size=4096, auto_compact=None, _fs=fs)
+    reader = logshelf.open(store_path, "r")
+    try:
+        db["filler"] = "f" * 3000
+        fs.fail = failing
+        with pytest.raises(OSError):
+            db["big"] = "b" * 2000  # does not fit: rollover, which fails
+        try:
+            db["small"] = "s"  # would still fit after the SEAL
+        except logshelf.HandlePoisonedError:
+            assert failing == "sync_directory"  # a failed directory sync poisons
+            db.close()
+            db = logshelf.open(store_path, max_segment_size=4096, auto_compact=None)
+            db["small"] = "s"
+        assert reader["small"] == "s"
+        db["small2"] = "t"  # a reader that met the SEAL must still see this
+        assert reader["small2"] == "t"
+        assert reader["filler"] == "f" * 3000
+    finally:
+        db.close()
+        reader.close()
+    with logshelf.open(store_path) as again:
+        assert again["small"] == "s" and again["small2"] == "t"
+        assert again.verify() == []
