@@ -177,8 +177,13 @@ def cmd_batch_reader(a: dict[str, Any]) -> dict[str, Any]:
             break
     final_len = len(db)
     db.close()
-    return {"rounds": rounds, "states": len(states), "high": high, "len": final_len,
-            "said_half": said_half}
+    return {
+        "rounds": rounds,
+        "states": len(states),
+        "high": high,
+        "len": final_len,
+        "said_half": said_half,
+    }
 
 
 def cmd_hold_transaction(a: dict[str, Any]) -> dict[str, Any]:
@@ -199,15 +204,14 @@ def cmd_fork_and_hold(a: dict[str, Any]) -> dict[str, Any]:
     store), print ``locked <child pid>`` and sleep until killed."""
     import os
 
-    with open_store(a) as db:
-        with db.transaction():
-            db["pending"] = "pending"
-            pid = os.fork()
-            if pid == 0:
-                time.sleep(a.get("child_sleep", 30))
-                os._exit(0)
-            say(f"locked {pid}")
-            time.sleep(600)
+    with open_store(a) as db, db.transaction():
+        db["pending"] = "pending"
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(a.get("child_sleep", 30))
+            os._exit(0)
+        say(f"locked {pid}")
+        time.sleep(600)
     return {}
 
 

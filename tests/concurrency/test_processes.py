@@ -27,7 +27,11 @@ def _run_distinct_writers(
     logshelf.open(store, **{k: v for k, v in options.items() if k == "compression"}).close()
     procs = [
         workers.spawn(
-            "write_keys", store=str(store), prefix=f"w{n}:", count=count, lock_backend=backend,
+            "write_keys",
+            store=str(store),
+            prefix=f"w{n}:",
+            count=count,
+            lock_backend=backend,
             **options,
         )
         for n, backend in enumerate(backends)

@@ -198,11 +198,11 @@ def test_close_of_second_handle_keeps_lock_of_first(tmp_path: Path, workers: Any
     a = logshelf.open(store)
     try:
         b = logshelf.open(store)
-        blocked = workers.spawn("try_write", store=str(store), key="probe", value=1,
-                                lock_timeout=0.2)
+        blocked = workers.spawn(
+            "try_write", store=str(store), key="probe", value=1, lock_timeout=0.2
+        )
         blocked.expect("ready")
-        later = workers.spawn("try_write", store=str(store), key="probe", value=1,
-                              lock_timeout=10)
+        later = workers.spawn("try_write", store=str(store), key="probe", value=1, lock_timeout=10)
         later.expect("ready")
         with a.transaction():
             a["in_tx"] = 1

@@ -34,8 +34,11 @@ def test_sigkilled_lock_holder_releases_lock(
     with logshelf.open(store, lock_timeout=0.2) as db:
         db["before"] = 0
         holder = workers.spawn(
-            "hold_transaction", store=str(store), lock_backend=child_backend,
-            committed=["child_committed"], pending=["pending1", "pending2", "before"],
+            "hold_transaction",
+            store=str(store),
+            lock_backend=child_backend,
+            committed=["child_committed"],
+            pending=["pending1", "pending2", "before"],
         )
         holder.expect("locked")
         # The child holds the lock: our write times out, naming the store.
@@ -77,7 +80,10 @@ def test_readers_not_blocked_by_held_writer_lock(
             for db in (readonly, writable):
                 assert len(db) == 101
                 assert db.get_many(["k0", "k99", "late", "pending"]) == {
-                    "k0": 0, "k99": 99, "late": "committed", "pending": None,
+                    "k0": 0,
+                    "k99": 99,
+                    "late": "committed",
+                    "pending": None,
                 }
                 assert sorted(db)[:2] == ["k0", "k1"]
                 assert "pending" not in db
@@ -100,9 +106,8 @@ def test_foreign_filelock_excludes_logshelf_writer(
         holder = workers.spawn("hold_filelock", path=str(store / "LOCK"))
         holder.expect("locked")
         _assert_lock_timeout(db, "blocked", 0.2)
-        with pytest.raises(logshelf.LockTimeoutError):
-            with db.transaction():
-                db["blocked_tx"] = 1
+        with pytest.raises(logshelf.LockTimeoutError), db.transaction():
+            db["blocked_tx"] = 1
         holder.send("release")
         holder.expect("released")
         db["after"] = 1
@@ -135,8 +140,9 @@ def test_lock_timeout_child_process_names_store(workers: Any, tmp_path: Path) ->
     """Another process's timed-out write raises LockTimeoutError naming the store."""
     store = tmp_path / "store"
     with logshelf.open(store) as db:
-        probe = workers.spawn("try_write", store=str(store), key="theirs", value=1,
-                              lock_timeout=0.3)
+        probe = workers.spawn(
+            "try_write", store=str(store), key="theirs", value=1, lock_timeout=0.3
+        )
         probe.expect("ready")
         with db.transaction():
             db["mine"] = 1

@@ -9,7 +9,13 @@ import pytest
 
 import logshelf
 
-SAMPLE: dict[str, Any] = {"a": 1, "b": [1, 2], "c": {"x": None}, "ключ": "значение", "": b"empty key"}
+SAMPLE: dict[str, Any] = {
+    "a": 1,
+    "b": [1, 2],
+    "c": {"x": None},
+    "ключ": "значение",
+    "": b"empty key",
+}
 
 
 def _pair(path: Path) -> tuple[logshelf.Shelf, dict[str, Any]]:

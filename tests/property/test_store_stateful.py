@@ -13,8 +13,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import logshelf
 
 keys = st.text(min_size=0, max_size=8) | st.sampled_from(["a", "b", "ключ", "k" * 300])
-values = st.none() | st.integers() | st.text(max_size=50) | st.binary(max_size=600) | st.lists(
-    st.integers(), max_size=5
+values = (
+    st.none()
+    | st.integers()
+    | st.text(max_size=50)
+    | st.binary(max_size=600)
+    | st.lists(st.integers(), max_size=5)
 )
 
 
@@ -25,7 +29,11 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp()
         self.path = f"{self.dir}/s.db"
-        self.options: dict[str, Any] = {"max_segment_size": 4096, "compression": "lz4", "compress_min": 64}
+        self.options: dict[str, Any] = {
+            "max_segment_size": 4096,
+            "compression": "lz4",
+            "compress_min": 64,
+        }
         self.db = logshelf.open(self.path, **self.options)
         self.reader = logshelf.open(self.path, "r")
         self.model: dict[str, Any] = {}
@@ -48,7 +56,11 @@ class StoreMachine(RuleBasedStateMachine):
         self.db.update(items)
         self.model.update(items)
 
-    @rule(puts=st.dictionaries(keys, values, max_size=4), deletes=st.lists(keys, max_size=3), fail=st.booleans())
+    @rule(
+        puts=st.dictionaries(keys, values, max_size=4),
+        deletes=st.lists(keys, max_size=3),
+        fail=st.booleans(),
+    )
     def transaction(self, puts: dict[str, Any], deletes: list[str], fail: bool) -> None:
         shadow = dict(self.model)
         try:
@@ -106,6 +118,9 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 test_store_matches_dict_model = StoreMachine.TestCase

@@ -12,7 +12,9 @@ import logshelf
 from logshelf.cli import main
 
 
-def test_demo_writes_reopens_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_writes_reopens_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The demo builds a store, reads it back after reopening and says so; exit code 0."""
     path = tmp_path / "demo.db"
     assert main(["demo", str(path), "--records", "50"]) == 0
@@ -22,7 +24,9 @@ def test_demo_writes_reopens_and_reports(tmp_path: Path, capsys: pytest.CaptureF
         assert len(db) == 50 and db["config"] == {"theme": "dark", "retries": 3}
 
 
-def test_demo_runs_again_on_its_own_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_again_on_its_own_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Running the demo twice starts the store afresh (flag "n") and succeeds again."""
     path = tmp_path / "demo.db"
     assert main(["demo", str(path), "--records", "5"]) == 0

@@ -41,7 +41,13 @@ def test_record_layout() -> None:
     rec = fmt.pack_record(5, 3, fmt.KIND_PUT, True, 1, b"key", b"value", zlib.crc32(b"value"), 10)
     header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(rec))
     assert rec[32:35] == b"key" and rec[35:] == b"value"
-    assert (header.txid, header.vlen, header.rawlen, header.klen, header.kind) == (3, 5, 10, 3, fmt.KIND_PUT)
+    assert (header.txid, header.vlen, header.rawlen, header.klen, header.kind) == (
+        3,
+        5,
+        10,
+        3,
+        fmt.KIND_PUT,
+    )
     assert header.flags & fmt.FLAG_COMMIT and fmt.codec_of(header.flags) == 1
     assert fmt.record_hcrc(rec, b"key", 5) == header.hcrc
     assert fmt.record_hcrc(rec, b"key", 6) != header.hcrc  # the salt matters

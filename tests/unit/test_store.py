@@ -96,9 +96,8 @@ def test_read_only_rejects_every_write(store_path: Path) -> None:
         for attempt in attempts:
             with pytest.raises(logshelf.ReadOnlyError, match="read-only"):
                 attempt()
-        with pytest.raises(logshelf.ReadOnlyError):
-            with db.transaction():
-                pass
+        with pytest.raises(logshelf.ReadOnlyError), db.transaction():
+            pass
         assert dict(db) == {"a": 1, "b": 2}
     assert _files(store_path) == before
 
@@ -135,10 +134,9 @@ def test_closed_store_raises_on_every_use(store_path: Path) -> None:
 
 def test_context_manager_closes(store_path: Path) -> None:
     """Leaving the with-block closes the store, also on an exception."""
-    with pytest.raises(RuntimeError):
-        with logshelf.open(store_path) as db:
-            db["k"] = 1
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), logshelf.open(store_path) as db:
+        db["k"] = 1
+        raise RuntimeError("boom")
     assert db.closed
     with logshelf.open(store_path) as again:
         assert again["k"] == 1
@@ -191,8 +189,21 @@ class Point:
 
 
 VALUES: list[Any] = [
-    None, 0, -1, 2**100, 1.5, "text", b"\x00bytes", bytearray(b"ba"), [1, [2]], (1, 2),
-    {"nested": {"a": [1, 2, {"b": None}]}}, {1, 2}, frozenset({3}), Point(1, 2), "x" * 100_000,
+    None,
+    0,
+    -1,
+    2**100,
+    1.5,
+    "text",
+    b"\x00bytes",
+    bytearray(b"ba"),
+    [1, [2]],
+    (1, 2),
+    {"nested": {"a": [1, 2, {"b": None}]}},
+    {1, 2},
+    frozenset({3}),
+    Point(1, 2),
+    "x" * 100_000,
 ]
 
 
@@ -230,7 +241,12 @@ def test_reads_return_copies(db: logshelf.Shelf) -> None:
 
 def test_every_codec_round_trips(store_path: Path, compression: str | None) -> None:
     """Each codec stores compressible, incompressible and small values and reads them back."""
-    values = {"small": 1, "text": "abc" * 5000, "random": os.urandom(50_000), "mixed": ["x" * 300] * 10}
+    values = {
+        "small": 1,
+        "text": "abc" * 5000,
+        "random": os.urandom(50_000),
+        "mixed": ["x" * 300] * 10,
+    }
     with logshelf.open(store_path, compression=compression) as db:
         db.update(values)
         db["single"] = "y" * 4000
@@ -354,7 +370,8 @@ def test_second_process_reads_what_was_written(store_path: Path) -> None:
     script = (
         "import logshelf, sys\n"
         "with logshelf.open(sys.argv[1]) as db:\n"
-        "    assert db['int'] == 1 and db['text'] == 'é' * 1000 and db['list'] == list(range(100))\n"
+        "    assert db['int'] == 1 and db['text'] == 'é' * 1000\n"
+        "    assert db['list'] == list(range(100))\n"
         "    db['from_child'] = {'ok': True}\n"
     )
     subprocess.run([sys.executable, "-c", script, str(store_path)], check=True, timeout=60)
@@ -409,13 +426,17 @@ def test_durability_modes_work(store_path: Path, durability: str) -> None:
         assert dict(db) == {f"k{i}": i for i in range(20)}
 
 
-def test_sync_is_called_per_write_only_when_asked(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_is_called_per_write_only_when_asked(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """durability="always" fdatasyncs every write; "none" syncs only on sync() and close()."""
     calls: list[int] = []
     from logshelf import _fs
 
     real = _fs.FileSystem.datasync
-    monkeypatch.setattr(_fs.FileSystem, "datasync", lambda self, fd: (calls.append(fd), real(self, fd))[1])
+    monkeypatch.setattr(
+        _fs.FileSystem, "datasync", lambda self, fd: (calls.append(fd), real(self, fd))[1]
+    )
     with logshelf.open(store_path, durability="always") as db:
         calls.clear()
         for i in range(5):
@@ -468,7 +489,8 @@ def test_close_without_writes_keeps_the_hint(store_path: Path) -> None:
 
 
 def test_writeback_sync_empties_the_cache(store_path: Path) -> None:
-    """After sync() the writeback cache starts afresh, as in shelve: later reads see other writers."""
+    """After sync() the writeback cache starts afresh, as in shelve: later
+    reads see other writers."""
     with logshelf.open(store_path) as db:
         db["a"] = 1
     db = logshelf.open(store_path, writeback=True)

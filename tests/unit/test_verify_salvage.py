@@ -47,7 +47,8 @@ def test_verify_is_empty_for_a_healthy_store(filled: Path) -> None:
 
 
 def test_verify_reports_a_damaged_value(filled: Path) -> None:
-    """A flipped bit inside a value in the middle is reported by verify() and by reading that key."""
+    """A flipped bit inside a value in the middle is reported by verify() and
+    by reading that key."""
     segment = next(filled.glob("seg-*.log"))
     offset = _record_offsets(segment)[5]
     _flip(segment, offset + 32 + 5 + 10)
@@ -59,7 +60,9 @@ def test_verify_reports_a_damaged_value(filled: Path) -> None:
         assert db["key06"] == {"n": 6, "pad": "x" * 50}
 
 
-def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(filled: Path, tmp_path: Path) -> None:
+def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(
+    filled: Path, tmp_path: Path
+) -> None:
     """A damaged header with valid records after it makes open() raise; salvage copies the rest."""
     segment = next(filled.glob("seg-*.log"))
     offset = _record_offsets(segment)[7]
@@ -73,7 +76,9 @@ def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(filled: Pa
     assert any(start == offset for _, start, _, _ in report.skipped)
     with logshelf.open(tmp_path / "copy.db", "r") as copy:
         assert "key07" not in copy
-        assert {k: v["n"] for k, v in copy.items()} == {f"key{i:02d}": i for i in range(20) if i != 7}
+        assert {k: v["n"] for k, v in copy.items()} == {
+            f"key{i:02d}": i for i in range(20) if i != 7
+        }
         assert copy.verify() == []
 
 
@@ -126,7 +131,9 @@ def test_cutting_a_torn_tail_is_logged(store_path: Path, caplog: pytest.LogCaptu
 
 
 @pytest.mark.parametrize("byte", range(16, 24))
-def test_damaged_length_in_hinted_segment_raises_not_memory_error(store_path: Path, byte: int) -> None:
+def test_damaged_length_in_hinted_segment_raises_not_memory_error(
+    store_path: Path, byte: int
+) -> None:
     """A record length damaged after its segment was indexed from a hint (no scan
     checks it) raises CorruptionError on read; it never asks for the memory it claims."""
     # Segments large enough (> 256 KiB) that reads are served from an mmap.
