@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Callable
 from typing import Any
 
 SMALL_KEYS = [f"k{i:03d}" for i in range(150)]
@@ -36,12 +37,18 @@ def make_value(seq: int, key: str, size: int) -> dict[str, Any]:
     return {"batch": seq, "key": key, "payload": make_payload(seq, key, size)}
 
 
-def choose_op(rng: random.Random, seq: int, live: set[str], big_left: int) -> dict[str, Any]:
+def choose_op(
+    rng: random.Random, seq: int, live: set[str], big_left: int, big_max: int = 8 << 20
+) -> dict[str, Any]:
     """The next operation: ``puts`` maps key -> payload size, ``dels`` lists keys."""
     r = rng.random()
-    if r < 0.04 and big_left > 0:
+    if r < 0.03:
+        # A compaction: changes no key, so the model must read the same after
+        # a kill at any moment inside it.
+        return {"seq": seq, "kind": "compact", "puts": {}, "dels": []}
+    if r < 0.07 and big_left > 0:
         return {"seq": seq, "kind": "big", "puts": {rng.choice(BIG_KEYS):
-                                                    rng.randint(2 << 20, 8 << 20)}, "dels": []}
+                                                    rng.randint(big_max // 4, big_max)}, "dels": []}
     if r < 0.30:
         keys = rng.sample(SMALL_KEYS, 5)
         return {"seq": seq, "kind": "update", "puts": {k: rng.randint(0, 400) for k in keys},
@@ -73,6 +80,8 @@ def apply_op(db: Any, op: dict[str, Any], values: dict[str, Any]) -> None:
                 del db[key]
     elif op["kind"] == "del":
         del db[op["dels"][0]]
+    elif op["kind"] == "compact":
+        db.compact()
     else:
         raise AssertionError(op)
 
@@ -83,9 +92,14 @@ def say(line: str) -> None:
 
 
 def main() -> None:
+    run(json.loads(sys.argv[1]), say)
+
+
+def run(args: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Write forever, announcing each write before it starts and acknowledging
+    it once it has returned (also the entry point of forked children)."""
     import logshelf
 
-    args = json.loads(sys.argv[1])
     rng = random.Random(args["seed"])
     db = logshelf.open(
         args["path"],
@@ -99,7 +113,7 @@ def main() -> None:
     say("ready")
     seq = args["seq0"]
     while True:
-        op = choose_op(rng, seq, live, big_left)
+        op = choose_op(rng, seq, live, big_left, args.get("big_max", 8 << 20))
         # Values are built before the intent line, so that the time between
         # intent and acknowledgement is the write itself.
         values = {k: make_value(seq, k, size) for k, size in op["puts"].items()}
