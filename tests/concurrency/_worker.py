@@ -260,6 +260,90 @@ def cmd_try_write(a: dict[str, Any]) -> dict[str, Any]:
         return {"written": True, "waited": time.monotonic() - start}
 
 
+def churn_value(writer: int, seq: int) -> dict[str, Any]:
+    """What churn writer ``writer`` stores at its ``seq``-th write."""
+    return {"writer": writer, "seq": seq, "pad": PAD[: seq % 300]}
+
+
+def _all_done(db: logshelf.Shelf, writers: int) -> bool:
+    return all(f"done-{w}" in db for w in range(writers))
+
+
+def cmd_churn_writer(a: dict[str, Any]) -> dict[str, Any]:
+    """Overwrite a few keys again and again and delete some, so that most data
+    is dead (food for compaction); read every write back at once. Returns the
+    final state of this writer's keys."""
+    w = a["writer"]
+    keys = [f"c{w}-{i}" for i in range(a["keys"])]
+    final: dict[str, Any] = {}
+    stale: list[str] = []
+    with open_store(a) as db:
+        say("ready")
+        wait_for("go")
+        for seq in range(a["writes"]):
+            key = keys[seq % len(keys)]
+            if seq % 11 == 10 and key in final:
+                del db[key]
+                del final[key]
+                if key in db:
+                    stale.append(f"{key} still present after its delete at {seq}")
+                continue
+            value = churn_value(w, seq)
+            if seq % 5 == 0:
+                with db.transaction():
+                    db[key] = value
+            else:
+                db[key] = value
+            final[key] = value
+            got = db.get(key)
+            if got != value:
+                stale.append(f"{key}: wrote seq {seq}, read back {got!r:.80}")
+        db[f"done-{w}"] = True
+    return {"final": final, "stale": stale[:20]}
+
+
+def cmd_monotonic_reader(a: dict[str, Any]) -> dict[str, Any]:
+    """Read every churn key until all writers are done; a key's ``seq`` must
+    never go backwards (an older value coming back is a resurrected one)."""
+    seen: dict[str, int] = {}
+    backwards: list[str] = []
+    passes = 0
+    with open_store(a, "r") as db:
+        say("ready")
+        wait_for("go")
+        deadline = time.monotonic() + a["max_seconds"]
+        while time.monotonic() < deadline:
+            done = _all_done(db, a["writers"])
+            for w in range(a["writers"]):
+                for i in range(a["keys"]):
+                    key = f"c{w}-{i}"
+                    value = db.get(key)
+                    if value is None:
+                        continue
+                    if value["seq"] < seen.get(key, -1):
+                        backwards.append(f"{key}: seq {value['seq']} after {seen[key]}")
+                    seen[key] = value["seq"]
+            passes += 1
+            if done:
+                break
+        problems = db.verify()
+    return {"backwards": backwards[:20], "passes": passes, "verify": problems}
+
+
+def cmd_compactor(a: dict[str, Any]) -> dict[str, Any]:
+    """Compact again and again until all writers are done."""
+    compactions = 0
+    with open_store(a) as db:
+        say("ready")
+        wait_for("go")
+        deadline = time.monotonic() + a["max_seconds"]
+        while time.monotonic() < deadline and not _all_done(db, a["writers"]):
+            if db.compact().compacted:
+                compactions += 1
+            time.sleep(a.get("pause", 0.0))
+    return {"compactions": compactions}
+
+
 COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
