@@ -851,13 +851,11 @@ class Engine:
             self._write_hint(old, len(self._segments) - 1, self._end, seal_next=new_id)
         if replace is not None:
             # Every slot after the replaced segments moved. Rather than
-            # renumber in place, follow our own SEAL like any other handle:
-            # reload from the new MANIFEST and the hints. If that reload
-            # fails, the handle still knows its active segment is sealed and
-            # retries on its next operation.
+            # renumber in place, follow our own SEAL like any other handle,
+            # on the next operation: the reload from the new MANIFEST and the
+            # hints then happens after the writer lock is released.
             new.close()
             self._seal_next = new_id
-            self._follow_seal()
             return
         if not drop_old and not reserve_ids and self.auto_compact is not None:
             self._compact_due = True
@@ -1267,6 +1265,9 @@ class Engine:
                     f"compact() cannot run inside a transaction on {self.path}: it would "
                     "hold the writer lock for the whole copy"
                 )
+            # Catch up with other writers before taking the lock, so that
+            # little is left to parse while everyone waits for it.
+            self._refresh()
             with self._locked():
                 self._prepare_write()
                 self._refresh_manifest()
@@ -1321,6 +1322,7 @@ class Engine:
         with self._guard():
             self._check_usable()
             self._check_writable()
+            self._refresh()  # outside the lock, as in compaction_plan
             with self._locked():
                 self._prepare_write()
                 self._refresh_manifest()

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Compaction throughput, disk use before and after, and what a concurrent
+writer feels while another process compacts.
+
+Run from the repository root with the project's virtualenv::
+
+    .venv/bin/python benchmarks/bench_compaction.py            # full size
+    .venv/bin/python benchmarks/bench_compaction.py --quick    # a few seconds
+
+For each workload a fresh store is filled, every key is overwritten several
+times (most of the data is then dead), and ``Shelf.compact()`` is timed.
+Reported per workload: disk bytes before and after, live bytes (the records
+compaction rewrote), after/live ratio (target <= 1.3), compaction time and
+MB/s of live data rewritten. A last run measures the put latency of a writer
+process while a compaction runs in this one (its p50, p99 and max), since
+compaction takes the writer lock only briefly, at its start and its commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import logshelf
+
+
+@dataclass
+class Workload:
+    name: str
+    keys: int
+    value_bytes: int
+    overwrites: int
+
+
+@dataclass
+class Result:
+    workload: str
+    keys: int
+    disk_before: int
+    disk_after: int
+    live_bytes: int
+    ratio_after_to_live: float
+    seconds: float
+    mb_per_s: float
+
+
+def disk_bytes(path: str) -> int:
+    """Bytes of every file in the store directory (segments, hints, MANIFEST)."""
+    total = 0
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isfile(full):
+            total += os.path.getsize(full)
+    return total
+
+
+def value(i: int, generation: int, size: int) -> dict[str, Any]:
+    # Incompressible enough that the pickle size is about `size`.
+    return {"i": i, "gen": generation, "blob": os.urandom(size)}
+
+
+def fill(path: str, w: Workload) -> None:
+    with logshelf.open(path, "n", auto_compact=None, max_segment_size=16 << 20) as db:
+        for generation in range(w.overwrites + 1):
+            batch: dict[str, Any] = {}
+            for i in range(w.keys):
+                batch[f"key-{i:010d}"] = value(i, generation, w.value_bytes)
+                if len(batch) == 1000:
+                    db.update(batch)
+                    batch = {}
+            if batch:
+                db.update(batch)
+
+
+def run_workload(root: str, w: Workload) -> Result:
+    path = os.path.join(root, w.name)
+    fill(path, w)
+    before = disk_bytes(path)
+    with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
+        result = db.compact()
+        assert result.compacted, result
+        # Every value must have survived: check a sample against its generation.
+        for i in range(0, w.keys, max(1, w.keys // 100)):
+            got = db[f"key-{i:010d}"]
+            assert got["gen"] == w.overwrites and got["i"] == i, got
+    after = disk_bytes(path)
+    shutil.rmtree(path)
+    return Result(
+        w.name,
+        w.keys,
+        before,
+        after,
+        result.bytes_copied,
+        after / result.bytes_copied,
+        result.seconds,
+        result.bytes_copied / result.seconds / 1e6,
+    )
+
+
+def _writer(path: str, seconds: float, queue: Any) -> None:
+    latencies: list[float] = []
+    with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
+        queue.put("ready")
+        deadline = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            db[f"live-{i % 1000}"] = {"i": i}
+            latencies.append(time.perf_counter() - start)
+            i += 1
+    queue.put(latencies)
+
+
+def concurrent_latency(root: str, w: Workload) -> dict[str, float]:
+    """Put latency of another process while this one compacts ``w``'s store."""
+    path = os.path.join(root, "concurrent")
+    fill(path, w)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    # Long enough to cover the whole compaction.
+    proc = ctx.Process(target=_writer, args=(path, 4.0, queue))
+    proc.start()
+    assert queue.get(timeout=60) == "ready"
+    with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
+        result = db.compact()
+    latencies = sorted(queue.get(timeout=120))
+    proc.join(timeout=60)
+    shutil.rmtree(path)
+    return {
+        "compaction_seconds": result.seconds,
+        "writes": len(latencies),
+        "p50_us": latencies[len(latencies) // 2] * 1e6,
+        "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+        "max_ms": latencies[-1] * 1e3,
+        "mean_us": statistics.fmean(latencies) * 1e6,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--dir", help="where the temporary stores go")
+    args = parser.parse_args(argv)
+    scale = 10 if args.quick else 1
+    workloads = [
+        Workload("small values (100 B), 5 generations", 100_000 // scale, 100, 4),
+        Workload("medium values (4 KiB), 5 generations", 10_000 // scale, 4096, 4),
+        Workload("large values (256 KiB), 5 generations", 200 // scale, 256 << 10, 4),
+    ]
+    root = tempfile.mkdtemp(prefix="bench-compaction-", dir=args.dir)
+    try:
+        print(f"logshelf {logshelf.__version__}, Python {sys.version.split()[0]}, {root}")
+        header = f"{'workload':40} {'before':>10} {'after':>10} {'live':>10} {'after/live':>10}"
+        print(header + f" {'seconds':>8} {'MB/s':>7}")
+        results = []
+        for w in workloads:
+            r = run_workload(root, w)
+            results.append(r)
+            print(
+                f"{r.workload:40} {r.disk_before / 1e6:9.1f}M {r.disk_after / 1e6:9.1f}M "
+                f"{r.live_bytes / 1e6:9.1f}M {r.ratio_after_to_live:10.3f} "
+                f"{r.seconds:8.2f} {r.mb_per_s:7.1f}"
+            )
+        latency = concurrent_latency(root, workloads[0])
+        print(
+            "a writer process during a compaction of the first store "
+            f"({latency['compaction_seconds']:.2f} s): {latency['writes']} puts, "
+            f"p50 {latency['p50_us']:.1f} us, p99 {latency['p99_us']:.1f} us, "
+            f"max {latency['max_ms']:.1f} ms"
+        )
+        if args.json:
+            with open(args.json, "w") as f:
+                report = {"results": [asdict(r) for r in results], "latency": latency}
+                json.dump(report, f, indent=2)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
