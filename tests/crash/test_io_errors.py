@@ -35,9 +35,10 @@ FAULTABLE = (
 class Faulty(FileSystem):
     """Counts faultable operations once armed, and makes number ``fail_at`` raise.
 
-    ``mode="once"`` fails that one operation; ``"forever"`` fails it and every
-    later one (a disk that stays full). An ``append`` fails after writing half
-    its data, like a short write followed by ENOSPC.
+    ``mode="once"`` fails that one operation with EIO (a transient device
+    error); ``"forever"`` fails it and every later one with ENOSPC (a disk
+    that stays full). An ``append`` fails after writing half its data, like a
+    short write followed by the error.
     """
 
     def __init__(self, fail_at: int, mode: str) -> None:
@@ -64,7 +65,8 @@ def _wrap(name: str) -> Any:
         if self._hit():
             if name == "append":
                 os.write(args[0], args[1][: len(args[1]) // 2])
-            raise OSError(errno.ENOSPC, f"No space left on device (injected into {name})")
+            code = errno.ENOSPC if self.mode == "forever" else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} (injected into {name})")
         return original(self, *args, **kwargs)
 
     return method
