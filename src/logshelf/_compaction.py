@@ -181,12 +181,12 @@ def _copy(
     the bytes copied. Every file made is listed in ``created`` as soon as it
     exists, so the caller can delete them if anything fails.
     """
-    fs = engine.fs
     directory = engine.path
     limit = engine.max_segment_size
     ids = list(plan.output_ids)
+    live = plan.live
     # Log order: by input, then offset. A packed entry sorts exactly that way.
-    keys = sorted(plan.live, key=plan.live.__getitem__)
+    keys = sorted(live, key=live.__getitem__)
     outputs: list[_Output] = []
     current: _Output | None = None
     # Records keep their batches (one txid, COMMIT on the last record), but
@@ -195,56 +195,34 @@ def _copy(
     # still carry larger ones, and no gap can exceed the scan's window.
     txid = plan.segments[0].base_txid
     old_txid = -1
-    pending: tuple[str, bytes, fmt.RecordHeader, bytes] | None = None
+    batch: list[tuple[int, bytes, int, bytes, int, int]] = []
+    batch_keys: list[str] = []
+    batch_size = 0
     copied_bytes = 0
 
-    def emit(commit: bool) -> None:
-        nonlocal copied_bytes
-        assert pending is not None and current is not None
-        key, kb, header, value = pending
-        record = fmt.pack_record(
-            current.segment.salt,
-            txid,
-            fmt.KIND_PUT,
-            commit,
-            fmt.codec_of(header.flags),
-            kb,
-            value,
-            header.vcrc,
-            header.rawlen,
-        )
-        current.keys.append(key)
-        current.offsets.append(current.size)
-        current.size += len(record)
-        current.last_txid = txid
-        current.buffer.append(record)
-        current.buffered += len(record)
-        copied_bytes += len(record)
-        if current.buffered >= _WRITE_CHUNK:
-            _flush(current)
-
     for key in keys:
-        loc = plan.live[key]
+        loc = live[key]
         seg = plan.segments[loc >> 40]
         offset = loc & ((1 << 40) - 1)
         try:
-            header, kb, value = seg.read_record(offset)
+            kind, record_txid, flags, rawlen, vcrc, kb, value = seg.read_raw(offset)
         except CorruptionError as exc:
             raise CorruptionError(
                 f"compaction stopped, the store is unchanged: key {key!r}: {exc}"
             ) from None
-        if header.kind != fmt.KIND_PUT or kb != key.encode("utf-8"):
+        if kind != fmt.KIND_PUT or kb != key.encode("utf-8"):
             raise CorruptionError(
                 f"compaction stopped, the store is unchanged: the index entry of key "
                 f"{key!r} points at another record ({seg.path}, offset {offset})"
             )
-        if header.txid != old_txid:
-            # A new batch starts: commit the previous one, and start a new
+        if record_txid != old_txid:
+            # A new input batch: write out the previous one, and start a new
             # output first if this one is full (a batch never spans segments).
-            if pending is not None:
-                emit(commit=True)
-                pending = None
-            old_txid = header.txid
+            if batch:
+                assert current is not None
+                copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
+                batch, batch_keys, batch_size = [], [], 0
+            old_txid = record_txid
             txid += 1
             size = fmt.RECORD_HEADER.size + len(kb) + len(value)
             full = current is not None and current.size + size > limit
@@ -252,17 +230,42 @@ def _copy(
                 if current is not None:
                     _finish(engine, current)
                 current = _start(engine, directory, ids, txid - 1, created, outputs)
-        elif pending is not None:
-            emit(commit=False)
-        pending = (key, kb, header, value)
-    if pending is not None:
-        emit(commit=True)
+        batch.append((fmt.KIND_PUT, bytes(kb), fmt.codec_of(flags), value, vcrc, rawlen))
+        batch_keys.append(key)
+        batch_size += fmt.RECORD_HEADER.size + len(kb) + len(value)
+    if batch:
+        assert current is not None
+        copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
     if current is not None:
         _finish(engine, current)
     if outputs:
-        fs.sync_directory(directory)
+        engine.fs.sync_directory(directory)
     entries = tuple((out.segment.id, out.size) for out in outputs)
     return entries, len(keys), copied_bytes
+
+
+def _add_batch(
+    out: _Output,
+    txid: int,
+    batch: list[tuple[int, bytes, int, bytes, int, int]],
+    keys: list[str],
+    size: int,
+) -> int:
+    """Append one batch to an output's buffer and record where its keys went."""
+    data = fmt.pack_batch(out.segment.salt, txid, batch)
+    assert len(data) == size
+    offset = out.size
+    for key, (_, kb, _, value, _, _) in zip(keys, batch, strict=True):
+        out.keys.append(key)
+        out.offsets.append(offset)
+        offset += fmt.RECORD_HEADER.size + len(kb) + len(value)
+    out.size += size
+    out.last_txid = txid
+    out.buffer.append(data)
+    out.buffered += size
+    if out.buffered >= _WRITE_CHUNK:
+        _flush(out)
+    return size
 
 
 def _start(

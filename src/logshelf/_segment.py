@@ -246,6 +246,35 @@ class Segment:
             raise CorruptionError(f"{self.path}: offset {offset} holds no value record")
         return fmt.codec_of(header.flags), value, header.rawlen
 
+    def read_raw(self, offset: int) -> tuple[int, int, int, int, int, bytes, bytes]:
+        """``(kind, txid, flags, rawlen, vcrc, key, stored value)`` of the record
+        at ``offset``, both checksums verified: what compaction copies. Slices
+        the mapping of committed bytes when it can, like :meth:`read_value`.
+
+        Raises:
+            CorruptionError: as :meth:`read_record`.
+        """
+        if self.readable_end - self._map_len >= _REMAP_STEP:
+            self._remap()
+        m = self._map
+        if m is not None and offset + _HEADER_SIZE <= self._map_len:
+            hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(m, offset)
+            keyend = offset + _HEADER_SIZE + klen
+            end = keyend + vlen
+            if end <= self._map_len:
+                if _crc32(m[offset + 4 : keyend], self.salt) != hcrc:
+                    raise CorruptionError(
+                        f"{self.path}: record header checksum mismatch at offset {offset}"
+                    )
+                value = m[keyend:end]
+                if _crc32(value) != vcrc:
+                    raise CorruptionError(
+                        f"{self.path}: value checksum mismatch in the record at offset {offset}"
+                    )
+                return kind, txid, flags, rawlen, vcrc, m[offset + _HEADER_SIZE : keyend], value
+        header, key, value = self.read_record(offset)
+        return header.kind, header.txid, header.flags, header.rawlen, header.vcrc, key, value
+
     def record_size(self, offset: int) -> int:
         """Header, key and value bytes of the record at ``offset``, from its
         header alone (unverified: for estimates such as dead space)."""
