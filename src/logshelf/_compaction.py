@@ -86,9 +86,9 @@ class Plan:
     inputs: tuple[tuple[int, int], ...]
     #: Ids reserved for output segments, in order.
     output_ids: list[int]
-    #: Keys whose live record is in an input, with their packed index entries
-    #: (slot << 40 | offset; the slot is the input's position).
-    live: dict[str, int]
+    #: A copy of the index when the inputs were chosen: packed entries (slot <<
+    #: 40 | offset); those with a slot below ``len(inputs)`` point into inputs.
+    index: dict[str, int]
     #: Read-only handles on the inputs, owned by the compaction.
     segments: list[Segment] = field(default_factory=list)
     segments_before: int = 0
@@ -184,7 +184,8 @@ def _copy(
     directory = engine.path
     limit = engine.max_segment_size
     ids = list(plan.output_ids)
-    live = plan.live
+    limit_entry = len(plan.inputs) << 40
+    live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
     # Log order: by input, then offset. A packed entry sorts exactly that way.
     keys = sorted(live, key=live.__getitem__)
     outputs: list[_Output] = []

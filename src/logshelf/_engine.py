@@ -1271,16 +1271,13 @@ class Engine:
             with self._locked():
                 self._prepare_write()
                 self._refresh_manifest()
-                count = len(self._segments)
                 # Next-fit packing of a subset of the records needs no more
                 # segments than the inputs used; one spare for mixed sizes.
-                reserve = count + 1
+                reserve = len(self._segments) + 1
                 if self._end > _HEADER_END:
                     self._roll(drop_old=False, reserve_ids=reserve)
-                else:
-                    count -= 1  # the active segment is empty: leave it be
-                    if count == 0:
-                        return None
+                elif len(self._segments) > 1:
+                    # The active segment is empty: leave it be, just reserve ids.
                     manifest = self._manifest
                     self._write_manifest(
                         fmt.Manifest(
@@ -1289,16 +1286,18 @@ class Engine:
                             manifest.segments,
                         )
                     )
+                else:
+                    return None
+                # Every segment but the (new) active one is an input.
+                count = len(self._segments) - 1
                 manifest = self._manifest
                 inputs = manifest.segments[:count]
-                limit = count << _SLOT_SHIFT
-                # Copying the dict is C-speed; filtering and sorting it happen
-                # in the copy step, outside the lock.
-                live = {k: loc for k, loc in self._index.copy().items() if loc < limit}
                 plan = _compaction.Plan(
                     inputs,
                     list(range(manifest.next_segment_id - reserve, manifest.next_segment_id)),
-                    live,
+                    # Copying the dict is C-speed; filtering and sorting it
+                    # happen in the copy step, outside the lock.
+                    self._index.copy(),
                     segments_before=len(self._segments),
                     bytes_before=sum(seg.size() for seg in self._segments),
                 )
