@@ -352,6 +352,9 @@ def _run(tmp_path: Path, rounds: int, seed: int, rounds_per_store: int,
          fork: bool = False) -> Model:
     rng = random.Random(seed)
     model = Model()
+    # Children write their stderr next to the stores; the directory must exist
+    # before the first fork (a sub-directory of tmp_path does not yet).
+    tmp_path.mkdir(parents=True, exist_ok=True)
     store = tmp_path / "store-0"
     for round_no in range(rounds):
         if round_no and round_no % rounds_per_store == 0:
