@@ -39,6 +39,11 @@ _SAMPLE_SIZE = 64 << 10
 # Stored uncompressed lengths are u32 in the record header.
 _MAX_RAWLEN = 0xFFFF_FFFF
 
+# An lz4 block never expands more than ~255-fold (a match token adds at most
+# 255 bytes of length per input byte). lz4 allocates the declared length up
+# front, so a larger claim is rejected before it can become a huge allocation.
+_LZ4_MAX_RATIO = 255
+
 
 class Codec(IntEnum):
     """Codec ids as stored in bits 1-2 of a record's flags byte."""
@@ -115,7 +120,10 @@ def decompress(codec: int, data: bytes, rawlen: int) -> bytes:
     """Undo :func:`compress`; never produce more than ``rawlen`` bytes.
 
     Bounding the output by the length recorded in the (checksummed) header
-    means a damaged record cannot become a decompression bomb.
+    means a damaged record cannot become a decompression bomb; the recorded
+    length itself is checked against what the codec can produce before lz4
+    (which allocates it up front) sees it. zlib and bz2 grow their output in
+    steps, so a false length costs no more than the real output.
 
     Raises:
         CorruptionError: the data does not decompress to exactly ``rawlen`` bytes.
@@ -126,6 +134,10 @@ def decompress(codec: int, data: bytes, rawlen: int) -> bytes:
             if _lz4_block is None:  # pragma: no cover - lz4 is a declared dependency
                 raise CodecUnavailableError(
                     "this record is lz4-compressed; install lz4: pip install lz4"
+                )
+            if rawlen > len(data) * _LZ4_MAX_RATIO + 64:
+                raise CorruptionError(
+                    f"lz4 value of {len(data)} bytes claims {rawlen} bytes uncompressed"
                 )
             out = _lz4_block.decompress(data, uncompressed_size=rawlen)
         elif codec == Codec.ZLIB:

@@ -303,11 +303,9 @@ def _finish(engine: Engine, out: _Output) -> None:
     try:
         _flush(out)
         out.segment.sync()
+        hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, [])
     finally:
         out.segment.close()
-    hint = fmt.Hint(
-        out.segment.id, out.segment.salt, out.size, out.last_txid, out.keys, out.offsets, [], 0
-    )
     engine.fs.write_file_atomic(
         os.path.join(engine.path, fmt.hint_name(out.segment.id)),
         fmt.encode_hint(hint),

@@ -437,6 +437,7 @@ class Engine:
             or hint.covered < _HEADER_END
             or hint.covered > limit
             or (sealed and hint.covered != limit)
+            or not seg.hint_matches(hint)
         ):
             return None
         return hint
@@ -884,8 +885,8 @@ class Engine:
         """Snapshot the index entries of one segment (best effort)."""
         keys, offsets = _index.snapshot(self._index, slot)
         deleted = list(self._active_deletes) if slot == len(self._segments) - 1 else []
-        hint = fmt.Hint(seg.id, seg.salt, covered, self._txid, keys, offsets, deleted, seal_next)
         try:
+            hint = seg.make_hint(covered, self._txid, keys, offsets, deleted, seal_next)
             self._fs.write_file_atomic(
                 os.path.join(self.path, fmt.hint_name(seg.id)),
                 fmt.encode_hint(hint),
@@ -920,7 +921,7 @@ class Engine:
                 return None
             seg = self._segments[loc >> _SLOT_SHIFT]
             try:
-                codec, data, rawlen = seg.read_value(loc & _OFFSET_MASK)
+                codec, data, rawlen = seg.read_value(loc & _OFFSET_MASK, key.encode("utf-8"))
             except CorruptionError as exc:  # the message names file and offset
                 raise CorruptionError(f"key {key!r}: {exc}") from None
             if not codec:
@@ -1224,9 +1225,7 @@ class Engine:
             for key, loc in self._index.items():
                 seg = self._segments[loc >> _SLOT_SHIFT]
                 try:
-                    seg.read_value(loc & _OFFSET_MASK)
-                    if seg.read_key(loc & _OFFSET_MASK) != encode_key(key):
-                        problems.append(f"key {key!r}: index points at another key's record")
+                    seg.read_value(loc & _OFFSET_MASK, encode_key(key))
                 except CorruptionError as exc:
                     problems.append(f"key {key!r}: {exc}")
             return problems

@@ -17,10 +17,9 @@ All integers are little-endian. All checksums are ``zlib.crc32``.
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import struct
+import sys
 import time
 import zlib
 from array import array
@@ -405,15 +404,30 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
 #    40    8 payload length
 #    48    4 payload crc32
 #    52    4 crc32 of bytes 0..51
-#    56    payload: a pickle (protocol 4, no globals) of the tuple
-#          (put_keys: list[str], put_offsets: bytes, deleted_keys: list[str],
-#           seal_next: int) where put_offsets is an array('Q') of record
-#          offsets, one per key, the lists hold each key's final state within
-#          the range, and seal_next is the target of a SEAL inside the range
-#          (0 if none): a reader must learn of a SEAL even from a hint.
+#    56    payload (all integers little-endian):
+#            0  8 n: number of put keys
+#            8  8 d: number of deleted keys
+#           16  8 seal_next: target of a SEAL inside the range, 0 if none (a
+#                 reader must learn of a SEAL even from a hint)
+#           24  8 check offset: the largest put offset (0 when n == 0)
+#           32  4 the header checksum stored in the record at the check offset
+#           36  4 reserved, 0
+#           40 8n put offsets, one per put key
+#           ..    the n put keys then the d deleted keys, UTF-8, each followed
+#                 by a 0xFF byte (which UTF-8 never contains)
+#          The lists hold each key's final state within the range. Every count
+#          is checked against the payload length before anything is allocated,
+#          and no pickle is involved: a damaged or forged hint can at worst be
+#          ignored. The check record lets a reader notice records that moved
+#          under an intact hint (a range duplicated or removed in the segment).
 HINT_HEADER = struct.Struct("<8sHHIQQQQI")
 _HINT_CRC = struct.Struct("<I")
-HINT_VERSION = 1
+HINT_VERSION = 2
+_HINT_PAYLOAD_HEAD = struct.Struct("<QQQQII")
+_HINT_OFFSETS = "Q"
+# Encoded as U+DCFF with the surrogateescape handler, decoded back from 0xFF;
+# keys cannot contain it (they are encoded strictly), so it separates them.
+_KEY_END = "\udcff"
 
 
 class Hint(NamedTuple):
@@ -427,19 +441,34 @@ class Hint(NamedTuple):
     put_offsets: array[int]
     deleted_keys: list[str]
     seal_next: int = 0
-
-
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    """Loads only plain containers, str and bytes: a hint never names a class."""
-
-    def find_class(self, module: str, name: str) -> object:
-        raise pickle.UnpicklingError(f"hint payload refers to {module}.{name}")
+    #: Offset of the record whose header checksum is ``check_hcrc``: the
+    #: largest of ``put_offsets`` (0 when there are none).
+    check_offset: int = 0
+    check_hcrc: int = 0
 
 
 def encode_hint(hint: Hint) -> bytes:
     """Serialize a hint, checksums included."""
-    payload = pickle.dumps(
-        (hint.put_keys, hint.put_offsets.tobytes(), hint.deleted_keys, hint.seal_next), protocol=4
+    offsets = hint.put_offsets
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
+        offsets = array(_HINT_OFFSETS, offsets)
+        offsets.byteswap()
+    keys = _KEY_END.join(hint.put_keys + hint.deleted_keys)
+    if hint.put_keys or hint.deleted_keys:
+        keys += _KEY_END
+    payload = b"".join(
+        (
+            _HINT_PAYLOAD_HEAD.pack(
+                len(hint.put_keys),
+                len(hint.deleted_keys),
+                hint.seal_next,
+                hint.check_offset,
+                hint.check_hcrc,
+                0,
+            ),
+            offsets.tobytes(),
+            keys.encode("utf-8", "surrogateescape"),
+        )
     )
     head = HINT_HEADER.pack(
         HINT_MAGIC,
@@ -456,7 +485,12 @@ def encode_hint(hint: Hint) -> bytes:
 
 
 def decode_hint(data: bytes) -> Hint | None:
-    """Parse a hint; None when it is not a valid hint of this version."""
+    """Parse a hint; None when it is not a valid hint of this version.
+
+    Every count is bounded by the bytes actually present before anything is
+    allocated, so even a hint with forged checksums cannot make this allocate
+    more than a small multiple of its own size.
+    """
     size = HINT_HEADER.size + _HINT_CRC.size
     if len(data) < size or not data.startswith(HINT_MAGIC):
         return None
@@ -464,22 +498,31 @@ def decode_hint(data: bytes) -> Hint | None:
     (hcrc,) = _HINT_CRC.unpack_from(data, HINT_HEADER.size)
     if version != HINT_VERSION or zlib.crc32(data[: HINT_HEADER.size]) != hcrc:
         return None
-    payload = data[size:]
-    if len(payload) != plen or zlib.crc32(payload) != pcrc:
+    payload = memoryview(data)[size:]
+    if len(payload) != plen or zlib.crc32(payload) != pcrc or plen < _HINT_PAYLOAD_HEAD.size:
         return None
-    try:
-        put_keys, raw_offsets, deleted_keys, seal_next = _NoGlobalsUnpickler(
-            io.BytesIO(payload)
-        ).load()
-        offsets = array("Q")
-        offsets.frombytes(raw_offsets)
-    except Exception:  # a hint is optional: any decoding problem means "rescan"
+    nputs, ndels, seal_next, check_offset, check_hcrc, _ = _HINT_PAYLOAD_HEAD.unpack_from(payload)
+    keys_at = _HINT_PAYLOAD_HEAD.size + 8 * nputs
+    # Each key takes at least its terminator byte.
+    if keys_at > plen or nputs + ndels > plen - keys_at:
         return None
-    if (
-        not isinstance(put_keys, list)
-        or not isinstance(deleted_keys, list)
-        or len(offsets) != len(put_keys)
-        or not isinstance(seal_next, int)
-    ):
+    offsets = array(_HINT_OFFSETS)
+    offsets.frombytes(payload[_HINT_PAYLOAD_HEAD.size : keys_at])
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
+        offsets.byteswap()
+    keys = bytes(payload[keys_at:]).decode("utf-8", "surrogateescape").split(_KEY_END)
+    if len(keys) != nputs + ndels + 1 or keys[-1]:
         return None
-    return Hint(segment_id, salt, covered, max_txid, put_keys, offsets, deleted_keys, seal_next)
+    keys.pop()
+    return Hint(
+        segment_id,
+        salt,
+        covered,
+        max_txid,
+        keys[:nputs],
+        offsets,
+        keys[nputs:],
+        seal_next,
+        check_offset,
+        check_hcrc,
+    )

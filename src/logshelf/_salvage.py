@@ -157,7 +157,7 @@ def _salvage_segment(
                     state[key] = None
                 elif rec.kind == fmt.KIND_PUT:
                     try:
-                        state[key] = seg.read_value(rec.offset)
+                        state[key] = seg.read_value(rec.offset, rec.key)
                     except CorruptionError as exc:
                         state[key] = None
                         report.lost_keys.append(key)

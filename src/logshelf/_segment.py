@@ -12,6 +12,7 @@ import mmap
 import os
 import re
 import zlib
+from array import array
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -214,14 +215,19 @@ class Segment:
             )
         return header, bytes(data[_HEADER_SIZE:keyend]), value
 
-    def read_value(self, offset: int) -> tuple[int, bytes, int]:
-        """``(codec, stored value, rawlen)`` of the PUT record at ``offset``,
-        both checksums verified. The hot read path: committed records are
-        sliced straight out of the mapping, without building a header object.
+    def read_value(self, offset: int, key: bytes) -> tuple[int, bytes, int]:
+        """``(codec, stored value, rawlen)`` of the PUT record of ``key`` at
+        ``offset``, both checksums verified. The hot read path: committed
+        records are sliced straight out of the mapping, without building a
+        header object.
+
+        The record's key is compared with ``key``: an index entry that points
+        at another key's record (records moved under an intact hint, or any
+        bug) is reported, never answered with that record's value.
 
         Raises:
-            CorruptionError: a checksum fails, the lengths are impossible, or
-                the record is not a PUT.
+            CorruptionError: a checksum fails, the lengths are impossible, the
+                record is not a PUT, or it holds another key.
         """
         m = self._map
         if m is not None and offset + _HEADER_SIZE <= self._map_len:
@@ -238,13 +244,68 @@ class Segment:
                     raise CorruptionError(
                         f"{self.path}: value checksum mismatch in the record at offset {offset}"
                     )
-                if kind != fmt.KIND_PUT:
-                    raise CorruptionError(f"{self.path}: offset {offset} holds no value record")
+                if kind != fmt.KIND_PUT or m[offset + _HEADER_SIZE : keyend] != key:
+                    raise self._not_the_record(offset, key)
                 return (flags & 0x06) >> 1, value, rawlen
-        header, _, value = self.read_record(offset)
-        if header.kind != fmt.KIND_PUT:
-            raise CorruptionError(f"{self.path}: offset {offset} holds no value record")
+        header, stored_key, value = self.read_record(offset)
+        if header.kind != fmt.KIND_PUT or stored_key != key:
+            raise self._not_the_record(offset, key)
         return fmt.codec_of(header.flags), value, header.rawlen
+
+    def _not_the_record(self, offset: int, key: bytes) -> CorruptionError:
+        return CorruptionError(
+            f"{self.path}: offset {offset} does not hold the value of {key!r} "
+            "(records moved or the index is out of date)"
+        )
+
+    def make_hint(
+        self,
+        covered: int,
+        max_txid: int,
+        keys: list[str],
+        offsets: array[int],
+        deleted: list[str],
+        seal_next: int = 0,
+    ) -> fmt.Hint:
+        """A hint of this segment, with the header checksum of the record at
+        its largest offset so that a reader can tell whether records moved."""
+        check_offset = max(offsets) if offsets else 0
+        check_hcrc = 0
+        if offsets:
+            head = self._read(check_offset, 4)
+            check_hcrc = int.from_bytes(head, "little") if len(head) == 4 else 0
+        return fmt.Hint(
+            self.id,
+            self.salt,
+            covered,
+            max_txid,
+            keys,
+            offsets,
+            deleted,
+            seal_next,
+            check_offset,
+            check_hcrc,
+        )
+
+    def hint_matches(self, hint: fmt.Hint) -> bool:
+        """Does the record the hint checks sit where the hint says, intact?
+
+        Bytes duplicated into or removed from the covered range move the
+        records after them; the hint's offsets would then name other records.
+        The check record (a header checksum covers txid, key and salt, so no
+        other record has the same one) is the last put the hint lists, so any
+        such move before it is seen here.
+        """
+        if not hint.put_offsets:
+            return True
+        offset = hint.check_offset
+        if offset < fmt.SEGMENT_HEADER.size or offset + _HEADER_SIZE > hint.covered:
+            return False
+        try:
+            self.read_key(offset)  # the header checksum is valid over header and key
+        except CorruptionError:
+            return False
+        return int.from_bytes(self._read(offset, 4), "little") == hint.check_hcrc
 
     def read_raw(self, offset: int) -> tuple[int, int, int, int, int, bytes, bytes]:
         """``(kind, txid, flags, rawlen, vcrc, key, stored value)`` of the record
