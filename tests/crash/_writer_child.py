@@ -47,17 +47,29 @@ def choose_op(
         # a kill at any moment inside it.
         return {"seq": seq, "kind": "compact", "puts": {}, "dels": []}
     if r < 0.07 and big_left > 0:
-        return {"seq": seq, "kind": "big", "puts": {rng.choice(BIG_KEYS):
-                                                    rng.randint(big_max // 4, big_max)}, "dels": []}
+        return {
+            "seq": seq,
+            "kind": "big",
+            "puts": {rng.choice(BIG_KEYS): rng.randint(big_max // 4, big_max)},
+            "dels": [],
+        }
     if r < 0.30:
         keys = rng.sample(SMALL_KEYS, 5)
-        return {"seq": seq, "kind": "update", "puts": {k: rng.randint(0, 400) for k in keys},
-                "dels": []}
+        return {
+            "seq": seq,
+            "kind": "update",
+            "puts": {k: rng.randint(0, 400) for k in keys},
+            "dels": [],
+        }
     if r < 0.42:
         keys = rng.sample(SMALL_KEYS, rng.randint(3, 6))
         dels = sorted((live & set(SMALL_KEYS)) - set(keys))
-        return {"seq": seq, "kind": "txn", "puts": {k: rng.randint(0, 2000) for k in keys},
-                "dels": rng.sample(dels, 1) if dels and rng.random() < 0.6 else []}
+        return {
+            "seq": seq,
+            "kind": "txn",
+            "puts": {k: rng.randint(0, 2000) for k in keys},
+            "dels": rng.sample(dels, 1) if dels and rng.random() < 0.6 else [],
+        }
     if r < 0.47:
         dels = sorted(live & set(SMALL_KEYS))
         if dels:

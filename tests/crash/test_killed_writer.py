@@ -243,9 +243,7 @@ def _verify(store: Path, model: Model, pending: dict[str, Any] | None, flag: str
                 if is_old != is_new:
                     votes["new" if is_new else "old"].append(key)
             else:
-                assert got == old, (
-                    f"{key}: read {_describe(got)}, acknowledged {_describe(old)}"
-                )
+                assert got == old, f"{key}: read {_describe(got)}, acknowledged {_describe(old)}"
     assert not (votes["new"] and votes["old"]), (
         f"operation {pending and pending['seq']} ({pending and pending['kind']}) is partly "
         f"visible: applied for {votes['new']}, not for {votes['old']}"
@@ -278,8 +276,9 @@ def _newest_segments_size(store: Path) -> int:
     return total
 
 
-def _one_round(store: Path, model: Model, rng: random.Random, round_no: int,
-               tmp_path: Path, fork: bool) -> None:
+def _one_round(
+    store: Path, model: Model, rng: random.Random, round_no: int, tmp_path: Path, fork: bool
+) -> None:
     """Start a writer, kill it at a random moment, verify, update the model."""
     args = {
         "path": str(store),
@@ -312,8 +311,11 @@ def _one_round(store: Path, model: Model, rng: random.Random, round_no: int,
             # Kill just after a large write was announced (mode "big"), or
             # while its bytes are visibly landing in the segment ("mid-write").
             started = child.wait_for(
-                lambda: bool(child.lines) and child.lines[-1].startswith("I ")
-                and '"kind": "big"' in child.lines[-1],
+                lambda: (
+                    bool(child.lines)
+                    and child.lines[-1].startswith("I ")
+                    and '"kind": "big"' in child.lines[-1]
+                ),
                 10,
             )
             if started and mode == "big":
@@ -340,16 +342,21 @@ def _one_round(store: Path, model: Model, rng: random.Random, round_no: int,
             model.apply(pending)
     if round_no % 4 == 3:
         # The parent writes too: recovery leaves the store writable.
-        op = {"seq": (round_no + 1) * 10_000_000 - 1, "kind": "update",
-              "puts": {"parent-a": 10, "parent-b": 20}, "dels": []}
+        op = {
+            "seq": (round_no + 1) * 10_000_000 - 1,
+            "kind": "update",
+            "puts": {"parent-a": 10, "parent-b": 20},
+            "dels": [],
+        }
         with logshelf.open(store, "w") as db:
             db.update({k: make_value(op["seq"], k, s) for k, s in op["puts"].items()})
         model.apply(op)
         _verify(store, model, None)
 
 
-def _run(tmp_path: Path, rounds: int, seed: int, rounds_per_store: int,
-         fork: bool = False) -> Model:
+def _run(
+    tmp_path: Path, rounds: int, seed: int, rounds_per_store: int, fork: bool = False
+) -> Model:
     rng = random.Random(seed)
     model = Model()
     # Children write their stderr next to the stores; the directory must exist
@@ -372,8 +379,8 @@ def _finish(store: Path, model: Model) -> None:
     op = {"seq": 1, "kind": "update", "puts": {"final-a": 5, "final-b": 6}, "dels": []}
     with logshelf.open(store, "w") as db:
         db.update({k: make_value(1, k, s) for k, s in op["puts"].items()})
-    model.stats["quarantined tails"] = (
-        model.stats.get("quarantined tails", 0) + _quarantine_files(store)
+    model.stats["quarantined tails"] = model.stats.get("quarantined tails", 0) + _quarantine_files(
+        store
     )
     model.apply(op)
     _verify(store, model, None)

@@ -144,8 +144,19 @@ def test_not_a_store_record_with_newer_flag_bits_raises_format_error(
     salt = fmt.decode_segment_header(data[:64], str(seg)).salt
     last = parse_records(data)[-1]
     value = b"\x80\x05K\x01."
-    record = bytearray(fmt.pack_record(salt, last.header.txid + 1, fmt.KIND_PUT, True, 0,
-                                       b"future", value, zlib.crc32(value), 0))
+    record = bytearray(
+        fmt.pack_record(
+            salt,
+            last.header.txid + 1,
+            fmt.KIND_PUT,
+            True,
+            0,
+            b"future",
+            value,
+            zlib.crc32(value),
+            0,
+        )
+    )
     record[31] |= 0x08  # a reserved flag bit
     record[0:4] = fmt.record_hcrc(bytes(record[:32]), b"future", salt).to_bytes(4, "little")
     seg.write_bytes(data + bytes(record))
@@ -187,8 +198,9 @@ def test_not_a_store_open_failure_leaves_real_store_usable(tmp_path: Path) -> No
     data = _store(path)
     files = snapshot(path)
     manifest = files["MANIFEST"]
-    patched = with_crc_fixed(manifest[:8] + (3).to_bytes(2, "little") + manifest[10:],
-                             len(manifest) - 4)
+    patched = with_crc_fixed(
+        manifest[:8] + (3).to_bytes(2, "little") + manifest[10:], len(manifest) - 4
+    )
     (path / "MANIFEST").write_bytes(patched)
     for flag in ALL_FLAGS:
         with pytest.raises(logshelf.FormatError):

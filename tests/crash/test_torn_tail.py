@@ -104,8 +104,9 @@ def _torn_files(
     return out
 
 
-def _check_torn(store: Path, files: dict[str, bytes], seg_name: str, start: int, length: int,
-                tag: str) -> None:
+def _check_torn(
+    store: Path, files: dict[str, bytes], seg_name: str, start: int, length: int, tag: str
+) -> None:
     """The store in ``files`` holds BASE plus a last batch cut at ``length``."""
     seg = store / seg_name
     original = files[seg_name]
@@ -138,8 +139,11 @@ def _interesting_lengths(batch: list[Rec], step: int) -> list[int]:
     start, end = batch[0].offset, batch[-1].end
     picks = set(range(start, end, step))
     for rec in batch:
-        for edge in (rec.offset, rec.offset + fmt.RECORD_HEADER.size, rec.offset
-                     + fmt.RECORD_HEADER.size + rec.header.klen):
+        for edge in (
+            rec.offset,
+            rec.offset + fmt.RECORD_HEADER.size,
+            rec.offset + fmt.RECORD_HEADER.size + rec.header.klen,
+        ):
             picks.update((edge - 1, edge, edge + 1))
     picks.add(end - 1)
     return sorted(x for x in picks if start <= x < end)
@@ -219,8 +223,7 @@ def _foreign_record(tmp_path: Path) -> bytes:
     return data[rec.offset : rec.end]
 
 
-def _garbage(kind: str, size: int, files: dict[str, bytes], seg_name: str,
-             tmp_path: Path) -> bytes:
+def _garbage(kind: str, size: int, files: dict[str, bytes], seg_name: str, tmp_path: Path) -> bytes:
     rng = random.Random(f"{kind}-{size}")
     data = files[seg_name]
     records = parse_records(data)
@@ -245,16 +248,37 @@ def _garbage(kind: str, size: int, files: dict[str, bytes], seg_name: str,
         # A complete, checksum-valid record with a plausible txid but no COMMIT.
         salt = fmt.decode_segment_header(data[:64], seg_name).salt
         value = b"\x80\x05K\x07."  # pickle of 7
-        return fmt.pack_record(salt, records[-1].header.txid + 1, fmt.KIND_PUT, False, 0,
-                               b"ghost", value, zlib.crc32(value), 0)
+        return fmt.pack_record(
+            salt,
+            records[-1].header.txid + 1,
+            fmt.KIND_PUT,
+            False,
+            0,
+            b"ghost",
+            value,
+            zlib.crc32(value),
+            0,
+        )
     raise AssertionError(kind)
 
 
 GARBAGE_CASES = [
-    ("zeros", 1), ("zeros", 31), ("zeros", 32), ("zeros", 33), ("zeros", 4096),
-    ("zeros", 1 << 20), ("ones", 100), ("random", 1), ("random", 77), ("random", 5000),
-    ("random", 300_000), ("candidates", 20_000), ("foreign-record", 0),
-    ("foreign-record", 1000), ("replayed-record", 0), ("uncommitted-record", 0),
+    ("zeros", 1),
+    ("zeros", 31),
+    ("zeros", 32),
+    ("zeros", 33),
+    ("zeros", 4096),
+    ("zeros", 1 << 20),
+    ("ones", 100),
+    ("random", 1),
+    ("random", 77),
+    ("random", 5000),
+    ("random", 300_000),
+    ("candidates", 20_000),
+    ("foreign-record", 0),
+    ("foreign-record", 1000),
+    ("replayed-record", 0),
+    ("uncommitted-record", 0),
 ]
 
 
