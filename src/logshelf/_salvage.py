@@ -83,9 +83,11 @@ def salvage(
 
     Values are copied as stored (compressed or not, never unpickled), so
     salvage is safe to run on a store you do not trust. The source is only
-    read. Records of a batch whose first part was damaged but whose commit
-    record survived are copied: salvage recovers what is intact, it does not
-    re-establish batch atomicity across damage.
+    read. Batches stay atomic: a batch is copied whole or not at all. The
+    first batch after a damaged range is copied only when the damage is
+    exactly one record (by its own, unverified, lengths) that ended another
+    batch; otherwise the damage may have held earlier records of that batch,
+    and it is skipped and reported rather than made half visible.
 
     Args:
         source: the damaged store directory.
@@ -140,9 +142,25 @@ def _salvage_segment(
     limit = seg.size() if sealed is None else min(sealed, seg.size())
     pos = fmt.SEGMENT_HEADER.size
     last_txid = seg.base_txid
+    after_gap = False
+    gap = (pos, pos)
     while pos < limit:
         scan = seg.scan(pos, limit, last_txid)
         for batch in scan:
+            if after_gap and not _gap_ends_a_batch(seg, gap, batch[0].txid):
+                # The batch may have begun inside the damaged range before it.
+                after_gap = False
+                report.skipped.append(
+                    (
+                        seg.path,
+                        batch[0].offset,
+                        batch[-1].offset + batch[-1].length,
+                        f"batch {batch[0].txid} of {len(batch)} records right after damage: "
+                        "it may have lost records to the damage, so none are copied",
+                    )
+                )
+                continue
+            after_gap = False
             for rec in batch:
                 report.records += 1
                 try:
@@ -173,4 +191,27 @@ def _salvage_segment(
         if found is None:
             return
         pos = found
+        after_gap = True
+        gap = (scan.stop, found)
         last_txid = seg.base_txid  # txids after damage are only known to exceed the base
+
+
+def _gap_ends_a_batch(seg: Segment, gap: tuple[int, int], txid: int) -> bool:
+    """Is the damaged range ``gap`` one record that ended a batch other than
+    ``txid``'s, judging by its own header (whose checksum failed)?
+
+    A bit flip in one record's header leaves its lengths, flags and txid
+    mostly intact: if they describe exactly the damaged range, say COMMIT and
+    name another txid, the batch after it began after it. Torn or zeroed
+    pages, or garbage, almost never pass all three.
+    """
+    start, end = gap
+    head = seg.fs.pread(seg.fd, fmt.RECORD_HEADER.size, start)
+    if len(head) < fmt.RECORD_HEADER.size:
+        return False
+    header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack(head))
+    return (
+        start + fmt.RECORD_HEADER.size + header.klen + header.vlen == end
+        and bool(header.flags & fmt.FLAG_COMMIT)
+        and header.txid != txid
+    )

@@ -82,6 +82,33 @@ def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(
         assert copy.verify() == []
 
 
+@pytest.mark.parametrize("damage", ["first-record-zeroed", "first-record-flags-flipped"])
+def test_salvage_never_copies_part_of_a_batch(filled: Path, tmp_path: Path, damage: str) -> None:
+    """A batch whose first record is damaged is skipped whole: its surviving
+    records (and commit) are not copied alone, and the batches after it are."""
+    with logshelf.open(filled) as db:
+        db["x"] = "old x"
+        db.update({"x": "new x", "y": "new y", "z": "new z"})  # one batch
+        db["after"] = 1
+    for hint in filled.glob("*.hint"):
+        hint.unlink()
+    segment = next(filled.glob("seg-*.log"))
+    first = _record_offsets(segment)[21]  # 20 keys, old x, then the batch
+    data = bytearray(segment.read_bytes())
+    if damage == "first-record-zeroed":
+        data[first : first + 40] = bytes(40)
+    else:
+        data[first + 31] |= fmt.FLAG_COMMIT  # claims to end a batch: checksum fails
+    segment.write_bytes(bytes(data))
+    report = logshelf.salvage(filled, tmp_path / "copy.db")
+    assert any("right after damage" in why for _, _, _, why in report.skipped), report
+    with logshelf.open(tmp_path / "copy.db", "r") as copy:
+        assert copy["x"] == "old x"
+        assert "y" not in copy and "z" not in copy
+        assert copy["after"] == 1
+        assert copy["key19"] == {"n": 19, "pad": "x" * 50}
+
+
 def test_salvage_drops_keys_whose_latest_value_is_damaged(filled: Path, tmp_path: Path) -> None:
     """A damaged latest value is reported as lost and never replaced by an older value."""
     with logshelf.open(filled) as db:
