@@ -106,7 +106,10 @@ def contended(name: str, path: str, seconds: float, procs: int) -> dict[str, flo
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(procs)
     out = ctx.Queue()
-    workers = [ctx.Process(target=_contender, args=(name, path, seconds, barrier, out)) for _ in range(procs)]
+    workers = [
+        ctx.Process(target=_contender, args=(name, path, seconds, barrier, out))
+        for _ in range(procs)
+    ]
     for w in workers:
         w.start()
     waits: list[float] = []
@@ -129,11 +132,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--procs", type=int, default=2)
     args = parser.parse_args()
-    print(f"{'option':<18}{'uncontended us':>16}{'acq/s (contended)':>20}{'p50 us':>10}{'p99 us':>10}{'max ms':>9}")
+    print(
+        f"{'option':<18}{'uncontended us':>16}{'acq/s (contended)':>20}"
+        f"{'p50 us':>10}{'p99 us':>10}{'max ms':>9}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in OPTIONS:
             path = os.path.join(tmp, f"{name}.lock")
-            cost = uncontended(name, path, args.rounds if name != "filelock-per-op" else args.rounds // 4)
+            cost = uncontended(
+                name, path, args.rounds if name != "filelock-per-op" else args.rounds // 4
+            )
             c = contended(name, path, args.seconds, args.procs)
             print(
                 f"{name:<18}{cost:>16.2f}{c['acquisitions_per_s']:>20,.0f}"

@@ -1,0 +1,87 @@
+"""Smoke test of the benchmark suite (benchmarks/bench_peers.py).
+
+Runs the suite's quick mode at a tiny size in a subprocess, with whatever
+this environment has installed (the test environment: logshelf, pytest and
+hypothesis; no numpy and no peer libraries). It checks that the run finishes
+cleanly and that every store it measured passed its persistence checks. It
+never looks at a timing: the numbers of a run this small mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "benchmarks" / "bench_peers.py"
+N = 200
+#: Adapters that need nothing beyond logshelf and the standard library.
+ALWAYS_THERE = ("raw", "dict", "logshelf", "shelve")
+SINGLE_STORE_WORKLOADS = (
+    "insert",
+    "read",
+    "overwrite",
+    "mix",
+    "delete",
+    "large-write",
+    "large-read",
+    f"reopen-{N}",
+)
+
+
+def find(doc: dict[str, Any], workload: str, adapter: str) -> dict[str, Any]:
+    matches = [r for r in doc["results"] if r["workload"] == workload and r["adapter"] == adapter]
+    assert len(matches) == 1, f"expected one {workload} result for {adapter}, got {matches}"
+    return matches[0]
+
+
+def test_quick_mode_runs_and_every_store_keeps_its_data(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    command = [
+        sys.executable,
+        str(SUITE),
+        "--quick",
+        "-n",
+        str(N),
+        "--repeats",
+        "1",
+        "--large",
+        "2",
+        "--procs",
+        "2",
+        "--json",
+        str(results),
+        "--dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "PERSISTENCE CHECK FAILED" not in done.stdout
+
+    doc = json.loads(results.read_text())
+    assert doc["settings"]["n"] == N
+    assert doc["settings"]["reopen_sizes"] == [N]
+    for name in ALWAYS_THERE:
+        facts = doc["adapters"][name]
+        assert facts["missing"] is None, name
+        assert facts["persistence"]["failed"] == [], name
+        # after the insert and after the last phase, plus the large values
+        assert facts["persistence"]["passed"] >= 3, name
+        for workload in SINGLE_STORE_WORKLOADS:
+            result = find(doc, workload, name)
+            assert result["status"] == "ok", (name, workload, result["detail"])
+            assert len(result["samples"]) == 1, (name, workload)
+
+    # Several logshelf processes wrote at once, and nothing acknowledged was lost.
+    multi = find(doc, "multiprocess", "logshelf")
+    assert multi["status"] == "ok", multi["detail"]
+    assert multi["extra"]["lost"] == 0
+    assert multi["extra"]["acknowledged"] == N
+
+    # Peers that are not installed are reported, not fatal.
+    for name, facts in doc["adapters"].items():
+        if facts["missing"]:
+            assert not [r for r in doc["results"] if r["adapter"] == name], name
