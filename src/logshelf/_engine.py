@@ -312,10 +312,11 @@ class Engine:
             try:
                 self._load(manifest)
                 return
-            except _MissingSegmentError:
+            except _MissingSegmentError as exc:
                 newer = self._read_manifest()
                 if newer.generation == manifest.generation:
-                    raise
+                    # Users catch CorruptionError; the private subclass stays inside.
+                    raise CorruptionError(str(exc)) from None
                 manifest = newer
 
     def _refresh_manifest(self) -> None:
