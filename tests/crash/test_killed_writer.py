@@ -413,11 +413,11 @@ def test_200_kills_of_forked_writers_keep_every_acknowledged_write(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_killed_writer_many_kills_keep_every_acknowledged_write(tmp_path: Path) -> None:
-    """Slow tier: 100 kills of fresh interpreters and 300 of forked ones, over
-    several stores; same guarantees. (With the default tier, 615 kills per CI run.)"""
-    model = _run(tmp_path, rounds=100, seed=987654321, rounds_per_store=25)
-    assert _in_flight(model) >= 40, model.stats
+    """Slow tier: 50 kills of fresh interpreters and 150 of forked ones, over
+    several stores; same guarantees. (With the default tier, 415 kills per CI run.)"""
+    model = _run(tmp_path, rounds=50, seed=987654321, rounds_per_store=25)
+    assert _in_flight(model) >= 15, model.stats
     # Kills inside large writes really left torn tails for the next writer to cut.
     assert model.stats["quarantined tails"] >= 1, model.stats
-    forked = _run(tmp_path / "forked", rounds=300, seed=1357, rounds_per_store=100, fork=True)
-    assert _in_flight(forked, "compact") >= 1, forked.stats
+    forked = _run(tmp_path / "forked", rounds=150, seed=1357, rounds_per_store=75, fork=True)
+    assert _in_flight(forked) >= 30, forked.stats
