@@ -196,7 +196,7 @@ def _copy(
     # still carry larger ones, and no gap can exceed the scan's window.
     txid = plan.segments[0].base_txid
     old_txid = -1
-    batch: list[tuple[int, bytes, int, bytes, int, int]] = []
+    batch: list[tuple[int, str, bytes, int, bytes, int, int]] = []
     batch_keys: list[str] = []
     batch_size = 0
     copied_bytes = 0
@@ -231,7 +231,7 @@ def _copy(
                 if current is not None:
                     _finish(engine, current)
                 current = _start(engine, directory, ids, txid - 1, created, outputs)
-        batch.append((fmt.KIND_PUT, bytes(kb), fmt.codec_of(flags), value, vcrc, rawlen))
+        batch.append((fmt.KIND_PUT, key, bytes(kb), fmt.codec_of(flags), value, vcrc, rawlen))
         batch_keys.append(key)
         batch_size += fmt.RECORD_HEADER.size + len(kb) + len(value)
     if batch:
@@ -248,18 +248,15 @@ def _copy(
 def _add_batch(
     out: _Output,
     txid: int,
-    batch: list[tuple[int, bytes, int, bytes, int, int]],
+    batch: list[tuple[int, str, bytes, int, bytes, int, int]],
     keys: list[str],
     size: int,
 ) -> int:
     """Append one batch to an output's buffer and record where its keys went."""
-    data = fmt.pack_batch(out.segment.salt, txid, batch)
+    data, offsets = fmt.pack_batch(out.segment.salt, txid, batch, out.size)
     assert len(data) == size
-    offset = out.size
-    for key, (_, kb, _, value, _, _) in zip(keys, batch, strict=True):
-        out.keys.append(key)
-        out.offsets.append(offset)
-        offset += fmt.RECORD_HEADER.size + len(kb) + len(value)
+    out.keys += keys
+    out.offsets.extend(offsets)
     out.size += size
     out.last_txid = txid
     out.buffer.append(data)

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 
 from . import _codecs, _compaction, _index
@@ -678,16 +678,22 @@ class Engine:
             qdir,
         )
 
-    def _append(self, records: list[Record]) -> None:
+    def _append(self, records: Collection[Record]) -> None:
         """Write one batch atomically at the end of the active segment and apply
-        it to the index. Under the writer lock, after :meth:`_prepare_write`."""
-        size = sum(32 + len(r[2]) + len(r[4]) for r in records)
-        if self._end + size > self.max_segment_size and self._end > _HEADER_END:
+        it to the index. Under the writer lock, after :meth:`_prepare_write`.
+        ``records`` hold one record per key."""
+        for attempt in (0, 1):
+            active = self._segments[-1]
+            start = self._end
+            slot = len(self._segments) - 1
+            txid = self._max_txid + 1
+            data, positions = fmt.pack_batch(
+                active.salt, txid, records, (slot << _SLOT_SHIFT) | start
+            )
+            if attempt or start + len(data) <= self.max_segment_size or start <= _HEADER_END:
+                break
+            # Full: roll over, then pack again with the new segment's salt.
             self._roll(drop_old=False)
-        active = self._segments[-1]
-        txid = self._max_txid + 1
-        data = fmt.pack_batch(active.salt, txid, [(r[0], *r[2:]) for r in records])
-        start = self._end
         self._max_txid = txid  # burnt even if the write fails
         try:
             active.append(data)
@@ -695,21 +701,23 @@ class Engine:
             self._undo_append(active, start)
             raise
         self._txid = txid
-        base = (len(self._segments) - 1) << _SLOT_SHIFT
-        offset = start
         index = self._index
         deletes = self._active_deletes
-        for kind, key, kb, _, value, _, _ in records:
-            if kind == _PUT:
-                index[key] = base | offset
-                if deletes:
+        keys = [r[1] for r in records]
+        if all(r[0] == _PUT for r in records):
+            index.update(zip(keys, positions, strict=True))
+            if deletes:
+                deletes.difference_update(keys)
+        else:
+            for (kind, key, *_), loc in zip(records, positions, strict=True):
+                if kind == _PUT:
+                    index[key] = loc
                     deletes.discard(key)
-            else:
-                index.pop(key, None)
-                deletes.add(key)
-            offset += 32 + len(kb) + len(value)
-        self._end = offset
-        active.readable_end = offset
+                else:
+                    index.pop(key, None)
+                    deletes.add(key)
+        self._end = end = start + len(data)
+        active.readable_end = end
         if self.durability != "none":
             self._sync_after_write()
 
@@ -1154,7 +1162,7 @@ class Engine:
                         self._check_writable()
                         # Another handle of this thread may have written meanwhile.
                         self._prepare_write()
-                        self._append(list(self._tx.values()))
+                        self._append(self._tx.values())
                 finally:
                     self._tx = None
                     self._tx_thread = None

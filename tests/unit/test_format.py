@@ -55,6 +55,23 @@ def test_record_layout() -> None:
     assert fmt.check_record_header(header, 0, len(rec) - 1) is not None
 
 
+def test_pack_batch_matches_pack_record_and_reports_positions() -> None:
+    """A batch is its records packed one by one, COMMIT on the last only, and
+    the positions it returns are where each record starts (plus ``start``)."""
+    records = [
+        (fmt.KIND_PUT, "a", b"a", 0, b"first", zlib.crc32(b"first"), 0),
+        (fmt.KIND_DELETE, "bb", b"bb", 0, b"", 0, 0),
+        (fmt.KIND_PUT, "\u00e9", "\u00e9".encode(), 1, b"xyz", zlib.crc32(b"xyz"), 9),
+    ]
+    data, positions = fmt.pack_batch(11, 4, records, 1000)
+    parts = [
+        fmt.pack_record(11, 4, kind, i == len(records) - 1, codec, kb, value, vcrc, rawlen)
+        for i, (kind, _, kb, codec, value, vcrc, rawlen) in enumerate(records)
+    ]
+    assert data == b"".join(parts)
+    assert positions == [1000, 1000 + len(parts[0]), 1000 + len(parts[0]) + len(parts[1])]
+
+
 def test_manifest_round_trip_and_damage() -> None:
     """The manifest round-trips; truncation and bit flips are detected."""
     manifest = fmt.Manifest(3, 9, ((1, 500), (4, 700), (8, fmt.ACTIVE)))
