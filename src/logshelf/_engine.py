@@ -992,19 +992,28 @@ class Engine:
             return count
 
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
-        """Write one key: a batch of one record.
-
-        :meth:`put_many` specialised for the most common call, with the
-        writer lock taken inline; it is the path ``benchmarks/bench_store.py``
-        measures as "insert".
-        """
+        """Write one key: a batch of one record (the path
+        ``benchmarks/bench_store.py`` measures as "insert")."""
         try:
             kb = key.encode("utf-8")
         except UnicodeEncodeError:
             kb = encode_key(key)  # raises the ValueError that names the key
         if len(kb) > fmt.MAX_KEY_BYTES:
             encode_key(key)
-        vcrc = zlib.crc32(data)
+        self._write_one((_PUT, key, kb, codec, data, zlib.crc32(data), rawlen))
+
+    def delete(self, key: str) -> bool:
+        """Delete a key; return False when it was not present (nothing written)."""
+        return self._write_one((_DELETE, key, encode_key(key), 0, b"", 0, 0))
+
+    def _write_one(self, record: Record) -> bool:
+        """Write one record as a batch of its own; return False for a delete
+        of an absent key (nothing written).
+
+        :meth:`put_many` specialised for the most common calls, with the
+        writer lock taken inline and the record packed and indexed directly.
+        """
+        kind, key = record[0], record[1]
         mutex = self._mutex
         if not mutex.acquire(False):
             self._wait_for(mutex)
@@ -1012,16 +1021,13 @@ class Engine:
             if not self._ok:
                 self._check_usable()
                 if self._mutex is not mutex:  # just forked: new mutex and lock
-                    self._write_slow([(_PUT, key, kb, codec, data, vcrc, rawlen)])
-                    return
+                    return self._write_slow([record])
             if self._tx is not None and self._tx_thread == threading.get_ident():
                 # Inside this thread's transaction (writability was checked
                 # when it began): buffer until commit.
-                self._tx[key] = (_PUT, key, kb, codec, data, vcrc, rawlen)
-                return
+                return self._buffer(record)
             if self._lock is None or self._poisoned is not None or self._tx is not None:
-                self._write_slow([(_PUT, key, kb, codec, data, vcrc, rawlen)])
-                return
+                return self._write_slow([record])
             lock = self._lock
             # The handle's mutex is the lock's own (see _open): take only the OS lock.
             lock.enter_held()
@@ -1030,26 +1036,33 @@ class Engine:
                 if self._size(active.fd) != self._end or self._seal_next:
                     self._prepare_write()
                     active = self._segments[-1]
+                if kind == _DELETE and key not in self._index:
+                    return False
+                kb, data = record[2], record[4]
                 start = self._end
                 if start + 32 + len(kb) + len(data) > self.max_segment_size and start > _HEADER_END:
                     self._roll(drop_old=False)
                     active = self._segments[-1]
                     start = self._end
                 txid = self._max_txid + 1
-                record = fmt.pack_record(
-                    active.salt, txid, _PUT, True, codec, kb, data, vcrc, rawlen
+                packed = fmt.pack_record(
+                    active.salt, txid, kind, True, record[3], kb, data, record[5], record[6]
                 )
                 self._max_txid = txid  # burnt even if the write fails
                 try:
-                    self._fs.append(active.fd, record)
+                    self._fs.append(active.fd, packed)
                 except BaseException:
                     self._undo_append(active, start)
                     raise
                 self._txid = txid
-                self._index[key] = ((len(self._segments) - 1) << _SLOT_SHIFT) | start
-                if self._active_deletes:
-                    self._active_deletes.discard(key)
-                self._end = end = start + len(record)
+                if kind == _PUT:
+                    self._index[key] = ((len(self._segments) - 1) << _SLOT_SHIFT) | start
+                    if self._active_deletes:
+                        self._active_deletes.discard(key)
+                else:
+                    del self._index[key]
+                    self._active_deletes.add(key)
+                self._end = end = start + len(packed)
                 active.readable_end = end
                 if self.durability != "none":
                     self._sync_after_write()
@@ -1059,6 +1072,7 @@ class Engine:
             mutex.release()
         if self._compact_due:
             self._after_write()
+        return True
 
     def _undo_append(self, seg: Segment, start: int) -> None:
         """A write failed part-way: cut back to where it started. If even that
@@ -1073,25 +1087,6 @@ class Engine:
         if self.durability == "always" or now - self._last_sync >= self.sync_interval:
             self._sync_active()
             self._last_sync = now
-
-    def delete(self, key: str) -> bool:
-        """Delete a key; return False when it was not present (nothing written)."""
-        kb = encode_key(key)
-        with self._guard():
-            self._check_usable()
-            self._check_writable()
-            if self._in_my_transaction():
-                present = self._present(key)
-                if present:
-                    self._tx[key] = (_DELETE, key, kb, 0, b"", 0, 0)  # type: ignore[index]
-                return present
-            with self._locked():
-                self._prepare_write()
-                if key not in self._index:
-                    return False
-                self._append([(_DELETE, key, kb, 0, b"", 0, 0)])
-        self._after_write()
-        return True
 
     def put_many(self, items: list[tuple[str, int, bytes, int]]) -> None:
         """Write ``(key, codec, stored value, rawlen)`` items as one atomic
@@ -1118,25 +1113,47 @@ class Engine:
         self._after_write()
         return len(present)
 
-    def _write_slow(self, records: list[Record]) -> None:
+    def _buffer(self, record: Record) -> bool:
+        """Add a record to this thread's open transaction; False for a delete
+        of a key that is absent (nothing buffered)."""
+        tx = self._tx
+        assert tx is not None
+        key = record[1]
+        if record[0] == _DELETE:
+            if not self._present(key):
+                return False
+            if key not in self._index:
+                # Only this transaction wrote the key: forget that write
+                # rather than commit a put and a tombstone for nothing.
+                del tx[key]
+                return True
+        tx[key] = record
+        return True
+
+    def _write_slow(self, records: list[Record]) -> bool:
+        """Write ``records`` as one batch through the general path. A delete
+        of a key that is absent (counting this thread's transaction) is left
+        out; return False when nothing was left to write."""
         with self._guard():
             if not self._ok:
                 self._check_usable()
             self._check_writable()
             if self._in_my_transaction():
-                tx = self._tx
-                assert tx is not None
+                wrote = False
                 for record in records:
-                    tx[record[1]] = record
-                return
+                    wrote = self._buffer(record) or wrote
+                return wrote
             if len(records) > 1:
                 # One record per key: a batch should not carry dead weight.
                 records = list({r[1]: r for r in records}.values())
-            if not records:
-                return
             with self._locked():
                 self._prepare_write()
+                index = self._index
+                records = [r for r in records if r[0] == _PUT or r[1] in index]
+                if not records:
+                    return False
                 self._append(records)
+                return True
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

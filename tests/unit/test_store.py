@@ -468,6 +468,35 @@ def test_segments_roll_over(store_path: Path) -> None:
     reader.close()
 
 
+def test_deletes_write_only_what_they_delete(store_path: Path) -> None:
+    """A delete of an absent key raises KeyError and writes nothing, outside
+    and inside a transaction; a delete sees keys another handle just wrote;
+    deletes roll segments over like puts and stay deleted after a reopen."""
+    with logshelf.open(store_path, max_segment_size=4096) as db, logshelf.open(store_path) as other:
+        db["a"] = 1
+        before = _files(store_path)
+        with pytest.raises(KeyError):
+            del db["missing"]
+        with db.transaction():
+            with pytest.raises(KeyError):
+                del db["missing"]
+            db["b"] = 2
+            del db["b"]  # deleted within the transaction it was written in
+            with pytest.raises(KeyError):
+                del db["b"]
+        assert _files(store_path) == before
+        other["c"] = 3
+        del db["c"]  # written by another handle since db last looked
+        assert "c" not in other
+        for i in range(200):
+            db[f"k{i}"] = "v" * 40
+        for i in range(0, 200, 2):
+            del db[f"k{i}"]
+    assert len(list(store_path.glob("seg-*.log"))) > 3
+    with logshelf.open(store_path, "r") as db:
+        assert sorted(db) == sorted(["a"] + [f"k{i}" for i in range(1, 200, 2)])
+
+
 def test_repr_names_path(db: logshelf.Shelf) -> None:
     """repr() shows the store path and state."""
     assert db.path in repr(db)
