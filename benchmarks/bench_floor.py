@@ -22,6 +22,10 @@ its ratio to the raw baseline, next to logshelf itself (one key per write and
 in transactions of 100). The last "floor" line is the least a design that
 keeps the issues' requirements can cost per write.
 
+Part 1b does the same for a random read: a slice of a memory-mapped
+record, then both checksums and the key comparison, then the size check
+that notices other processes' writes, next to logshelf's ``db[key]``.
+
 Part 2 is about the 5 ms ceiling on lock waits with 4 writer processes on
 this 2-core machine. It runs the 4 processes twice: once taking turns on a
 ``flock`` for every write (the lock waits), and once *without any lock*,
@@ -35,9 +39,11 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import mmap
 import multiprocessing as mp
 import os
 import pickle
+import random
 import shutil
 import sys
 import tempfile
@@ -177,6 +183,92 @@ def part1(n: int, repeats: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def part1b(n: int, repeats: int) -> None:
+    """The read side: random reads of every key, built up the same way."""
+    items = benchlib.make_items(range(n))
+    order = [items[i][0] for i in random.Random(12345).sample(range(n), n)]
+    base = tempfile.mkdtemp(prefix="logshelf-floor-")
+    try:
+        raw = benchlib.RawLog(os.path.join(base, "raw"))
+        for key, value in items:
+            raw[key] = value
+        raw.flush()
+        # The same records logshelf writes, in one file, read through a map.
+        log = os.path.join(base, "log")
+        offsets: dict[str, int] = {}
+        with open(log, "wb") as f:
+            for key, value in items:
+                data = pickle.dumps(value, 5)
+                offsets[key] = f.tell()
+                kb = key.encode()
+                f.write(fmt.pack_record(7, 1, fmt.KIND_PUT, True, 0, kb, data, zlib.crc32(data), 0))
+        fd = os.open(log, os.O_RDONLY)
+        m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        db = logshelf.open(os.path.join(base, "db"))
+        db.update(dict(items))
+
+        def raw_reads() -> None:
+            for key in order:
+                raw[key]
+
+        def mapped(checks: bool, fresh: bool) -> Callable[[], None]:
+            def run() -> None:
+                unpack, crc32, loads, lseek = (
+                    fmt.RECORD_HEADER.unpack_from,
+                    zlib.crc32,
+                    pickle.loads,
+                    os.lseek,
+                )
+                for key in order:
+                    if fresh:
+                        lseek(fd, 0, os.SEEK_END)
+                    at = offsets[key]
+                    hcrc, vcrc, _, vlen, _, klen, _, _ = unpack(m, at)
+                    keyend = at + 32 + klen
+                    value = m[keyend : keyend + vlen]
+                    if checks and (
+                        crc32(m[at + 4 : keyend], 7) != hcrc
+                        or crc32(value) != vcrc
+                        or m[at + 32 : keyend] != key.encode()
+                    ):
+                        raise AssertionError(f"record of {key!r} does not verify")
+                    loads(value)
+
+            return run
+
+        def logshelf_reads() -> None:
+            for key in order:
+                db[key]
+
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("raw baseline (dict, pread, pickle.loads)", raw_reads),
+            ("slice from a memory map, pickle.loads", mapped(False, False)),
+            ("+ both checksums and the key comparison", mapped(True, False)),
+            ("+ size check (lseek): the floor", mapped(True, True)),
+            ("logshelf, db[key]", logshelf_reads),
+        ]
+        times = []
+        for _, step in steps:
+            samples = []
+            for _ in range(repeats):
+                benchlib.collect()
+                start = time.perf_counter()
+                step()
+                samples.append((time.perf_counter() - start) / n * 1e6)
+            times.append(benchlib.median(samples))
+        print(f"\nPart 1b: time per random read, {n:,} small records, median of {repeats}")
+        print(f"  {'step':56} {'us/read':>9} {'x raw':>7}")
+        for (label, _), us in zip(steps, times, strict=True):
+            print(f"  {label:56} {us:9.2f} {us / times[0]:6.2f}x")
+        print("  (target: 1.3x for random reads, issue 2)")
+        db.close()
+        raw.close()
+        m.close()
+        os.close(fd)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _worker(path: str, locked: bool, seconds: float, queue: Any) -> None:
     """Write small records for ``seconds``; report the slowest lock wait (or,
     unlocked, the slowest stretch of the same work) and the median."""
@@ -249,6 +341,7 @@ def main() -> int:
     if args.quick:
         args.n, args.repeats, args.seconds = 10_000, 1, 1.0
     part1(args.n, args.repeats)
+    part1b(args.n, args.repeats)
     part2(args.procs, args.seconds)
     return 0
 

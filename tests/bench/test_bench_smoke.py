@@ -85,3 +85,29 @@ def test_quick_mode_runs_and_every_store_keeps_its_data(tmp_path: Path) -> None:
     for name, facts in doc["adapters"].items():
         if facts["missing"]:
             assert not [r for r in doc["results"] if r["adapter"] == name], name
+
+
+def test_floor_script_runs_every_step() -> None:
+    """bench_floor.py finishes at a tiny size and prints a line for every step
+    of each part (its read floor checks every record's checksums and key)."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_floor.py"),
+        "-n",
+        "500",
+        "--repeats",
+        "1",
+        "--procs",
+        "2",
+        "--seconds",
+        "0.2",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for line in (
+        "+ size check (lseek): the floor",
+        "logshelf, transactions of 100",
+        "logshelf, db[key]",
+        "no lock: the same step, timed",
+    ):
+        assert line in done.stdout, (line, done.stdout)
