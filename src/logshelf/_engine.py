@@ -384,6 +384,7 @@ class Engine:
         self._seal_next = seal_next
         # A hint that already covers everything need not be rewritten at close.
         self._hinted_end = end if hinted == end else 0
+        self._unparsed = (-1, -1)
 
     def _load_segment(
         self,
@@ -571,9 +572,42 @@ class Engine:
         manifest = self._read_manifest()
         if manifest.active_id == self._segments[-1].id:
             return  # the writer has not published it yet (or crashed: a writer completes it)
-        self._load_latest(manifest)
+        if not self._follow_rollover(manifest):
+            self._load_latest(manifest)
         if self._seal_next == 0:
             self._refresh()
+
+    def _follow_rollover(self, manifest: fmt.Manifest) -> bool:
+        """Adopt ``manifest`` without reloading the index when all it did is
+        seal our active segment where we parsed its SEAL and append the
+        successor: every index entry stays valid, and the successor is
+        parsed by the next refresh. A full reload reads every segment's hint
+        (tens of milliseconds at 100,000 keys), and a writer may be doing it
+        under the writer lock. False (nothing changed) for anything else: a
+        compaction's switch, a reset by flag "n", several rollovers at once."""
+        old, new = self._manifest.segments, manifest.segments
+        active = self._segments[-1]
+        if (
+            len(new) != len(old) + 1
+            or len(new) > _index.MAX_SEGMENTS
+            or new[-1][0] != self._seal_next
+            or new[-2] != (active.id, self._end)
+            or new[:-2] != old[:-1]
+        ):
+            return False
+        try:
+            successor = Segment.open(self._fs, self.path, new[-1][0], self.writable)
+        except FileNotFoundError:
+            return False  # already replaced by a compaction: reload from the newest MANIFEST
+        self._segments.append(successor)
+        self._manifest = manifest
+        self._seal_next = 0
+        self._active_deletes = set()
+        self._end = _HEADER_END
+        successor.readable_end = _HEADER_END
+        self._hinted_end = 0
+        self._unparsed = (-1, -1)  # remembered of the sealed segment, not this one
+        return True
 
     # ------------------------------------------------------------------
     # writer-side helpers (all under the writer lock)
@@ -889,6 +923,7 @@ class Engine:
         self._txid = max(self._txid, seal_txid)
         self._max_txid = max(self._max_txid, seal_txid)
         self._hinted_end = 0
+        self._unparsed = (-1, -1)
 
     def _write_hint(self, seg: Segment, slot: int, covered: int, seal_next: int = 0) -> None:
         """Snapshot the index entries of one segment (best effort)."""

@@ -468,6 +468,44 @@ def test_segments_roll_over(store_path: Path) -> None:
     reader.close()
 
 
+def test_other_handles_follow_rollovers_without_reloading(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader and a second writer that see a rollover adopt the successor
+    segment without reloading the whole index, and their view stays exact;
+    a compaction's switch (segments replaced) still reloads."""
+    with (
+        logshelf.open(store_path, max_segment_size=4096, auto_compact=None) as writer,
+        logshelf.open(store_path, max_segment_size=4096, auto_compact=None) as other,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        writer.update({f"k{i}": i for i in range(20)})
+        assert len(reader) == 20 and len(other) == 20
+        reloads: list[str] = []
+        for name, handle in (("reader", reader), ("other", other)):
+            engine = handle._engine
+            load = engine._load
+
+            def counted(manifest: Any, name: str = name, load: Any = load) -> None:
+                reloads.append(name)
+                load(manifest)
+
+            monkeypatch.setattr(engine, "_load", counted)
+        for i in range(20, 200):
+            writer[f"k{i}"] = "v" * (50 + i % 50)
+            if i % 7 == 0:
+                del writer[f"k{i - 20}"]
+            if i % 10 == 0:
+                other[f"o{i}"] = i  # follows under the writer lock
+            assert dict(reader) == dict(writer)
+        assert dict(other) == dict(writer)
+        assert len(list(store_path.glob("seg-*.log"))) > 5
+        assert reloads == []
+        writer.compact()
+        assert dict(reader) == dict(writer) == dict(other)
+        assert "reader" in reloads and "other" in reloads
+
+
 def test_deletes_write_only_what_they_delete(store_path: Path) -> None:
     """A delete of an absent key raises KeyError and writes nothing, outside
     and inside a transaction; a delete sees keys another handle just wrote;
