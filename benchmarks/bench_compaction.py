@@ -16,7 +16,8 @@ plus the pickled values, without logshelf's 32-byte record headers and hint
 entries), and after/payload the ratio issue 4's target is read against in
 ``docs/compaction.md``. A last run measures the put latency of a writer
 process while a compaction runs in this one (its p50, p99 and max), since
-compaction takes the writer lock only briefly, at its start and its commit.
+compaction takes the writer lock only briefly, at its start and its commit;
+and how long the compacting process held the writer lock each time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -134,8 +136,38 @@ def _writer(path: str, seconds: float, queue: Any) -> None:
     queue.put(latencies)
 
 
-def concurrent_latency(root: str, w: Workload) -> dict[str, float]:
-    """Put latency of another process while this one compacts ``w``'s store."""
+def _time_lock_holds(sink: list[float]) -> Callable[[], None]:
+    """Record how long this process holds the writer lock each time (outermost
+    acquire to release), by wrapping logshelf's private ``_ProcessLock``
+    (``src/`` stays untouched). Must run before the store is opened; returns
+    the function that removes the wrappers."""
+    from logshelf import _locking
+
+    cls = _locking._ProcessLock
+    acquire, release = cls.acquire, cls.release
+    started: list[float] = []
+
+    def timed_acquire(self: Any, *args: Any) -> None:
+        acquire(self, *args)
+        if self.depth == 1:
+            started.append(time.perf_counter())
+
+    def timed_release(self: Any) -> None:
+        if self.depth == 1 and started:
+            sink.append(time.perf_counter() - started.pop())
+        release(self)
+
+    cls.acquire, cls.release = timed_acquire, timed_release  # type: ignore[method-assign]
+
+    def undo() -> None:
+        cls.acquire, cls.release = acquire, release  # type: ignore[method-assign]
+
+    return undo
+
+
+def concurrent_latency(root: str, w: Workload) -> dict[str, Any]:
+    """Put latency of another process while this one compacts ``w``'s store,
+    and how long this process held the writer lock (open, plan, switch)."""
     path = os.path.join(root, "concurrent")
     fill(path, w)
     ctx = multiprocessing.get_context("spawn")
@@ -144,8 +176,13 @@ def concurrent_latency(root: str, w: Workload) -> dict[str, float]:
     proc = ctx.Process(target=_writer, args=(path, 4.0, queue))
     proc.start()
     assert queue.get(timeout=60) == "ready"
-    with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
-        result = db.compact()
+    holds: list[float] = []
+    undo = _time_lock_holds(holds)
+    try:
+        with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
+            result = db.compact()
+    finally:
+        undo()
     latencies = sorted(queue.get(timeout=120))
     proc.join(timeout=60)
     shutil.rmtree(path)
@@ -156,6 +193,7 @@ def concurrent_latency(root: str, w: Workload) -> dict[str, float]:
         "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
         "max_ms": latencies[-1] * 1e3,
         "mean_us": statistics.fmean(latencies) * 1e6,
+        "lock_holds_ms": [round(h * 1e3, 1) for h in holds],
     }
 
 
@@ -192,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({latency['compaction_seconds']:.2f} s): {latency['writes']} puts, "
             f"p50 {latency['p50_us']:.1f} us, p99 {latency['p99_us']:.1f} us, "
             f"max {latency['max_ms']:.1f} ms"
+        )
+        print(
+            "the compacting process held the writer lock, each time in order (ms): "
+            + ", ".join(f"{h:g}" for h in latency["lock_holds_ms"])
         )
         if args.json:
             with open(args.json, "w") as f:
