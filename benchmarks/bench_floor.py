@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How close can any design get to the raw baseline? The floors under issue 2 and 3's targets.
 
-Run: ``python benchmarks/bench_floor.py`` (about a minute; ``--quick``: 10 s).
+Run: ``python benchmarks/bench_floor.py`` (under a minute; ``--quick``: 10 s).
 
 The raw baseline of ``bench_peers.py`` pickles each value into a
 Python-buffered file: a write costs no system call at all. logshelf's
