@@ -161,6 +161,15 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
+def _report(title: str, unit: str, labels: list[str], times: list[float], note: str) -> None:
+    """Print one part's steps with their times and ratios to the first (the raw baseline)."""
+    print(title)
+    print(f"  {'step':56} {unit:>9} {'x raw':>7}")
+    for label, us in zip(labels, times, strict=True):
+        print(f"  {label:56} {us:9.2f} {us / times[0]:6.2f}x")
+    print(f"  ({note})")
+
+
 def part1(n: int, repeats: int) -> None:
     items = benchlib.make_items(range(n))
     base = tempfile.mkdtemp(prefix="logshelf-floor-")
@@ -174,11 +183,13 @@ def part1(n: int, repeats: int) -> None:
                 samples.append(step(directory, items) / n * 1e6)
                 shutil.rmtree(directory, ignore_errors=True)
             times.append(benchlib.median(samples))
-        print(f"Part 1: time per write, {n:,} small records, median of {repeats}")
-        print(f"  {'step':56} {'us/write':>9} {'x raw':>7}")
-        for (label, _), us in zip(STEPS, times, strict=True):
-            print(f"  {label:56} {us:9.2f} {us / times[0]:6.2f}x")
-        print("  (targets: 2.0x for one key per write, issue 2; 1.2x in transactions, issue 3)")
+        _report(
+            f"Part 1: time per write, {n:,} small records, median of {repeats}",
+            "us/write",
+            [label for label, _ in STEPS],
+            times,
+            "targets: 2.0x for one key per write, issue 2; 1.2x in transactions, issue 3",
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -256,11 +267,13 @@ def part1b(n: int, repeats: int) -> None:
                 step()
                 samples.append((time.perf_counter() - start) / n * 1e6)
             times.append(benchlib.median(samples))
-        print(f"\nPart 1b: time per random read, {n:,} small records, median of {repeats}")
-        print(f"  {'step':56} {'us/read':>9} {'x raw':>7}")
-        for (label, _), us in zip(steps, times, strict=True):
-            print(f"  {label:56} {us:9.2f} {us / times[0]:6.2f}x")
-        print("  (target: 1.3x for random reads, issue 2)")
+        _report(
+            f"\nPart 1b: time per random read, {n:,} small records, median of {repeats}",
+            "us/read",
+            [label for label, _ in steps],
+            times,
+            "target: 1.3x for random reads, issue 2",
+        )
         db.close()
         raw.close()
         m.close()

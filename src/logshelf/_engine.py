@@ -743,8 +743,8 @@ class Engine:
         self._txid = txid
         index = self._index
         deletes = self._active_deletes
-        keys = [r[1] for r in records]
         if all(r[0] == _PUT for r in records):
+            keys = [r[1] for r in records]
             index.update(zip(keys, positions, strict=True))
             if deletes:
                 deletes.difference_update(keys)
