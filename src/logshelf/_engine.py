@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from . import _codecs, _compaction, _index
 from . import _format as fmt
 from ._fs import FileSystem
-from ._locking import ExclusiveFileLock, WriterLock
+from ._locking import ChangeCounter, ExclusiveFileLock, WriterLock
 from ._segment import Segment, SegmentScan
 from .errors import (
     CorruptionError,
@@ -56,6 +57,11 @@ _SLOT_SHIFT = _index.SLOT_SHIFT
 _OFFSET_MASK = _index.OFFSET_MASK
 
 _HEADER_END = fmt.SEGMENT_HEADER.size
+# For the read path in get().
+_RECORD_SIZE = fmt.RECORD_HEADER.size
+_unpack_record = fmt.RECORD_HEADER.unpack_from
+_CODEC_MASK = fmt.CODEC_MASK
+_crc32 = zlib.crc32
 # At most this much of a torn tail is copied to quarantine/ before it is cut.
 _QUARANTINE_MAX = 16 << 20
 # Automatic compaction waits for at least this much dead data (or one
@@ -69,6 +75,11 @@ _CATCH_UP_ROUNDS = 8
 
 _PUT = fmt.KIND_PUT
 _DELETE = fmt.KIND_DELETE
+
+# The counter bytes of CHANGES, and what stands in for them in a store that
+# has no counter: odd, so never remembered, so every operation checks sizes.
+_COUNTER = fmt.CHANGES_COUNTER
+_NO_COUNTER = b"\x01" * fmt.CHANGES.size
 
 
 class _MissingSegmentError(CorruptionError):
@@ -198,6 +209,12 @@ class Engine:
         self._size = self._fs.size
         self._poisoned: BaseException | None = None
         self._lock: WriterLock | None = None
+        # The store's change counter, or an always-odd stand-in when it has
+        # none: see _follow_writers. _seen is the last even value read
+        # before this handle was brought up to date.
+        self._changes: ChangeCounter | None = None
+        self._counter: mmap.mmap | bytes = _NO_COUNTER
+        self._seen = b""
         self._segments: list[Segment] = []
         self._index: dict[str, int] = {}
         self._active_deletes: set[str] = set()
@@ -241,6 +258,9 @@ class Engine:
             # Read the MANIFEST before creating anything (even LOCK): a
             # directory that is not a store must be left exactly as it was.
             manifest = self._read_manifest()
+            self._changes = ChangeCounter.open(path, writable=False)
+            if self._changes is not None:
+                self._counter = self._changes.map
             if self.writable:
                 self._lock = WriterLock(
                     os.path.join(path, fmt.LOCK_NAME), path, self._lock_timeout, self._lock_backend
@@ -278,6 +298,12 @@ class Engine:
         try:
             lock_fd = fs.open(os.path.join(tmp, fmt.LOCK_NAME), os.O_RDWR | os.O_CREAT)
             fs.close(lock_fd)
+            # Only ever created here, with the store: a handle that found no
+            # counter does not raise one, so one created later could be
+            # trusted by readers while such a handle writes.
+            fs.write_file_atomic(
+                os.path.join(tmp, fmt.CHANGES_NAME), fmt.encode_changes(0), sync_dir=False
+            )
             Segment.create(fs, tmp, 1, 0).close()
             manifest = fmt.Manifest(1, 2, ((1, fmt.ACTIVE),))
             fs.write_file_atomic(
@@ -518,6 +544,32 @@ class Engine:
                 self._lock_backend,
             )
             self._mutex = self._lock.mutex
+
+    def _follow_writers(self) -> None:
+        """Apply what other writers committed, unless the change counter says
+        nothing changed since this handle last looked (under the mutex).
+
+        The hot paths inline the comparison and call this only when it
+        differs. The counter is read before the size check: a writer that
+        finishes after the read moves it again, so nothing is missed. An odd
+        value (a write in progress, or a writer killed inside one) is never
+        remembered. The single-write path also sets ``_seen``, to the value
+        its own hold ended on.
+        """
+        raw = self._counter[_COUNTER]
+        if raw == self._seen:
+            return
+        self._refresh()
+        # Remembered only when the active segment ends exactly where this
+        # handle's view does. Writers skip their size check on a remembered
+        # value, so bytes nobody could parse (left by a write whose undo
+        # failed) must keep every handle checking until a writer cuts them.
+        if (
+            not raw[0] & 1
+            and not self._seal_next
+            and self._size(self._segments[-1].fd) == self._end
+        ):
+            self._seen = raw
 
     def _refresh(self) -> None:
         """Apply whatever other processes committed since we last looked."""
@@ -964,14 +1016,34 @@ class Engine:
                 return (
                     _codecs.decompress(record[3], record[4], record[6]) if record[3] else record[4]
                 )
-            if self._size(self._segments[-1].fd) != self._end or self._seal_next:
-                self._refresh()
+            if self._counter[_COUNTER] != self._seen:
+                self._follow_writers()
             loc = self._index.get(key)
             if loc is None:
                 return None
             seg = self._segments[loc >> _SLOT_SHIFT]
+            offset = loc & _OFFSET_MASK
+            # The common case inline (a call costs a tenth of a read): an
+            # uncompressed record in the segment's map whose checksums, kind
+            # and key all check out. Anything else, including every error, is
+            # left to Segment.read_value below, which says what is wrong.
+            m = seg.mapping
+            if m is not None and offset + _RECORD_SIZE <= seg.mapped_end:
+                hcrc, vcrc, _, vlen, _, klen, kind, flags = _unpack_record(m, offset)
+                keyend = offset + _RECORD_SIZE + klen
+                end = keyend + vlen
+                if end <= seg.mapped_end:
+                    value = m[keyend:end]
+                    if (
+                        _crc32(m[offset + 4 : keyend], seg.salt) == hcrc
+                        and _crc32(value) == vcrc
+                        and kind == _PUT
+                        and not flags & _CODEC_MASK
+                        and m[offset + _RECORD_SIZE : keyend] == key.encode()
+                    ):
+                        return value
             try:
-                codec, data, rawlen = seg.read_value(loc & _OFFSET_MASK, key.encode("utf-8"))
+                codec, data, rawlen = seg.read_value(offset, key.encode())
             except CorruptionError as exc:  # the message names file and offset
                 raise CorruptionError(f"key {key!r}: {exc}") from None
             if not codec:
@@ -980,7 +1052,7 @@ class Engine:
                 return _codecs.decompress(codec, data, rawlen)
             except CorruptionError as exc:
                 raise CorruptionError(
-                    f"key {key!r}: {seg.path}: the value at offset {loc & _OFFSET_MASK}: {exc}"
+                    f"key {key!r}: {seg.path}: the value at offset {offset}: {exc}"
                 ) from None
         finally:
             mutex.release()
@@ -1002,8 +1074,8 @@ class Engine:
         try:
             if not self._ok:
                 self._check_usable()
-            if self._size(self._segments[-1].fd) != self._end or self._seal_next:
-                self._refresh()
+            if self._counter[_COUNTER] != self._seen:
+                self._follow_writers()
             return self._present(key)
         finally:
             mutex.release()
@@ -1012,7 +1084,7 @@ class Engine:
         """A snapshot of the live keys, in the order they were first written."""
         with self._guard():
             self._check_usable()
-            self._refresh()
+            self._follow_writers()
             if not self._in_my_transaction():
                 return list(self._index)
             tx = self._tx
@@ -1024,7 +1096,7 @@ class Engine:
     def __len__(self) -> int:
         with self._guard():
             self._check_usable()
-            self._refresh()
+            self._follow_writers()
             count = len(self._index)
             if self._in_my_transaction():
                 assert self._tx is not None
@@ -1070,11 +1142,14 @@ class Engine:
             if self._lock is None or self._poisoned is not None or self._tx is not None:
                 return self._write_slow([record])
             lock = self._lock
-            # The handle's mutex is the lock's own (see _open): take only the OS lock.
-            lock.enter_held()
+            # The handle's mutex is the lock's own (see _open): take only the OS
+            # lock. If the change counter still holds what this handle saw
+            # when it last caught up, nobody has written since: skip the size
+            # check (see _follow_writers).
+            at = lock.enter_held()
             try:
                 active = self._segments[-1]
-                if self._size(active.fd) != self._end or self._seal_next:
+                if (at != self._seen and self._size(active.fd) != self._end) or self._seal_next:
                     self._prepare_write()
                     active = self._segments[-1]
                 if kind == _DELETE and key not in self._index:
@@ -1108,7 +1183,11 @@ class Engine:
                 if self.durability != "none":
                     self._sync_after_write()
             finally:
-                lock.exit_held()
+                released = lock.exit_held()
+            if released is not None:
+                # Caught up under the lock, then only this write: this handle
+                # is up to date as of the counter it just set.
+                self._seen = released
         finally:
             mutex.release()
         if self._compact_due:
@@ -1265,6 +1344,10 @@ class Engine:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+        if self._changes is not None:
+            self._counter = _NO_COUNTER
+            self._changes.close()
+            self._changes = None
 
     def verify(self) -> list[str]:
         """Check every record of every segment and every index entry.

@@ -31,6 +31,8 @@ from .errors import CorruptionError, FormatError
 
 __all__ = [
     "ACTIVE",
+    "CHANGES",
+    "CHANGES_NAME",
     "FLAG_COMMIT",
     "FORMAT_VERSION",
     "HINT_HEADER",
@@ -50,6 +52,7 @@ __all__ = [
     "decode_hint",
     "decode_manifest",
     "decode_segment_header",
+    "encode_changes",
     "encode_hint",
     "encode_manifest",
     "encode_segment_header",
@@ -66,10 +69,12 @@ CHECKSUM_CRC32 = 1
 SEGMENT_MAGIC = b"LSHFSEG\x00"
 MANIFEST_MAGIC = b"LSHFMAN\x00"
 HINT_MAGIC = b"LSHFHNT\x00"
+CHANGES_MAGIC = b"LSHFCHG\x00"
 
 MANIFEST_NAME = "MANIFEST"
 LOCK_NAME = "LOCK"
 COMPACT_LOCK_NAME = "COMPACT.LOCK"
+CHANGES_NAME = "CHANGES"
 QUARANTINE_DIR = "quarantine"
 
 
@@ -81,6 +86,28 @@ def segment_name(segment_id: int) -> str:
 def hint_name(segment_id: int) -> str:
     """File name of a segment's hint."""
     return f"seg-{segment_id:016x}.hint"
+
+
+# --------------------------------------------------------------------------
+# CHANGES: the change counter, 16 bytes, shared through memory maps.
+#
+#   off size field
+#     0    8 magic b"LSHFCHG\0"
+#     8    8 counter: odd while a writer holds the writer lock, even otherwise;
+#            every hold of the lock raises it. Compared as raw bytes (the
+#            lowest bit is bit 0 of byte 8).
+#
+# It carries no data, only "something may have changed": a handle that saw an
+# even value and sees it again skips the size check of the active segment.
+CHANGES = struct.Struct("<8sQ")
+CHANGES_COUNTER = slice(8, 16)
+CHANGES_COUNTER_OFFSET = 8
+assert CHANGES.size == 16
+
+
+def encode_changes(counter: int) -> bytes:
+    """A new CHANGES file holding ``counter``."""
+    return CHANGES.pack(CHANGES_MAGIC, counter)
 
 
 # --------------------------------------------------------------------------
@@ -187,7 +214,7 @@ KINDS = frozenset((KIND_PUT, KIND_DELETE, KIND_SEAL))
 
 FLAG_COMMIT = 0x01
 _CODEC_SHIFT = 1
-_CODEC_MASK = 0x06
+CODEC_MASK = 0x06
 _RESERVED_FLAGS = 0xF8
 
 MAX_KEY_BYTES = 0xFFFF
@@ -213,7 +240,7 @@ class RecordHeader(NamedTuple):
 
 def codec_of(flags: int) -> int:
     """The codec id stored in a record's flags."""
-    return (flags & _CODEC_MASK) >> _CODEC_SHIFT
+    return (flags & CODEC_MASK) >> _CODEC_SHIFT
 
 
 def pack_record(

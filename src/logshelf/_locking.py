@@ -1,4 +1,5 @@
-"""The writer lock: the only place that touches OS locks or imports filelock.
+"""The writer lock: the only place that touches OS locks or imports filelock,
+and the change counter that every hold of the lock moves.
 
 Writers of one store serialize on the store's ``LOCK`` file. Two backends take
 the same OS lock, so they exclude each other across processes:
@@ -23,6 +24,7 @@ kernel, so a crash never leaves the store locked.
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import threading
 import time
@@ -30,6 +32,7 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 
+from . import _format as fmt
 from .errors import LockTimeoutError
 
 try:
@@ -37,13 +40,104 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["BACKENDS", "ExclusiveFileLock", "WriterLock"]
+__all__ = ["BACKENDS", "ChangeCounter", "ExclusiveFileLock", "WriterLock"]
 
 BACKENDS = ("auto", "flock", "filelock")
 
 # Contended waits with a timeout poll with this back-off (seconds).
 _POLL_FIRST = 50e-6
 _POLL_MAX = 1e-3
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# Where CHANGES keeps its counter (little-endian: byte _AT holds bit 0).
+_AT = fmt.CHANGES_COUNTER.start
+_END = fmt.CHANGES_COUNTER.stop
+_COUNTER_MASK = (1 << 64) - 1
+
+
+class ChangeCounter:
+    """The store's ``CHANGES`` file (docs/format.md §6), mapped shared: a
+    sequence lock over the whole store.
+
+    A writer makes the counter odd as soon as it holds the OS lock and raises
+    it to the next even value just before releasing it. Every change to the
+    store's files is made under that lock, so it happens while the counter is
+    odd, and each hold ends on a value never seen before. A handle that read
+    an even value, then brought itself up to date, and later reads the same
+    value knows that nothing changed in between: it skips the size check of
+    the active segment (an ``lseek``, a tenth of a read). A writer killed
+    inside its hold leaves the counter odd, so every handle goes back to
+    checking sizes until the next writer finishes.
+    """
+
+    def __init__(self, map_: mmap.mmap) -> None:
+        #: The shared mapping; readers compare ``map[fmt.CHANGES_COUNTER]``.
+        self.map = map_
+
+    @classmethod
+    def open(cls, store: str, writable: bool) -> ChangeCounter | None:
+        """Map ``store``'s counter, or None if the store has no valid one.
+
+        Without it every operation checks sizes, which is always correct.
+        Writers and readers agree on "valid" (the file's size and magic), so
+        a reader never relies on a counter that a writer does not raise. A
+        writer that cannot open a valid counter for writing raises instead
+        of going on without it.
+        """
+        path = os.path.join(store, fmt.CHANGES_NAME)
+        try:
+            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | _O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            if writable and cls.open(store, writable=False) is not None:
+                raise
+            return None
+        try:
+            if (
+                os.fstat(fd).st_size != fmt.CHANGES.size
+                or os.pread(fd, len(fmt.CHANGES_MAGIC), 0) != fmt.CHANGES_MAGIC
+            ):
+                return None
+            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+            return cls(mmap.mmap(fd, fmt.CHANGES.size, access=access))
+        finally:
+            os.close(fd)
+
+    def begin(self) -> bytes:
+        """The OS lock was just taken: mark a hold in progress (odd), and
+        return the counter bytes found. An odd value is kept: a writer died
+        inside its hold.
+
+        Even to odd sets bit 0, so this is a one-byte store: no handle can
+        read a half-written counter.
+        """
+        m = self.map
+        raw = m[_AT:_END]
+        if not raw[0] & 1:
+            m[_AT] = raw[0] | 1
+        return raw
+
+    def end(self) -> bytes:
+        """The OS lock is about to be released: move to the next even value
+        and return its bytes.
+
+        Odd to even is a one-byte store too, unless the low byte carries (one
+        hold in 128). Then the eight bytes are copied in one ``memcpy`` to an
+        8-aligned address, which glibc does with one 8-byte store on x86-64
+        and arm64; docs/format.md §6.1 says how little a torn copy could fool.
+        """
+        m = self.map
+        low = m[_AT]
+        if low < 0xFE:
+            m[_AT] = (low | 1) + 1
+        else:
+            value = int.from_bytes(m[_AT:_END], "little")
+            m[_AT:_END] = (((value | 1) + 1) & _COUNTER_MASK).to_bytes(8, "little")
+        return m[_AT:_END]
+
+    def close(self) -> None:
+        self.map.close()
 
 
 class _ProcessLock:
@@ -56,8 +150,10 @@ class _ProcessLock:
         self.depth = 0
         self.fd = -1
         self.filelock: object | None = None
+        # Raised around every hold, whichever backend takes the OS lock.
+        self.changes = ChangeCounter.open(os.path.dirname(path), writable=True)
         if backend == "flock":
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
         else:
             import filelock
 
@@ -80,12 +176,17 @@ class _ProcessLock:
             self.mutex.release()
             raise
 
-    def enter_held(self, timeout: float | None, store: str) -> None:
+    def enter_held(self, timeout: float | None, store: str) -> bytes | None:
         """:meth:`acquire` for a caller that already holds ``self.mutex`` (the
-        engine's write path, whose mutex is this one): only the OS lock."""
+        engine's write path, whose mutex is this one): only the OS lock.
+
+        Returns the change counter's bytes as this call found them when it
+        took the OS lock; None when the lock was already held (a nested hold)
+        or the store has no counter.
+        """
         if self.depth:
             self.depth += 1
-            return
+            return None
         if self.fd >= 0:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,11 +195,22 @@ class _ProcessLock:
         else:
             self._acquire_os(timeout, store)
         self.depth = 1
+        if self.changes is None:
+            return None
+        return self.changes.begin()
 
-    def exit_held(self) -> None:
-        """Undo :meth:`enter_held`; the caller still holds ``self.mutex``."""
+    def exit_held(self) -> bytes | None:
+        """Undo :meth:`enter_held`; the caller still holds ``self.mutex``.
+
+        Returns the counter's new bytes when this call released the OS lock;
+        None when a hold is still open or the store has no counter.
+        """
         self.depth -= 1
-        if self.depth == 0:
+        if self.depth:
+            return None
+        try:
+            return None if self.changes is None else self.changes.end()
+        finally:
             if self.filelock is not None:
                 self.filelock.release()  # type: ignore[attr-defined]
             else:
@@ -146,6 +258,9 @@ class _ProcessLock:
             self.mutex.release()
 
     def close(self) -> None:
+        if self.changes is not None:
+            changes, self.changes = self.changes, None
+            changes.close()
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
@@ -156,17 +271,25 @@ class _Registry:
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[tuple[int, int, str], tuple[_ProcessLock, int]] = {}
+        self.locks: dict[tuple[int, int, int, str], tuple[_ProcessLock, int]] = {}
 
-    def get(self, path: str, backend: str) -> tuple[_ProcessLock, tuple[int, int, str]]:
+    def get(self, path: str, backend: str) -> tuple[_ProcessLock, tuple[int, int, int, str]]:
         with self.guard:
             # Create the lock file first so that its identity is stable.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
             try:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            ident = (st.st_dev, st.st_ino, backend)
+            # The counter file is part of the identity: a store deleted and
+            # created again whose LOCK reuses the inode number (nothing holds
+            # it open under the filelock backend) must not get the old lock,
+            # which raises the old, unlinked counter.
+            try:
+                changes = os.stat(os.path.join(os.path.dirname(path), fmt.CHANGES_NAME)).st_ino
+            except FileNotFoundError:
+                changes = 0
+            ident = (st.st_dev, st.st_ino, changes, backend)
             entry = self.locks.get(ident)
             if entry is None:
                 lock = _ProcessLock(path, backend)
@@ -176,7 +299,7 @@ class _Registry:
                 self.locks[ident] = (lock, entry[1] + 1)
             return lock, ident
 
-    def put(self, ident: tuple[int, int, str]) -> None:
+    def put(self, ident: tuple[int, int, int, str]) -> None:
         with self.guard:
             entry = self.locks.get(ident)
             if entry is None:
@@ -240,10 +363,11 @@ class WriterLock:
         #: engine uses it as its own mutex.
         self.mutex: threading.RLock = self._shared.mutex
         #: acquire/release for a thread that already holds ``mutex``.
-        self.enter_held: Callable[[], None] = functools.partial(
+        #: Both return the change counter's bytes, see _ProcessLock.
+        self.enter_held: Callable[[], bytes | None] = functools.partial(
             self._shared.enter_held, timeout, store
         )
-        self.exit_held: Callable[[], None] = self._shared.exit_held
+        self.exit_held: Callable[[], bytes | None] = self._shared.exit_held
 
     def __enter__(self) -> WriterLock:
         self._shared.acquire(self.timeout, self.store)
@@ -303,7 +427,7 @@ class ExclusiveFileLock:
             self._filelock = lock
             return True
         assert fcntl is not None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
         try:
             if timeout is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -72,8 +72,11 @@ class Segment:
         self.writable = writable
         # Bytes known to be committed (never truncated away): safe to map.
         self.readable_end = fmt.SEGMENT_HEADER.size
-        self._map: mmap.mmap | None = None
-        self._map_len = 0
+        #: A read-only map of the committed bytes ``[0, mapped_end)``, or None.
+        #: Public for the engine's hot read path, which only reads it; this
+        #: class alone replaces it (as ``readable_end`` grows) and closes it.
+        self.mapping: mmap.mmap | None = None
+        self.mapped_end = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -117,10 +120,10 @@ class Segment:
         return cls(fs, path, fd, header, writable)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-            self._map_len = 0
+        if self.mapping is not None:
+            self.mapping.close()
+            self.mapping = None
+            self.mapped_end = 0
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             self.fs.close(fd)
@@ -150,23 +153,23 @@ class Segment:
 
     def _read(self, offset: int, length: int) -> bytes:
         end = offset + length
-        if end <= self._map_len:
-            assert self._map is not None
-            return self._map[offset:end]
-        if end <= self.readable_end and self.readable_end - self._map_len >= _REMAP_STEP:
+        if end <= self.mapped_end:
+            assert self.mapping is not None
+            return self.mapping[offset:end]
+        if end <= self.readable_end and self.readable_end - self.mapped_end >= _REMAP_STEP:
             self._remap()
-            assert self._map is not None
-            return self._map[offset:end]
+            assert self.mapping is not None
+            return self.mapping[offset:end]
         return self.fs.pread(self.fd, length, offset)
 
     def _remap(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-            self._map_len = 0
+        if self.mapping is not None:
+            self.mapping.close()
+            self.mapping = None
+            self.mapped_end = 0
         if self.readable_end > 0:
-            self._map = self.fs.map(self.fd, self.readable_end)
-            self._map_len = self.readable_end
+            self.mapping = self.fs.map(self.fd, self.readable_end)
+            self.mapped_end = self.readable_end
 
     def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes, bytes]:
         """Read and fully verify the record at ``offset``; return its header,
@@ -177,12 +180,12 @@ class Segment:
                 impossible (the message names file and offset; the caller adds the key).
         """
         end = offset + _HEADER_SIZE
-        if end <= self._map_len:
-            assert self._map is not None
-            header = fmt.RecordHeader._make(_RECORD.unpack_from(self._map, offset))
+        if end <= self.mapped_end:
+            assert self.mapping is not None
+            header = fmt.RecordHeader._make(_RECORD.unpack_from(self.mapping, offset))
             total = _HEADER_SIZE + header.klen + header.vlen
             # Bound a (possibly damaged) length by the file before reading.
-            if offset + total > self._map_len and offset + total > self.size():
+            if offset + total > self.mapped_end and offset + total > self.size():
                 raise CorruptionError(
                     f"{self.path}: record at offset {offset} claims {total} bytes, "
                     "past the end of the file"
@@ -217,40 +220,22 @@ class Segment:
 
     def read_value(self, offset: int, key: bytes) -> tuple[int, bytes, int]:
         """``(codec, stored value, rawlen)`` of the PUT record of ``key`` at
-        ``offset``, both checksums verified. The hot read path: committed
-        records are sliced straight out of the mapping, without building a
-        header object.
+        ``offset``, both checksums verified.
 
         The record's key is compared with ``key``: an index entry that points
         at another key's record (records moved under an intact hint, or any
-        bug) is reported, never answered with that record's value.
+        bug) is reported, never answered with that record's value. (The
+        engine's ``get`` accepts the common case straight from
+        :attr:`mapping` and comes here for everything else.)
 
         Raises:
             CorruptionError: a checksum fails, the lengths are impossible, the
                 record is not a PUT, or it holds another key.
         """
-        m = self._map
-        if m is not None and offset + _HEADER_SIZE <= self._map_len:
-            hcrc, vcrc, _, vlen, rawlen, klen, kind, flags = _unpack_from(m, offset)
-            keyend = offset + _HEADER_SIZE + klen
-            end = keyend + vlen
-            if end <= self._map_len:
-                if _crc32(m[offset + 4 : keyend], self.salt) != hcrc:
-                    raise CorruptionError(
-                        f"{self.path}: record header checksum mismatch at offset {offset}"
-                    )
-                value = m[keyend:end]
-                if _crc32(value) != vcrc:
-                    raise CorruptionError(
-                        f"{self.path}: value checksum mismatch in the record at offset {offset}"
-                    )
-                if kind != fmt.KIND_PUT or m[offset + _HEADER_SIZE : keyend] != key:
-                    raise self._not_the_record(offset, key)
-                return (flags & 0x06) >> 1, value, rawlen
-        header, stored_key, value = self.read_record(offset)
-        if header.kind != fmt.KIND_PUT or stored_key != key:
+        kind, _, flags, rawlen, _, stored_key, value = self.read_raw(offset)
+        if kind != fmt.KIND_PUT or stored_key != key:
             raise self._not_the_record(offset, key)
-        return fmt.codec_of(header.flags), value, header.rawlen
+        return fmt.codec_of(flags), value, rawlen
 
     def _not_the_record(self, offset: int, key: bytes) -> CorruptionError:
         return CorruptionError(
@@ -310,19 +295,19 @@ class Segment:
     def read_raw(self, offset: int) -> tuple[int, int, int, int, int, bytes, bytes]:
         """``(kind, txid, flags, rawlen, vcrc, key, stored value)`` of the record
         at ``offset``, both checksums verified: what compaction copies. Slices
-        the mapping of committed bytes when it can, like :meth:`read_value`.
+        the mapping of committed bytes when it can.
 
         Raises:
             CorruptionError: as :meth:`read_record`.
         """
-        if self.readable_end - self._map_len >= _REMAP_STEP:
+        if self.readable_end - self.mapped_end >= _REMAP_STEP:
             self._remap()
-        m = self._map
-        if m is not None and offset + _HEADER_SIZE <= self._map_len:
+        m = self.mapping
+        if m is not None and offset + _HEADER_SIZE <= self.mapped_end:
             hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(m, offset)
             keyend = offset + _HEADER_SIZE + klen
             end = keyend + vlen
-            if end <= self._map_len:
+            if end <= self.mapped_end:
                 if _crc32(m[offset + 4 : keyend], self.salt) != hcrc:
                     raise CorruptionError(
                         f"{self.path}: record header checksum mismatch at offset {offset}"

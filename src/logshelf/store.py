@@ -63,6 +63,8 @@ class Shelf(MutableMapping[str, Any]):
             raise ValueError(f"compress_min must be an int >= 0, not {compress_min!r}")
         self._codec = _codecs.codec_from_name(compression)
         self._engine = engine
+        # Bound once: db[key] is the "random read" the benchmarks measure.
+        self._get = engine.get
         self._protocol = protocol
         self._writeback = writeback
         self._compress_min = compress_min
@@ -89,16 +91,23 @@ class Shelf(MutableMapping[str, Any]):
         if type(key) is not str:
             _check_key(key)
         if self._writeback:
-            try:
-                return self._cache[key]
-            except KeyError:
-                pass
-        data = self._engine.get(key)
+            return self._cached(key)
+        data = self._get(key)
         if data is None:
             raise KeyError(key)
-        value = _loads(data)
-        if self._writeback:
-            self._cache[key] = value
+        return _loads(data)
+
+    def _cached(self, key: str) -> Any:
+        """``self[key]`` under ``writeback=True``: each entry is read once and
+        then served from (and written back from) the cache."""
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        data = self._get(key)
+        if data is None:
+            raise KeyError(key)
+        value = self._cache[key] = _loads(data)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
