@@ -23,11 +23,12 @@ from logshelf._locking import ChangeCounter
 
 
 def _in_child(
-    store: Path, body: str, setup: str = "", check: bool = True
+    store: Path, body: str, setup: str = "", check: bool = True, backend: str = "auto"
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``setup``, then ``body`` with ``db`` open writable on ``store``, in
-    a fresh interpreter."""
-    script = "import os, logshelf\n" + setup + f"db = logshelf.open({str(store)!r}, 'w')\n" + body
+    """Run ``setup``, then ``body`` with ``db`` open writable on ``store``
+    (with lock backend ``backend``), in a fresh interpreter."""
+    opening = f"db = logshelf.open({str(store)!r}, 'w', lock_backend={backend!r})\n"
+    script = "import os, logshelf\n" + setup + opening + body
     return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=check
     )
@@ -62,17 +63,19 @@ def test_counter_is_odd_during_a_hold_and_new_after_it(store_path: Path) -> None
     assert seen == sorted(set(seen)), f"each hold must end on a new, larger value: {seen}"
 
 
-def test_reader_sees_each_write_of_another_process_at_once(store_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["flock", "filelock"])
+def test_reader_sees_each_write_of_another_process_at_once(store_path: Path, backend: str) -> None:
+    """Whichever backend takes the OS lock, every hold moves the counter."""
     with logshelf.open(store_path) as db:
         db["start"] = 0
     reader = logshelf.open(store_path, "r")
     try:
         assert reader["start"] == 0  # the reader has now read an even counter
         for i in range(4):
-            _in_child(store_path, f"db['k{i}'] = {i}\ndb.close()\n")
+            _in_child(store_path, f"db['k{i}'] = {i}\ndb.close()\n", backend=backend)
             assert reader[f"k{i}"] == i
             assert len(reader) == i + 2
-        _in_child(store_path, "del db['k0']\ndb.close()\n")
+        _in_child(store_path, "del db['k0']\ndb.close()\n", backend=backend)
         assert "k0" not in reader
     finally:
         reader.close()
