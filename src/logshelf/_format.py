@@ -101,7 +101,6 @@ def hint_name(segment_id: int) -> str:
 # even value and sees it again skips the size check of the active segment.
 CHANGES = struct.Struct("<8sQ")
 CHANGES_COUNTER = slice(8, 16)
-CHANGES_COUNTER_OFFSET = 8
 assert CHANGES.size == 16
 
 
