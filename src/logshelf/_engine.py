@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
 from . import _codecs, _compaction, _index
@@ -1349,17 +1349,20 @@ class Engine:
             self._changes.close()
             self._changes = None
 
-    def verify(self) -> list[str]:
+    def verify(self, progress: Callable[[str], None] | None = None) -> list[str]:
         """Check every record of every segment and every index entry.
 
         Returns a list of problems, empty when the store is healthy. Reads
-        every byte of committed data, so it costs a full pass over the store.
+        every byte of committed data, so it costs a full pass over the store;
+        ``progress`` is called with a line after each segment and at the end.
         """
         with self._guard():
             self._check_usable()
             self._refresh()
             problems: list[str] = []
-            for seg in self._segments:
+            for number, seg in enumerate(self._segments, 1):
+                if progress is not None and number > 1:
+                    progress(f"checked {number - 1} of {len(self._segments)} segments")
                 limit = seg.readable_end
                 scan = seg.scan(_HEADER_END, limit, seg.base_txid)
                 for _ in scan:
@@ -1378,6 +1381,10 @@ class Engine:
                     seg.read_value(loc & _OFFSET_MASK, encode_key(key))
                 except CorruptionError as exc:
                     problems.append(f"key {key!r}: {exc}")
+            if progress is not None:
+                progress(
+                    f"checked {len(self._segments)} segments and {len(self._index)} index entries"
+                )
             return problems
 
     @property

@@ -1,7 +1,13 @@
 """The ``logshelf`` command line (``python -m logshelf``).
 
 Each sub-command is a ``_cmd_<name>(args) -> int`` function; ``main(argv)``
-keeps no state between calls, so tests call it directly.
+keeps no state between calls, so tests call it directly. Results go to
+stdout, progress lines and errors to stderr.
+
+Exit codes: 0 success (a healthy store, a complete salvage); 1 the store is
+damaged (``verify`` found problems or could not open it, ``salvage``
+skipped something); 2 the command could not run (usage errors, no store
+there, a file that is not a store, a destination that exists).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from ._salvage import salvage
+from .errors import CorruptionError, StoreError
 from .store import open as open_store
 
 __all__ = ["main"]
@@ -63,7 +71,88 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"demo": _cmd_demo}
+def _progress(line: str) -> None:
+    print(f"  ... {line}", file=sys.stderr, flush=True)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    """Print what a store holds, opened read-only."""
+    path = os.path.abspath(args.path)
+    with open_store(path, "r") as db:
+        stats = db.stats()
+    files = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
+    size = sum(os.path.getsize(os.path.join(path, f)) for f in files)
+    print(f"store       {path}")
+    print(f"keys        {stats['keys']:,}")
+    print(f"segments    {stats['segments']} ({_mib(stats['segment_bytes'])} committed)")
+    print(f"generation  {stats['generation']} (of the MANIFEST)")
+    print(f"last txid   {stats['last_txid']}")
+    print(f"files       {len(files)}, {_mib(size)}: {', '.join(files)}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Read every record of a store and check it; exit 1 if anything is wrong."""
+    path = os.path.abspath(args.path)
+    started = time.perf_counter()
+    try:
+        with open_store(path, "r") as db:
+            problems = db.verify(progress=_progress)
+    except CorruptionError as exc:
+        print(f"damaged: {exc}")
+        print(f"copy what is intact with: python -m logshelf salvage {path} NEW_PATH")
+        return 1
+    seconds = time.perf_counter() - started
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"damaged: {len(problems)} problems in {path} ({seconds:.1f} s)")
+        print(f"copy what is intact with: python -m logshelf salvage {path} NEW_PATH")
+        return 1
+    print(f"ok: {path} verified clean ({seconds:.1f} s)")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    """Reclaim the space of overwritten and deleted values."""
+    path = os.path.abspath(args.path)
+    with open_store(path, "w") as db:
+        before = db.stats()
+        _progress(
+            f"compacting {before['segments']} segments, {_mib(before['segment_bytes'])}, "
+            f"{before['keys']:,} live keys"
+        )
+        result = db.compact()
+    if not result.compacted:
+        print(f"nothing done: {result.reason}")
+        return 0
+    print(
+        f"compacted {path} in {result.seconds:.1f} s: {_mib(result.bytes_before)} in "
+        f"{result.segments_before} segments -> {_mib(result.bytes_after)} in "
+        f"{result.segments_after} ({result.records_copied:,} live records copied)"
+    )
+    return 0
+
+
+def _cmd_salvage(args: argparse.Namespace) -> int:
+    """Copy every valid committed record of a damaged store into a new one."""
+    report = salvage(args.source, args.destination, progress=_progress)
+    print(report)
+    print(f"new store: {os.path.abspath(args.destination)}")
+    return 1 if report.skipped or report.lost_keys else 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _cmd_demo,
+    "info": _cmd_info,
+    "verify": _cmd_verify,
+    "compact": _cmd_compact,
+    "salvage": _cmd_salvage,
+}
 
 
 def _positive(text: str) -> int:
@@ -86,10 +175,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--records", type=_positive, default=1000, help="records to write (default: %(default)s)"
     )
+    info = sub.add_parser("info", help="print keys, segments and files of a store (read-only)")
+    info.add_argument("path", help="store directory")
+    verify = sub.add_parser(
+        "verify", help="read and check every record of a store (read-only); exit 1 if damaged"
+    )
+    verify.add_argument("path", help="store directory")
+    compact = sub.add_parser("compact", help="reclaim the space of overwritten and deleted values")
+    compact.add_argument("path", help="store directory")
+    rescue = sub.add_parser(
+        "salvage",
+        help="copy every valid committed record of a damaged store into a new store",
+    )
+    rescue.add_argument("source", help="the damaged store (only read)")
+    rescue.add_argument("destination", help="where to create the copy (must not exist)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
-    return _COMMANDS[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except (StoreError, OSError) as exc:
+        # Damage found while opening is reported by the commands themselves;
+        # what reaches here kept the command from running at all.
+        print(f"logshelf {args.command}: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, CorruptionError) else 2

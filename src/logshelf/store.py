@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -230,10 +230,15 @@ class Shelf(MutableMapping[str, Any]):
         """
         return self._engine.compact()
 
-    def verify(self) -> list[str]:
+    def verify(self, progress: Callable[[str], None] | None = None) -> list[str]:
         """Check every stored record and index entry; return the problems found
-        (an empty list for a healthy store). Costs one read of all data."""
-        return self._engine.verify()
+        (an empty list for a healthy store). Costs one read of all data.
+
+        Args:
+            progress: called with a line of text after each segment and at
+                the end (the command line prints them).
+        """
+        return self._engine.verify(progress)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import logshelf
+from logshelf import _format as fmt
 from logshelf.cli import main
 
 
@@ -62,3 +63,131 @@ def test_demo_rejects_zero_records(tmp_path: Path, capsys: pytest.CaptureFixture
     assert info.value.code == 2
     assert "not 0" in capsys.readouterr().err
     assert not (tmp_path / "d.db").exists()
+
+
+# -- info, verify, compact, salvage -------------------------------------------
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    """A store of 20 keys, each written twice, without hints (so damage is
+    found by scanning)."""
+    path = tmp_path / "s.db"
+    with logshelf.open(path) as db:
+        for round_ in range(2):
+            for i in range(20):
+                db[f"key{i:02d}"] = {"n": i, "round": round_, "pad": "x" * 50}
+    for hint in path.glob("*.hint"):
+        hint.unlink()
+    return path
+
+
+def _damage_value(store: Path, record: int) -> None:
+    """Flip a bit inside the value of the ``record``-th record of the store's
+    only segment (its checksum no longer matches)."""
+    segment = next(store.glob("seg-*.log"))
+    data = bytearray(segment.read_bytes())
+    pos = fmt.SEGMENT_HEADER.size
+    for _ in range(record):
+        header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(data, pos))
+        pos += fmt.RECORD_HEADER.size + header.klen + header.vlen
+    header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(data, pos))
+    data[pos + fmt.RECORD_HEADER.size + header.klen + header.vlen // 2] ^= 0x40
+    segment.write_bytes(bytes(data))
+
+
+def test_info_prints_keys_segments_and_files(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["info", str(filled)]) == 0
+    out = capsys.readouterr().out
+    assert "keys        20" in out
+    assert "segments    1 " in out
+    assert "last txid   40" in out
+    assert "MANIFEST" in out and "CHANGES" in out
+
+
+def test_verify_a_healthy_store(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(filled)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ok:")
+    assert "checked 1 segments and 20 index entries" in captured.err  # progress
+
+
+def test_verify_reports_damage_and_points_to_salvage(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged live value: exit 1, the key named, and the way out."""
+    _damage_value(filled, 25)  # key05, second round: the live one
+    assert main(["verify", str(filled)]) == 1
+    out = capsys.readouterr().out
+    assert "key05" in out and "checksum" in out
+    assert "damaged: " in out and "salvage" in out
+
+
+def test_verify_of_a_store_that_will_not_open(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Damage that opening refuses (a bad record header with valid records
+    after it) is reported the same way, not as a traceback."""
+    segment = next(filled.glob("seg-*.log"))
+    data = bytearray(segment.read_bytes())
+    data[fmt.SEGMENT_HEADER.size + 12] ^= 0x01  # inside the first record's header
+    segment.write_bytes(bytes(data))
+    assert main(["verify", str(filled)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("damaged: ") and "salvage" in out
+
+
+def test_verify_of_something_that_is_not_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(tmp_path / "missing.db")]) == 2
+    assert "no logshelf store" in capsys.readouterr().err
+    (tmp_path / "file.txt").write_text("hello\n")
+    assert main(["verify", str(tmp_path / "file.txt")]) == 2
+    assert "not a logshelf store" in capsys.readouterr().err
+
+
+def test_compact_reclaims_space_and_keeps_every_value(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with logshelf.open(filled) as db:
+        before = db.stats()["segment_bytes"]
+        expected = dict(db)
+    assert main(["compact", str(filled)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("compacted ") and "20 live records copied" in captured.out
+    assert "compacting 1 segments" in captured.err
+    with logshelf.open(filled, "r") as db:
+        assert dict(db) == expected
+        assert db.stats()["segment_bytes"] < before
+        assert db.verify() == []
+
+
+def test_salvage_copies_what_is_intact(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 when something was skipped; the copy holds every other key at
+    its latest value, and the damaged key at none (never an older one)."""
+    _damage_value(filled, 25)
+    copy = tmp_path / "copy.db"
+    assert main(["salvage", str(filled), str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "recovered 19 keys" in out and "key05" in out
+    with logshelf.open(copy, "r") as db:
+        assert sorted(db) == [f"key{i:02d}" for i in range(20) if i != 5]
+        assert all(db[k]["round"] == 1 for k in db)
+        assert db.verify() == []
+    # A destination that exists is refused, and left alone.
+    assert main(["salvage", str(filled), str(copy)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    with logshelf.open(copy, "r") as db:
+        assert len(db) == 19
+
+
+def test_salvage_of_a_healthy_store_exits_0(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["salvage", str(filled), str(tmp_path / "copy.db")]) == 0
+    assert "recovered 20 keys" in capsys.readouterr().out
