@@ -559,34 +559,36 @@ class Engine:
         raw = self._counter[_COUNTER]
         if raw == self._seen:
             return
-        self._refresh()
         # Remembered only when the active segment ends exactly where this
         # handle's view does. Writers skip their size check on a remembered
         # value, so bytes nobody could parse (left by a write whose undo
         # failed) must keep every handle checking until a writer cuts them.
-        if (
-            not raw[0] & 1
-            and not self._seal_next
-            and self._size(self._segments[-1].fd) == self._end
-        ):
+        if self._refresh() and not raw[0] & 1:
             self._seen = raw
 
-    def _refresh(self) -> None:
-        """Apply whatever other processes committed since we last looked."""
+    def _refresh(self) -> bool:
+        """Apply whatever other processes committed since we last looked.
+
+        Returns True when this handle's view then ends exactly where the
+        active segment does (nothing unparsed, not sealed); False may also
+        just mean "look again" (after the segment set changed).
+        """
         if self._seal_next:
             # Sealed: waiting for the writer to publish the successor in the MANIFEST.
             self._follow_seal()
             if self._seal_next:
-                return
+                return False
         active = self._segments[-1]
         size = self._fs.size(active.fd)
         if size == self._end:
-            return
+            return True
         if size == self._unparsed[0] and self._unparsed == self._tail_signature(active):
             # Same incomplete tail as last time (a write in progress, or a
             # torn tail no writer has cut yet): nothing new to parse.
-            return
+            return False
         scan = self._catch_up(size)
+        if self._end == size and self._segments[-1] is active and not self._seal_next:
+            return True
         if scan is not None and self._end < size and self._segments[-1] is active:
             # Remember the tail only if it is still exactly what was scanned: a
             # write in progress grows the file (a large write becomes visible
@@ -596,6 +598,7 @@ class Engine:
             signature = self._tail_signature(active)
             if signature[0] == size:
                 self._unparsed = signature
+        return False
 
     def _tail_signature(self, seg: Segment) -> tuple[int, int]:
         st = self._fs.stat(seg.fd)

@@ -103,18 +103,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         with open_store(path, "r") as db:
             problems = db.verify(progress=_progress)
     except CorruptionError as exc:
-        print(f"damaged: {exc}")
-        print(f"copy what is intact with: python -m logshelf salvage {path} NEW_PATH")
-        return 1
+        return _damaged(path, str(exc))
     seconds = time.perf_counter() - started
     for problem in problems:
         print(problem)
     if problems:
-        print(f"damaged: {len(problems)} problems in {path} ({seconds:.1f} s)")
-        print(f"copy what is intact with: python -m logshelf salvage {path} NEW_PATH")
-        return 1
+        return _damaged(path, f"{len(problems)} problems in {path} ({seconds:.1f} s)")
     print(f"ok: {path} verified clean ({seconds:.1f} s)")
     return 0
+
+
+def _damaged(path: str, what: str) -> int:
+    print(f"damaged: {what}")
+    print(f"copy what is intact with: python -m logshelf salvage {path} NEW_PATH")
+    return 1
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
