@@ -144,23 +144,25 @@ def _time_lock_holds(sink: list[float]) -> Callable[[], None]:
     from logshelf import _locking
 
     cls = _locking._ProcessLock
-    acquire, release = cls.acquire, cls.release
+    # Every hold of the OS lock, however it is taken, goes through these two.
+    enter, exit_ = cls.enter_held, cls.exit_held
     started: list[float] = []
 
-    def timed_acquire(self: Any, *args: Any) -> None:
-        acquire(self, *args)
+    def timed_enter(self: Any, *args: Any) -> bytes | None:
+        found = enter(self, *args)
         if self.depth == 1:
             started.append(time.perf_counter())
+        return found
 
-    def timed_release(self: Any) -> None:
+    def timed_exit(self: Any) -> bytes | None:
         if self.depth == 1 and started:
             sink.append(time.perf_counter() - started.pop())
-        release(self)
+        return exit_(self)
 
-    cls.acquire, cls.release = timed_acquire, timed_release  # type: ignore[method-assign]
+    cls.enter_held, cls.exit_held = timed_enter, timed_exit  # type: ignore[method-assign]
 
     def undo() -> None:
-        cls.acquire, cls.release = acquire, release  # type: ignore[method-assign]
+        cls.enter_held, cls.exit_held = enter, exit_  # type: ignore[method-assign]
 
     return undo
 

@@ -297,22 +297,22 @@ class WriterReport:
 
 def _install_lock_timer(sink: list[int]) -> str | None:
     """Time every writer-lock acquisition of this process without editing
-    ``src/``: wrap ``logshelf._locking._ProcessLock.acquire`` and
-    ``enter_held`` (the single-write path's entry). Must run before the store
-    is opened. Returns why it cannot, if logshelf's internals moved."""
+    ``src/``: wrap ``logshelf._locking._ProcessLock.enter_held``, which
+    every hold of the OS lock goes through. Must run before the store is
+    opened. Returns why it cannot, if logshelf's internals moved."""
     try:
         from logshelf import _locking
 
         cls = _locking._ProcessLock
-        originals = {name: getattr(cls, name) for name in ("acquire", "enter_held")}
+        originals = {name: getattr(cls, name) for name in ("enter_held",)}
     except (ImportError, AttributeError) as exc:
         return f"cannot instrument the writer lock: {exc}"
 
-    def timed(original: Callable[..., None]) -> Callable[..., None]:
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+    def timed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter_ns()
             try:
-                original(self, *args, **kwargs)
+                return original(self, *args, **kwargs)
             finally:
                 sink.append(time.perf_counter_ns() - start)
 

@@ -32,21 +32,20 @@ the copy.
 from __future__ import annotations
 
 import os
-import time
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from . import _format as fmt
+from ._fs import FileSystem
+from ._index import OFFSET_MASK, SLOT_SHIFT
+from ._records import Record
 from ._segment import Segment
-from .errors import CorruptionError, LockTimeoutError
+from ._view import HEADER_END, View
+from ._writer import Writer
+from .errors import CorruptionError
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+__all__ = ["CompactionResult", "Plan", "copy", "listed", "plan", "switch"]
 
-__all__ = ["CompactionResult", "Plan", "compact"]
-
-_HEADER_END = fmt.SEGMENT_HEADER.size
 # Output records are gathered and appended in pieces of about this size.
 _WRITE_CHUNK = 1 << 20
 
@@ -94,13 +93,19 @@ class Plan:
     segments_before: int = 0
     bytes_before: int = 0
 
+    def close(self) -> None:
+        """Close the input handles (the compaction's own descriptors)."""
+        for seg in self.segments:
+            seg.close()
+        self.segments = []
+
 
 @dataclass
 class _Output:
     """The output segment being filled."""
 
     segment: Segment
-    size: int = _HEADER_END
+    size: int = HEADER_END
     last_txid: int = 0
     keys: list[str] = field(default_factory=list)
     offsets: array[int] = field(default_factory=lambda: array("Q"))
@@ -108,83 +113,71 @@ class _Output:
     buffered: int = 0
 
 
-def compact(engine: Engine, *, wait: bool) -> CompactionResult:
-    """Compact ``engine``'s store; see the module docstring.
-
-    ``wait=False`` returns at once (``compacted=False``) when another
-    compaction holds the compaction lock; ``wait=True`` waits for it, at most
-    the engine's lock timeout.
-
-    Raises:
-        CorruptionError: an input record failed its checksum; nothing changed
-            (``logshelf.salvage`` copies what is intact).
-        LockTimeoutError: a lock was not acquired within the lock timeout.
-        OSError: a file operation failed; nothing changed.
-    """
-    started = time.perf_counter()
-    lock = engine.compaction_lock()
-    timeout = engine.lock_timeout if wait else 0.0
-    if not lock.acquire(timeout):
-        if wait:
-            raise LockTimeoutError(
-                f"timed out after {timeout} s waiting for another compaction of {engine.path}"
-            )
-        return CompactionResult(False, "another compaction of this store is running")
-    created: list[str] = []
-    plan: Plan | None = None
+def plan(view: View, writer: Writer) -> Plan | None:
+    """Step 1, under the writer lock (the engine holds it, after
+    ``Writer.prepare``): seal the active segment if it holds records,
+    reserve ids for the outputs, snapshot the live entries of the sealed
+    segments. None when nothing is sealed."""
+    view.refresh_manifest()
+    # Next-fit packing of a subset of the records needs no more segments
+    # than the inputs used; one spare for mixed sizes.
+    reserve = len(view.segments) + 1
+    if view.end > HEADER_END:
+        writer.roll(drop_old=False, reserve_ids=reserve)
+    elif len(view.segments) > 1:
+        # The active segment is empty: leave it be, just reserve ids.
+        writer.reserve_ids(reserve)
+    else:
+        return None
+    # Every segment but the (new) active one is an input.
+    count = len(view.segments) - 1
+    manifest = view.manifest
+    inputs = manifest.segments[:count]
+    result = Plan(
+        inputs,
+        list(range(manifest.next_segment_id - reserve, manifest.next_segment_id)),
+        # Copying the dict is C-speed; filtering and sorting it happen in
+        # the copy step, outside the lock.
+        view.index.copy(),
+        segments_before=len(view.segments),
+        bytes_before=sum(seg.size() for seg in view.segments),
+    )
     try:
-        plan = engine.compaction_plan()
-        if plan is None:
-            return CompactionResult(False, "there are no sealed segments to compact")
-        entries, copied, copied_bytes = _copy(engine, plan, created)
-        try:
-            switched = engine.compaction_switch(plan, entries)
-        except BaseException:
-            if entries and _listed(engine, entries[0][0]):
-                # The MANIFEST switch happened before the failure (a failed
-                # directory sync): the outputs are the store now.
-                created = []
-            raise
-        if not switched:
-            return CompactionResult(False, "the store was reset while compacting")
-        created = []  # committed: the outputs are the store now
-        _remove_segments(engine, [segment_id for segment_id, _ in plan.inputs])
-        after = engine.stats()
-        return CompactionResult(
-            True,
-            segments_before=plan.segments_before,
-            segments_after=after["segments"],
-            bytes_before=plan.bytes_before,
-            bytes_after=after["segment_bytes"],
-            records_copied=copied,
-            bytes_copied=copied_bytes,
-            seconds=time.perf_counter() - started,
-        )
-    finally:
-        if plan is not None:
-            for seg in plan.segments:
-                seg.close()
-        for path in created:
-            try:
-                engine.fs.unlink(path)
-            except OSError:
-                pass  # left for the garbage collection at the next writer's open
-        lock.release()
+        for segment_id, length in inputs:
+            seg = Segment.open(view.fs, view.path, segment_id, writable=False)
+            seg.readable_end = length
+            result.segments.append(seg)
+    except BaseException:
+        result.close()
+        raise
+    return result
 
 
-def _copy(
-    engine: Engine, plan: Plan, created: list[str]
+def switch(view: View, writer: Writer, plan: Plan, entries: tuple[tuple[int, int], ...]) -> bool:
+    """Step 3, under the writer lock: commit the outputs in place of the
+    inputs. False if the MANIFEST no longer starts with the inputs (flag "n"
+    reset the store meanwhile)."""
+    view.refresh_manifest()
+    count = len(plan.inputs)
+    if view.manifest.segments[:count] != plan.inputs:
+        return False
+    writer.roll(drop_old=False, replace=(count, entries))
+    return True
+
+
+def copy(
+    fs: FileSystem, directory: str, plan: Plan, max_segment_size: int, mode: int, created: list[str]
 ) -> tuple[tuple[tuple[int, int], ...], int, int]:
-    """Write the live records of the inputs into output segments.
+    """Step 2, holding no lock: write the live records of the inputs into
+    output segments.
 
     Returns the MANIFEST entries of the outputs, the number of records and
     the bytes copied. Every file made is listed in ``created`` as soon as it
     exists, so the caller can delete them if anything fails.
     """
-    directory = engine.path
-    limit = engine.max_segment_size
+    target = _Target(fs, directory, mode, created)
     ids = list(plan.output_ids)
-    limit_entry = len(plan.inputs) << 40
+    limit_entry = len(plan.inputs) << SLOT_SHIFT
     live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
     # Log order: by input, then offset. A packed entry sorts exactly that way.
     keys = sorted(live, key=live.__getitem__)
@@ -196,15 +189,15 @@ def _copy(
     # still carry larger ones, and no gap can exceed the scan's window.
     txid = plan.segments[0].base_txid
     old_txid = -1
-    batch: list[tuple[int, str, bytes, int, bytes, int, int]] = []
+    batch: list[Record] = []
     batch_keys: list[str] = []
     batch_size = 0
     copied_bytes = 0
 
     for key in keys:
         loc = live[key]
-        seg = plan.segments[loc >> 40]
-        offset = loc & ((1 << 40) - 1)
+        seg = plan.segments[loc >> SLOT_SHIFT]
+        offset = loc & OFFSET_MASK
         try:
             kind, record_txid, flags, rawlen, vcrc, kb, value = seg.read_raw(offset)
         except CorruptionError as exc:
@@ -226,29 +219,39 @@ def _copy(
             old_txid = record_txid
             txid += 1
             size = fmt.RECORD_HEADER.size + len(kb) + len(value)
-            full = current is not None and current.size + size > limit
-            if current is None or (full and current.size > _HEADER_END and ids):
+            full = current is not None and current.size + size > max_segment_size
+            if current is None or (full and current.size > HEADER_END and ids):
                 if current is not None:
-                    _finish(engine, current)
-                current = _start(engine, directory, ids, txid - 1, created, outputs)
-        batch.append((fmt.KIND_PUT, key, bytes(kb), fmt.codec_of(flags), value, vcrc, rawlen))
+                    _finish(target, current)
+                current = _start(target, ids, txid - 1, outputs)
+        batch.append(Record(fmt.KIND_PUT, key, kb, fmt.codec_of(flags), value, vcrc, rawlen))
         batch_keys.append(key)
         batch_size += fmt.RECORD_HEADER.size + len(kb) + len(value)
     if batch:
         assert current is not None
         copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
     if current is not None:
-        _finish(engine, current)
+        _finish(target, current)
     if outputs:
-        engine.fs.sync_directory(directory)
+        fs.sync_directory(directory)
     entries = tuple((out.segment.id, out.size) for out in outputs)
     return entries, len(keys), copied_bytes
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where outputs go, and the list of files made so far."""
+
+    fs: FileSystem
+    directory: str
+    mode: int
+    created: list[str]
 
 
 def _add_batch(
     out: _Output,
     txid: int,
-    batch: list[tuple[int, str, bytes, int, bytes, int, int]],
+    batch: list[Record],
     keys: list[str],
     size: int,
 ) -> int:
@@ -266,23 +269,16 @@ def _add_batch(
     return size
 
 
-def _start(
-    engine: Engine,
-    directory: str,
-    ids: list[int],
-    base_txid: int,
-    created: list[str],
-    outputs: list[_Output],
-) -> _Output:
+def _start(target: _Target, ids: list[int], base_txid: int, outputs: list[_Output]) -> _Output:
     """Create the next output segment with a reserved id."""
     # The reservation is generous (one more than the inputs); if a store mixes
     # segment sizes so that it runs out anyway, the last output just grows
     # past max_segment_size, which is a target, not a limit.
     segment_id = ids.pop(0)
-    path = os.path.join(directory, fmt.segment_name(segment_id))
-    created.append(path)
-    created.append(os.path.join(directory, fmt.hint_name(segment_id)))
-    out = _Output(Segment.create(engine.fs, directory, segment_id, base_txid))
+    target.created.append(os.path.join(target.directory, fmt.segment_name(segment_id)))
+    target.created.append(os.path.join(target.directory, fmt.hint_name(segment_id)))
+    seg = Segment.create(target.fs, target.directory, segment_id, base_txid, target.mode)
+    out = _Output(seg)
     out.last_txid = base_txid
     outputs.append(out)
     return out
@@ -295,7 +291,7 @@ def _flush(out: _Output) -> None:
         out.buffered = 0
 
 
-def _finish(engine: Engine, out: _Output) -> None:
+def _finish(target: _Target, out: _Output) -> None:
     """Write out, fsync and close an output segment, then write its hint."""
     try:
         _flush(out)
@@ -303,32 +299,21 @@ def _finish(engine: Engine, out: _Output) -> None:
         hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, [])
     finally:
         out.segment.close()
-    engine.fs.write_file_atomic(
-        os.path.join(engine.path, fmt.hint_name(out.segment.id)),
+    target.fs.write_file_atomic(
+        os.path.join(target.directory, fmt.hint_name(out.segment.id)),
         fmt.encode_hint(hint),
         sync_dir=False,
+        mode=target.mode,
     )
 
 
-def _listed(engine: Engine, segment_id: int) -> bool:
+def listed(fs: FileSystem, directory: str, segment_id: int) -> bool:
     """Does the MANIFEST on disk name ``segment_id``? (True if it cannot be read:
     when in doubt, keep the files; garbage collection removes them later.)"""
     try:
         manifest = fmt.decode_manifest(
-            engine.fs.read_file(os.path.join(engine.path, fmt.MANIFEST_NAME)), engine.path
+            fs.read_file(os.path.join(directory, fmt.MANIFEST_NAME)), directory
         )
     except (OSError, ValueError, CorruptionError):
         return True
-    return any(listed == segment_id for listed, _ in manifest.segments)
-
-
-def _remove_segments(engine: Engine, segment_ids: list[int]) -> None:
-    """Delete replaced segments and their hints. Handles that still read them
-    keep their open descriptors (POSIX); anything left behind by an error is
-    unreferenced and goes at the next writer's garbage collection."""
-    for segment_id in segment_ids:
-        for name in (fmt.segment_name(segment_id), fmt.hint_name(segment_id)):
-            try:
-                engine.fs.unlink(os.path.join(engine.path, name))
-            except OSError:
-                pass
+    return any(number == segment_id for number, _ in manifest.segments)

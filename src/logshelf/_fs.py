@@ -4,6 +4,8 @@ Every system call logshelf makes on a store's files goes through a
 :class:`FileSystem` instance. Production code uses the plain one below; the
 fault-injection tests pass a subclass that fails, shortens or drops chosen
 operations, which is only meaningful because nothing bypasses this layer.
+(One exception: the ``"filelock"`` lock backend opens the lock file inside
+the filelock package; the default ``"flock"`` backend comes through here.)
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FileSystem"]
 
@@ -24,8 +31,9 @@ _MAX_WRITE = 1 << 30
 class FileSystem:
     """Thin wrappers over ``os`` calls; methods raise the original ``OSError``."""
 
-    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
-        """Open ``path`` and return a descriptor that is not inherited by exec."""
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        """Open ``path`` and return a descriptor that is not inherited by exec
+        (``mode``, less the umask, for a file it creates)."""
         return os.open(path, flags | _O_CLOEXEC | _O_BINARY, mode)
 
     def close(self, fd: int) -> None:
@@ -37,6 +45,14 @@ class FileSystem:
 
     def stat(self, fd: int) -> os.stat_result:
         return os.fstat(fd)
+
+    def stat_path(self, path: str) -> os.stat_result:
+        return os.stat(path)
+
+    def flock(self, fd: int, operation: int) -> None:
+        """``fcntl.flock``: raises BlockingIOError for a held lock with LOCK_NB."""
+        assert fcntl is not None, "flock is POSIX only"
+        fcntl.flock(fd, operation)
 
     def pread(self, fd: int, length: int, offset: int) -> bytes:
         """Read up to ``length`` bytes at ``offset``; fewer only at end of file."""
@@ -76,8 +92,6 @@ class FileSystem:
     def datasync(self, fd: int) -> None:
         """Make a file's data (and its size) durable."""
         if sys.platform == "darwin":  # pragma: no cover - not our CI platform
-            import fcntl
-
             # fsync on macOS does not flush the drive's cache.
             fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
         elif hasattr(os, "fdatasync"):
@@ -107,13 +121,15 @@ class FileSystem:
         finally:
             self.close(fd)
 
-    def write_file_atomic(self, path: str, data: bytes, *, sync_dir: bool = True) -> None:
+    def write_file_atomic(
+        self, path: str, data: bytes, *, sync_dir: bool = True, mode: int = 0o666
+    ) -> None:
         """Replace ``path`` with ``data`` so that readers and crashes see the old
         or the new content, never a mix: temporary file, fsync, rename, then
         fsync of the directory so the rename itself survives a power loss."""
         directory = os.path.dirname(path) or "."
         tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             try:
                 self.append(fd, data)
@@ -139,8 +155,8 @@ class FileSystem:
     def unlink(self, path: str) -> None:
         os.unlink(path)
 
-    def mkdir(self, path: str) -> None:
-        os.mkdir(path)
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        os.mkdir(path, mode)
 
     def rmdir(self, path: str) -> None:
         os.rmdir(path)
@@ -156,3 +172,7 @@ class FileSystem:
         with SIGBUS.
         """
         return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+
+    def map_shared(self, fd: int, length: int, writable: bool) -> mmap.mmap:
+        """Map a small shared file (the change counter) for reading or writing."""
+        return mmap.mmap(fd, length, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)

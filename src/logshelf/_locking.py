@@ -32,7 +32,9 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 
+from . import _forking
 from . import _format as fmt
+from ._fs import FileSystem
 from .errors import LockTimeoutError
 
 try:
@@ -40,15 +42,12 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["BACKENDS", "ChangeCounter", "ExclusiveFileLock", "WriterLock"]
-
-BACKENDS = ("auto", "flock", "filelock")
+__all__ = ["ChangeCounter", "ExclusiveFileLock", "WriterLock"]
 
 # Contended waits with a timeout poll with this back-off (seconds).
 _POLL_FIRST = 50e-6
 _POLL_MAX = 1e-3
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # Where CHANGES keeps its counter (little-endian: byte _AT holds bit 0).
 _AT = fmt.CHANGES_COUNTER.start
 _END = fmt.CHANGES_COUNTER.stop
@@ -75,7 +74,7 @@ class ChangeCounter:
         self.map = map_
 
     @classmethod
-    def open(cls, store: str, writable: bool) -> ChangeCounter | None:
+    def open(cls, store: str, writable: bool, fs: FileSystem | None = None) -> ChangeCounter | None:
         """Map ``store``'s counter, or None if the store has no valid one.
 
         Without it every operation checks sizes, which is always correct.
@@ -84,25 +83,25 @@ class ChangeCounter:
         writer that cannot open a valid counter for writing raises instead
         of going on without it.
         """
+        fs = fs if fs is not None else FileSystem()
         path = os.path.join(store, fmt.CHANGES_NAME)
         try:
-            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | _O_CLOEXEC)
+            fd = fs.open(path, os.O_RDWR if writable else os.O_RDONLY)
         except FileNotFoundError:
             return None
         except PermissionError:
-            if writable and cls.open(store, writable=False) is not None:
+            if writable and cls.open(store, False, fs) is not None:
                 raise
             return None
         try:
             if (
-                os.fstat(fd).st_size != fmt.CHANGES.size
-                or os.pread(fd, len(fmt.CHANGES_MAGIC), 0) != fmt.CHANGES_MAGIC
+                fs.stat(fd).st_size != fmt.CHANGES.size
+                or fs.pread(fd, len(fmt.CHANGES_MAGIC), 0) != fmt.CHANGES_MAGIC
             ):
                 return None
-            access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-            return cls(mmap.mmap(fd, fmt.CHANGES.size, access=access))
+            return cls(fs.map_shared(fd, fmt.CHANGES.size, writable))
         finally:
-            os.close(fd)
+            fs.close(fd)
 
     def begin(self) -> bytes:
         """The OS lock was just taken: mark a hold in progress (odd), and
@@ -140,43 +139,68 @@ class ChangeCounter:
         self.map.close()
 
 
-class _ProcessLock:
-    """One OS lock on one lock file, shared by every handle in this process."""
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (never negative); None: no deadline."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
-    def __init__(self, path: str, backend: str) -> None:
+
+def _timed_out(store: str, timeout: float | None, by: str) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"timed out after {timeout} s waiting for the writer lock of {store} ({by})"
+    )
+
+
+class _ProcessLock:
+    """One OS lock on one lock file, shared by every handle in this process.
+
+    ``deadline`` arguments are ``time.monotonic()`` values: one operation's
+    waits (for the thread mutex, then for the OS lock) share one budget, so
+    ``lock_timeout`` bounds their total.
+    """
+
+    def __init__(self, fs: FileSystem, path: str, backend: str, mode: int) -> None:
+        self.fs = fs
         self.path = path
         self.backend = backend
         self.mutex = threading.RLock()
         self.depth = 0
         self.fd = -1
+        # flock sits on every write's path: call it straight unless a test's
+        # FileSystem overrides it (then every call goes through the seam).
+        self._flock: Callable[[int, int], None] = (
+            fcntl.flock if fcntl is not None and type(fs).flock is FileSystem.flock else fs.flock
+        )
         self.filelock: object | None = None
         # Raised around every hold, whichever backend takes the OS lock.
-        self.changes = ChangeCounter.open(os.path.dirname(path), writable=True)
+        self.changes = ChangeCounter.open(os.path.dirname(path), True, fs)
         if backend == "flock":
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+            self.fd = fs.open(path, os.O_RDWR | os.O_CREAT, mode)
         else:
             import filelock
 
             # thread_local=False: our own RLock already gives per-thread
             # exclusion; filelock's thread-local mode would create a second
             # OS-level context per thread.
-            self.filelock = filelock.FileLock(path, thread_local=False, poll_interval=0.001)
-
-    def acquire(self, timeout: float | None, store: str) -> None:
-        if timeout is None:
-            self.mutex.acquire()
-        elif not self.mutex.acquire(timeout=max(timeout, 0.0)):
-            raise LockTimeoutError(
-                f"timed out after {timeout} s waiting for the writer lock of {store} "
-                "(held by another thread of this process)"
+            self.filelock = filelock.FileLock(
+                path, mode=mode, thread_local=False, poll_interval=0.001
             )
+
+    def acquire(self, timeout: float | None, store: str, deadline: float | None = None) -> None:
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        if deadline is None:
+            self.mutex.acquire()
+        elif not self.mutex.acquire(timeout=_remaining(deadline)):  # type: ignore[arg-type]
+            raise _timed_out(store, timeout, "held by another thread of this process")
         try:
-            self.enter_held(timeout, store)
+            self.enter_held(timeout, store, deadline)
         except BaseException:
             self.mutex.release()
             raise
 
-    def enter_held(self, timeout: float | None, store: str) -> bytes | None:
+    def enter_held(
+        self, timeout: float | None, store: str, deadline: float | None = None
+    ) -> bytes | None:
         """:meth:`acquire` for a caller that already holds ``self.mutex`` (the
         engine's write path, whose mutex is this one): only the OS lock.
 
@@ -189,11 +213,11 @@ class _ProcessLock:
             return None
         if self.fd >= 0:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                self._acquire_os(timeout, store)
+                self._acquire_os(timeout, store, deadline)
         else:
-            self._acquire_os(timeout, store)
+            self._acquire_os(timeout, store, deadline)
         self.depth = 1
         if self.changes is None:
             return None
@@ -214,40 +238,33 @@ class _ProcessLock:
             if self.filelock is not None:
                 self.filelock.release()  # type: ignore[attr-defined]
             else:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                self._flock(self.fd, fcntl.LOCK_UN)
 
-    def _acquire_os(self, timeout: float | None, store: str) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _acquire_os(self, timeout: float | None, store: str, deadline: float | None) -> None:
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         if self.filelock is not None:
             import filelock
 
+            remaining = _remaining(deadline)
             try:
-                self.filelock.acquire(  # type: ignore[attr-defined]
-                    timeout=-1 if deadline is None else max(deadline - time.monotonic(), 0.0)
-                )
+                self.filelock.acquire(timeout=-1 if remaining is None else remaining)  # type: ignore[attr-defined]
             except filelock.Timeout as exc:
-                raise LockTimeoutError(
-                    f"timed out after {timeout} s waiting for the writer lock of {store} "
-                    "(another process is writing)"
-                ) from exc
+                raise _timed_out(store, timeout, "another process is writing") from exc
             return
-        assert fcntl is not None
         if deadline is None:
             # Blocks in the kernel; interruptible by signals (Ctrl-C).
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.fs.flock(self.fd, fcntl.LOCK_EX)
             return
         pause = _POLL_FIRST
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fs.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LockTimeoutError(
-                        f"timed out after {timeout} s waiting for the writer lock of "
-                        f"{store} (another process is writing)"
-                    ) from None
+                    raise _timed_out(store, timeout, "another process is writing") from None
                 time.sleep(min(pause, remaining))
                 pause = min(pause * 2, _POLL_MAX)
 
@@ -263,7 +280,7 @@ class _ProcessLock:
             changes.close()
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            os.close(fd)
+            self.fs.close(fd)
 
 
 class _Registry:
@@ -271,35 +288,41 @@ class _Registry:
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
-        self.locks: dict[tuple[int, int, int, str], tuple[_ProcessLock, int]] = {}
+        self.locks: dict[tuple[int, int, int], tuple[_ProcessLock, int]] = {}
 
-    def get(self, path: str, backend: str) -> tuple[_ProcessLock, tuple[int, int, int, str]]:
+    def get(
+        self, fs: FileSystem, path: str, backend: str, mode: int
+    ) -> tuple[_ProcessLock, tuple[int, int, int]]:
         with self.guard:
             # Create the lock file first so that its identity is stable.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+            fd = fs.open(path, os.O_RDWR | os.O_CREAT, mode)
             try:
-                st = os.fstat(fd)
+                st = fs.stat(fd)
             finally:
-                os.close(fd)
+                fs.close(fd)
             # The counter file is part of the identity: a store deleted and
             # created again whose LOCK reuses the inode number (nothing holds
             # it open under the filelock backend) must not get the old lock,
             # which raises the old, unlinked counter.
             try:
-                changes = os.stat(os.path.join(os.path.dirname(path), fmt.CHANGES_NAME)).st_ino
+                changes = fs.stat_path(os.path.join(os.path.dirname(path), fmt.CHANGES_NAME)).st_ino
             except FileNotFoundError:
                 changes = 0
-            ident = (st.st_dev, st.st_ino, changes, backend)
+            # Not the backend: handles of one process opened with different
+            # backends must still share one lock, or a write through one while
+            # the other holds it would wait on itself. Both backends take flock
+            # on the same file, so the first one's choice serves every handle.
+            ident = (st.st_dev, st.st_ino, changes)
             entry = self.locks.get(ident)
             if entry is None:
-                lock = _ProcessLock(path, backend)
+                lock = _ProcessLock(fs, path, backend, mode)
                 self.locks[ident] = (lock, 1)
             else:
                 lock = entry[0]
                 self.locks[ident] = (lock, entry[1] + 1)
             return lock, ident
 
-    def put(self, ident: tuple[int, int, int, str]) -> None:
+    def put(self, ident: tuple[int, int, int]) -> None:
         with self.guard:
             entry = self.locks.get(ident)
             if entry is None:
@@ -326,19 +349,7 @@ class _Registry:
 
 
 _registry = _Registry()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_registry.forget_after_fork)
-
-
-def resolve_backend(backend: str) -> str:
-    """Map ``"auto"`` to the backend for this platform; validate the name."""
-    if backend not in BACKENDS:
-        raise ValueError(f"lock backend must be one of {BACKENDS}, not {backend!r}")
-    if backend == "auto":
-        return "flock" if fcntl is not None else "filelock"
-    if backend == "flock" and fcntl is None:  # pragma: no cover - Windows
-        raise ValueError("lock backend 'flock' is not available on this platform")
-    return backend
+_forking.register(_registry)
 
 
 class WriterLock:
@@ -346,25 +357,39 @@ class WriterLock:
 
     Re-entrant within a thread (a transaction may call methods that lock
     again). ``timeout=None`` waits indefinitely; otherwise a wait longer than
-    ``timeout`` seconds raises :class:`LockTimeoutError` naming the store.
+    ``timeout`` seconds (or past the ``deadline`` given to
+    :meth:`acquire`/:meth:`enter_held`) raises :class:`LockTimeoutError`
+    naming the store. ``backend`` is ``"flock"`` or ``"filelock"`` (already
+    resolved by ``_options``).
     """
 
-    def __init__(self, path: str, store: str, timeout: float | None, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        path: str,
+        store: str,
+        timeout: float | None,
+        backend: str = "flock",
+        fs: FileSystem | None = None,
+        mode: int = 0o666,
+    ) -> None:
+        fs = fs if fs is not None else FileSystem()
         self.path = path
         self.store = store
         self.timeout = timeout
-        self.backend = resolve_backend(backend)
-        self._shared, self._ident = _registry.get(path, self.backend)
+        self._shared, self._ident = _registry.get(fs, path, backend, mode)
+        #: The backend in use: the first handle's in this process (see _Registry.get).
+        self.backend = self._shared.backend
         self._finalizer = weakref.finalize(self, _registry.put, self._ident)
-        # Bound once: acquire/release sit on every write's path.
-        self.acquire: Callable[[], None] = functools.partial(self._shared.acquire, timeout, store)
+        # Bound once: acquire/release sit on every write's path. Each takes
+        # an optional deadline (time.monotonic()) shared with earlier waits.
+        self.acquire: Callable[..., None] = functools.partial(self._shared.acquire, timeout, store)
         self.release: Callable[[], None] = self._shared.release
         #: The shared re-entrant thread lock inside this writer lock; the
         #: engine uses it as its own mutex.
         self.mutex: threading.RLock = self._shared.mutex
         #: acquire/release for a thread that already holds ``mutex``.
         #: Both return the change counter's bytes, see _ProcessLock.
-        self.enter_held: Callable[[], bytes | None] = functools.partial(
+        self.enter_held: Callable[..., bytes | None] = functools.partial(
             self._shared.enter_held, timeout, store
         )
         self.exit_held: Callable[[], bytes | None] = self._shared.exit_held
@@ -381,9 +406,10 @@ class WriterLock:
     ) -> None:
         self._shared.release()
 
-    def is_held_by_me(self) -> bool:
-        """True when the calling thread holds this lock (for assertions)."""
-        return self._shared.depth > 0 and self._shared.mutex._is_owned()  # type: ignore[attr-defined]
+    def busy(self) -> bool:
+        """Is the OS lock held by some thread of this process right now? A
+        hint only (read without the mutex): for "not now" decisions."""
+        return self._shared.depth > 0
 
     def close(self) -> None:
         """Drop this handle's reference to the shared lock."""
@@ -405,9 +431,17 @@ class ExclusiveFileLock:
     file description (flock) or its own filelock object.
     """
 
-    def __init__(self, path: str, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        path: str,
+        backend: str = "flock",
+        fs: FileSystem | None = None,
+        mode: int = 0o666,
+    ) -> None:
+        self.fs = fs if fs is not None else FileSystem()
         self.path = path
-        self.backend = resolve_backend(backend)
+        self.backend = backend
+        self.mode = mode
         self._fd = -1
         self._filelock: object | None = None
 
@@ -419,40 +453,41 @@ class ExclusiveFileLock:
         if self.backend == "filelock":
             import filelock
 
-            lock = filelock.FileLock(self.path, thread_local=False, poll_interval=0.01)
+            lock = filelock.FileLock(
+                self.path, mode=self.mode, thread_local=False, poll_interval=0.01
+            )
             try:
                 lock.acquire(timeout=-1 if timeout is None else timeout)
             except filelock.Timeout:
                 return False
             self._filelock = lock
             return True
-        assert fcntl is not None
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+        fs = self.fs
+        fd = fs.open(self.path, os.O_RDWR | os.O_CREAT, self.mode)
         try:
             if timeout is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fs.flock(fd, fcntl.LOCK_EX)
             else:
                 deadline = time.monotonic() + timeout
                 while True:
                     try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fs.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            os.close(fd)
+                            fs.close(fd)
                             return False
                         # Compactions take seconds: a coarse poll is enough.
                         time.sleep(min(0.01, remaining))
         except BaseException:
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            try:
+                fs.close(fd)
+            except OSError:
+                pass
             raise
         self._fd = fd
-        _held_exclusive.add(self)
+        _forking.register(self)
         return True
 
     def release(self) -> None:
@@ -460,31 +495,17 @@ class ExclusiveFileLock:
         if self._filelock is not None:
             lock, self._filelock = self._filelock, None
             lock.release()  # type: ignore[attr-defined]
-        _held_exclusive.discard(self)
+        _forking.unregister(self)
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            os.close(fd)
+            self.fs.close(fd)
 
-    def _forget_after_fork(self) -> None:
+    def forget_after_fork(self) -> None:
         # The child's copy of the descriptor would keep the parent's flock
         # alive after the parent releases it: close the copy, hold nothing.
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             try:
-                os.close(fd)
+                self.fs.close(fd)
             except OSError:
                 pass
-
-
-# Exclusive locks held right now, so a forked child can drop its copies.
-_held_exclusive: weakref.WeakSet[ExclusiveFileLock] = weakref.WeakSet()
-
-
-def _exclusive_after_fork() -> None:
-    for lock in list(_held_exclusive):
-        lock._forget_after_fork()
-    _held_exclusive.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_exclusive_after_fork)

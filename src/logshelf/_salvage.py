@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import _format as fmt
-from ._engine import Engine, encode_key
+from ._engine import Engine
 from ._fs import FileSystem
+from ._options import make_options
+from ._records import encode_key, put_record
 from ._segment import Segment
 from .errors import CorruptionError, FormatError, StoreNotFoundError
 
@@ -121,9 +123,9 @@ def salvage(
             seg.close()
         if progress is not None:
             progress(f"{seg.path}: {len(state)} keys so far")
-    engine = Engine(destination, "n")
+    engine = Engine(make_options(destination, "n"))
     try:
-        items = [(k, v[0], v[1], v[2]) for k, v in state.items() if v is not None]
+        items = [put_record(k, *v) for k, v in state.items() if v is not None]
         for start in range(0, len(items), 10_000):
             engine.put_many(items[start : start + 10_000])
         engine.sync()

@@ -81,12 +81,14 @@ class Segment:
     # -- lifecycle ---------------------------------------------------------
 
     @classmethod
-    def create(cls, fs: FileSystem, directory: str, segment_id: int, base_txid: int) -> Segment:
+    def create(
+        cls, fs: FileSystem, directory: str, segment_id: int, base_txid: int, mode: int = 0o666
+    ) -> Segment:
         """Create (or overwrite an unreferenced leftover of) a segment file and
         make its header durable. The caller syncs the directory."""
         path = os.path.join(directory, fmt.segment_name(segment_id))
         data = fmt.encode_segment_header(segment_id, base_txid)
-        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, mode)
         try:
             fs.append(fd, data)
             fs.fsync(fd)
@@ -171,52 +173,62 @@ class Segment:
             self.mapping = self.fs.map(self.fd, self.readable_end)
             self.mapped_end = self.readable_end
 
-    def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes, bytes]:
-        """Read and fully verify the record at ``offset``; return its header,
-        key bytes and stored value.
+    def read_raw(self, offset: int) -> tuple[int, int, int, int, int, bytes, bytes]:
+        """``(kind, txid, flags, rawlen, vcrc, key, stored value)`` of the record
+        at ``offset``, both checksums verified: what compaction copies and
+        every read of a value goes through. Slices the mapping of committed
+        bytes when it can, else reads with ``pread``.
 
         Raises:
             CorruptionError: the record fails a checksum or its lengths are
-                impossible (the message names file and offset; the caller adds the key).
+                impossible (the message names file and offset; callers add the key).
         """
-        end = offset + _HEADER_SIZE
-        if end <= self.mapped_end:
-            assert self.mapping is not None
-            header = fmt.RecordHeader._make(_RECORD.unpack_from(self.mapping, offset))
-            total = _HEADER_SIZE + header.klen + header.vlen
-            # Bound a (possibly damaged) length by the file before reading.
-            if offset + total > self.mapped_end and offset + total > self.size():
-                raise CorruptionError(
-                    f"{self.path}: record at offset {offset} claims {total} bytes, "
-                    "past the end of the file"
-                )
-            data = self._read(offset, total)
-        else:
-            data = self._read(offset, _SPECULATIVE_READ)
-            if len(data) < _HEADER_SIZE:
-                raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
-            header = fmt.RecordHeader._make(_RECORD.unpack_from(data))
-            total = _HEADER_SIZE + header.klen + header.vlen
+        if self.readable_end - self.mapped_end >= _REMAP_STEP:
+            self._remap()
+        m = self.mapping
+        if m is not None and offset + _HEADER_SIZE <= self.mapped_end:
+            record = self._verified(m, offset, self.mapped_end, offset)
+            if record is not None:
+                return record
+        data = self.fs.pread(self.fd, _SPECULATIVE_READ, offset)
+        if len(data) >= _HEADER_SIZE:
+            _, _, _, vlen, _, klen, _, _ = _unpack_from(data)
+            total = _HEADER_SIZE + klen + vlen
             if total > len(data):
+                # Bound a (possibly damaged) length by the file before reading.
                 if offset + total > self.size():
                     raise CorruptionError(
                         f"{self.path}: record at offset {offset} claims {total} bytes, "
                         "past the end of the file"
                     )
-                data = self._read(offset, total)
-        if len(data) < total:
-            raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
-        keyend = _HEADER_SIZE + header.klen
-        if zlib.crc32(memoryview(data)[4:keyend], self.salt) != header.hcrc:
-            raise CorruptionError(
-                f"{self.path}: record header checksum mismatch at offset {offset}"
-            )
-        value = data[keyend:total]
-        if zlib.crc32(value) != header.vcrc:
+                data = self.fs.pread(self.fd, total, offset)
+            record = self._verified(data, 0, len(data), offset)
+            if record is not None:
+                return record
+        raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
+
+    def _verified(
+        self, buf: bytes | mmap.mmap, at: int, available: int, offset: int
+    ) -> tuple[int, int, int, int, int, bytes, bytes] | None:
+        """The one check of a record's checksums: the record at ``at`` in
+        ``buf`` (file offset ``offset``), or None when ``buf`` ends before
+        ``available`` holds all of it."""
+        hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(buf, at)
+        keyend = at + _HEADER_SIZE + klen
+        end = keyend + vlen
+        if end > available:
+            return None
+        if _crc32(buf[at + 4 : keyend], self.salt) != hcrc:
+            raise self._header_mismatch(offset)
+        value = buf[keyend:end]
+        if _crc32(value) != vcrc:
             raise CorruptionError(
                 f"{self.path}: value checksum mismatch in the record at offset {offset}"
             )
-        return header, bytes(data[_HEADER_SIZE:keyend]), value
+        return kind, txid, flags, rawlen, vcrc, bytes(buf[at + _HEADER_SIZE : keyend]), value
+
+    def _header_mismatch(self, offset: int) -> CorruptionError:
+        return CorruptionError(f"{self.path}: record header checksum mismatch at offset {offset}")
 
     def read_value(self, offset: int, key: bytes) -> tuple[int, bytes, int]:
         """``(codec, stored value, rawlen)`` of the PUT record of ``key`` at
@@ -224,24 +236,30 @@ class Segment:
 
         The record's key is compared with ``key``: an index entry that points
         at another key's record (records moved under an intact hint, or any
-        bug) is reported, never answered with that record's value. (The
-        engine's ``get`` accepts the common case straight from
-        :attr:`mapping` and comes here for everything else.)
+        bug) is reported, never answered with that record's value.
 
         Raises:
             CorruptionError: a checksum fails, the lengths are impossible, the
                 record is not a PUT, or it holds another key.
         """
-        kind, _, flags, rawlen, _, stored_key, value = self.read_raw(offset)
+        record = None
+        m = self.mapping
+        if (
+            m is not None
+            and offset + _HEADER_SIZE <= self.mapped_end
+            and self.readable_end - self.mapped_end < _REMAP_STEP
+        ):
+            # read_raw's common case, one call shorter: db[key] comes here.
+            record = self._verified(m, offset, self.mapped_end, offset)
+        if record is None:
+            record = self.read_raw(offset)
+        kind, _, flags, rawlen, _, stored_key, value = record
         if kind != fmt.KIND_PUT or stored_key != key:
-            raise self._not_the_record(offset, key)
+            raise CorruptionError(
+                f"{self.path}: offset {offset} does not hold the value of {key!r} "
+                "(records moved or the index is out of date)"
+            )
         return fmt.codec_of(flags), value, rawlen
-
-    def _not_the_record(self, offset: int, key: bytes) -> CorruptionError:
-        return CorruptionError(
-            f"{self.path}: offset {offset} does not hold the value of {key!r} "
-            "(records moved or the index is out of date)"
-        )
 
     def make_hint(
         self,
@@ -292,35 +310,6 @@ class Segment:
             return False
         return int.from_bytes(self._read(offset, 4), "little") == hint.check_hcrc
 
-    def read_raw(self, offset: int) -> tuple[int, int, int, int, int, bytes, bytes]:
-        """``(kind, txid, flags, rawlen, vcrc, key, stored value)`` of the record
-        at ``offset``, both checksums verified: what compaction copies. Slices
-        the mapping of committed bytes when it can.
-
-        Raises:
-            CorruptionError: as :meth:`read_record`.
-        """
-        if self.readable_end - self.mapped_end >= _REMAP_STEP:
-            self._remap()
-        m = self.mapping
-        if m is not None and offset + _HEADER_SIZE <= self.mapped_end:
-            hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(m, offset)
-            keyend = offset + _HEADER_SIZE + klen
-            end = keyend + vlen
-            if end <= self.mapped_end:
-                if _crc32(m[offset + 4 : keyend], self.salt) != hcrc:
-                    raise CorruptionError(
-                        f"{self.path}: record header checksum mismatch at offset {offset}"
-                    )
-                value = m[keyend:end]
-                if _crc32(value) != vcrc:
-                    raise CorruptionError(
-                        f"{self.path}: value checksum mismatch in the record at offset {offset}"
-                    )
-                return kind, txid, flags, rawlen, vcrc, m[offset + _HEADER_SIZE : keyend], value
-        header, key, value = self.read_record(offset)
-        return header.kind, header.txid, header.flags, header.rawlen, header.vcrc, key, value
-
     def record_size(self, offset: int) -> int:
         """Header, key and value bytes of the record at ``offset``, from its
         header alone (unverified: for estimates such as dead space)."""
@@ -343,9 +332,7 @@ class Segment:
             len(data) < keyend
             or fmt.record_hcrc(data, data[_HEADER_SIZE:keyend], self.salt) != header.hcrc
         ):
-            raise CorruptionError(
-                f"{self.path}: record header checksum mismatch at offset {offset}"
-            )
+            raise self._header_mismatch(offset)
         return bytes(data[_HEADER_SIZE:keyend])
 
     def scan(

@@ -16,16 +16,20 @@ from types import TracebackType
 from typing import Any
 
 from . import _codecs
+from ._bytes_store import BytesStore
 from ._compaction import CompactionResult
 from ._engine import Engine
 from ._fs import FileSystem
+from ._options import (
+    DEFAULT_PROTOCOL,
+    check_compress_min,
+    check_compression,
+    check_protocol,
+    make_options,
+)
+from ._records import put_record
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
-
-#: Pickle protocol for new records when ``protocol=None``. Protocol 5 (Python
-#: 3.8+) is the fastest for in-band data; stores written with it read on every
-#: Python version logshelf supports.
-DEFAULT_PROTOCOL = 5
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -47,27 +51,19 @@ class Shelf(MutableMapping[str, Any]):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: BytesStore,
         protocol: int | None = None,
         writeback: bool = False,
         compression: str | None = None,
         compress_min: int = _codecs.COMPRESS_MIN,
     ) -> None:
-        if protocol is None:
-            protocol = DEFAULT_PROTOCOL
-        if not isinstance(protocol, int) or not 0 <= protocol <= pickle.HIGHEST_PROTOCOL:
-            raise ValueError(
-                f"protocol must be None or 0..{pickle.HIGHEST_PROTOCOL}, not {protocol!r}"
-            )
-        if not isinstance(compress_min, int) or compress_min < 0:
-            raise ValueError(f"compress_min must be an int >= 0, not {compress_min!r}")
-        self._codec = _codecs.codec_from_name(compression)
+        self._protocol = check_protocol(protocol)
+        self._compress_min = check_compress_min(compress_min)
+        self._codec = check_compression(compression)
         self._engine = engine
         # Bound once: db[key] is the "random read" the benchmarks measure.
         self._get = engine.get
-        self._protocol = protocol
         self._writeback = writeback
-        self._compress_min = compress_min
         self._cache: dict[str, Any] = {}
 
     # -- encoding ------------------------------------------------------------
@@ -165,18 +161,34 @@ class Shelf(MutableMapping[str, Any]):
         and after a crash either all or none are present. One lock
         acquisition and one write for the whole batch."""
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        encoded = []
+        records = []
         for key, value in pairs:
             if type(key) is not str:
                 _check_key(key)
-            encoded.append((key, *self._encode(value)))
-        self._engine.put_many(encoded)
+            records.append(put_record(key, *self._encode(value)))
+        self._engine.put_many(records)
         if self._writeback:
             self._cache.update(pairs)
 
     def get_many(self, keys: Iterable[str], default: Any = None) -> dict[str, Any]:
-        """Read many keys; absent keys map to ``default``."""
-        return {key: self.get(key, default) for key in keys}
+        """Read many keys from one state of the store (another process's
+        batch is either wholly visible or not at all); absent keys map to
+        ``default``."""
+        wanted = [_check_key(k) for k in keys]
+        result: dict[str, Any] = {}
+        if self._writeback:
+            for key in wanted:
+                if key in self._cache:
+                    result[key] = self._cache[key]
+            wanted = [k for k in wanted if k not in result]
+        for key, data in zip(wanted, self._engine.get_many(wanted), strict=True):
+            if data is None:
+                result[key] = default
+                continue
+            value = result[key] = _loads(data)
+            if self._writeback:
+                self._cache[key] = value
+        return result
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete many keys as one atomic batch; return how many were present."""
@@ -208,6 +220,20 @@ class Shelf(MutableMapping[str, Any]):
         (committed bytes on disk, live and dead), ``generation`` (of the
         MANIFEST) and ``last_txid``."""
         return self._engine.stats()
+
+    def locate(self, key: str) -> tuple[str, int]:
+        """Where ``key``'s live value is stored: ``(segment file, byte
+        offset of its record)``, for inspection and debugging (the record
+        layout is in ``docs/format.md``). A value written in this thread's
+        open transaction is not on disk yet and raises KeyError too.
+
+        Raises:
+            KeyError: the key is absent.
+        """
+        where = self._engine.locate(_check_key(key))
+        if where is None:
+            raise KeyError(key)
+        return where
 
     def compact(self) -> CompactionResult:
         """Reclaim the space of overwritten and deleted values.
@@ -298,7 +324,7 @@ class Shelf(MutableMapping[str, Any]):
 
 
 def open(  # mirrors shelve.open, shadowing the builtin on purpose
-    filename: str | os.PathLike[str],
+    filename: str | bytes | os.PathLike[str] | os.PathLike[bytes],
     flag: str = "c",
     protocol: int | None = None,
     writeback: bool = False,
@@ -311,13 +337,16 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     lock_backend: str = "auto",
     max_segment_size: int = 128 << 20,
     auto_compact: float | None = 0.5,
+    mode: int = 0o666,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
 
     Args:
-        filename: the store's path. A store is a directory; it is created for
-            flags "c" and "n".
+        filename: the store's path (``str``, ``bytes`` or path-like). A store
+            is a directory; it is created for flags "c" and "n". Flag "n"
+            replaces a regular file at that path, but never a directory that
+            is not a store.
         flag: "r" read-only, "w" read-write on an existing store, "c" create
             if needed (default), "n" always start empty.
         protocol: pickle protocol for new records (default 5).
@@ -340,6 +369,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             on to a new segment, when at least this fraction (default half)
             of the sealed segments' bytes is dead and the dead bytes reach
             ``min(64 MiB, max_segment_size)``. None: only :meth:`Shelf.compact`.
+        mode: permission bits of the files the store creates, less the umask
+            (dbm's ``mode``; directories also get search permission where
+            they are readable).
 
     Raises:
         ValueError: a bad flag, protocol, compression or other option (the
@@ -348,9 +380,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         FormatError: ``filename`` is not a logshelf store, or a newer format.
         CorruptionError: the store is damaged beyond a torn tail.
     """
-    codec = _codecs.codec_from_name(compression)  # validate before touching disk
-    engine = Engine(
-        os.fspath(filename),
+    # Validate everything before touching disk.
+    options = make_options(
+        filename,
         flag,
         durability=durability,
         sync_interval=sync_interval,
@@ -358,16 +390,15 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         lock_backend=lock_backend,
         max_segment_size=max_segment_size,
         auto_compact=auto_compact,
+        mode=mode,
         fs=_fs,
     )
+    check_protocol(protocol)
+    check_compress_min(compress_min)
+    check_compression(compression)
+    engine = Engine(options)
     try:
-        return Shelf(
-            engine,
-            protocol,
-            writeback,
-            None if codec is _codecs.Codec.NONE else compression,
-            compress_min,
-        )
+        return Shelf(engine, protocol, writeback, compression, compress_min)
     except BaseException:
         engine.close()
         raise

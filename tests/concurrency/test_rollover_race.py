@@ -29,12 +29,14 @@ class SlowManifest(FileSystem):
         self.armed = False
         self.child: subprocess.Popen[bytes] | None = None
 
-    def write_file_atomic(self, path: str, data: bytes, *, sync_dir: bool = True) -> None:
+    def write_file_atomic(
+        self, path: str, data: bytes, *, sync_dir: bool = True, mode: int = 0o666
+    ) -> None:
         if self.armed and path.endswith("MANIFEST"):
             self.armed = False
             self.child = subprocess.Popen([sys.executable, "-c", OPENER, str(self.store)])
             time.sleep(1.5)
-        super().write_file_atomic(path, data, sync_dir=sync_dir)
+        super().write_file_atomic(path, data, sync_dir=sync_dir, mode=mode)
 
 
 @pytest.mark.timeout(60)

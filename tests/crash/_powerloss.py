@@ -330,7 +330,7 @@ class SimulatedDisk(FileSystem):
 
     # -- FileSystem: state-changing operations ---------------------------------
 
-    def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
         existing = self._lookup(path)
         creates = bool(flags & os.O_CREAT) and existing is None and self._split(path) is not None
         truncates = bool(flags & os.O_TRUNC) and existing is not None
@@ -433,11 +433,11 @@ class SimulatedDisk(FileSystem):
     def rmdir(self, path: str) -> None:
         self._remove(path, "rmdir")
 
-    def mkdir(self, path: str) -> None:
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
         where = self._split(path)
         if where is not None:
             self._before(f"mkdir {self._name(path)}")
-        super().mkdir(path)
+        super().mkdir(path, mode)
         if where is not None:
             self._change_dir(where[0], ((where[1], self._new_inode(True)),))
 

@@ -1,0 +1,164 @@
+"""The store directory as a set of segments: create it, seal and start
+segments, replace the MANIFEST, write hints, remove what nothing references.
+
+Only writers call these, under the writer lock (except :func:`create_store`,
+which builds a new store where nobody can see it yet). The MANIFEST is the
+commit point of every change to the segment set: it is replaced atomically
+(temporary file, fsync, rename), then the directory is synced.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+
+from . import _format as fmt
+from ._fs import FileSystem
+from ._index import snapshot
+from ._segment import Segment
+from .errors import FormatError
+
+__all__ = [
+    "collect_garbage",
+    "create_store",
+    "directory_mode",
+    "remove_segments",
+    "seal_record",
+    "write_hint",
+    "write_manifest",
+]
+
+
+def directory_mode(mode: int) -> int:
+    """The mode of a directory for files of ``mode``: search (x) wherever read is allowed."""
+    return mode | ((mode & 0o444) >> 2)
+
+
+def create_store(fs: FileSystem, path: str, mode: int) -> None:
+    """Create a new, empty store atomically: build it in a temporary directory,
+    then rename that into place. Two processes creating the same store at
+    once both succeed; one rename wins and the other opens the winner's store.
+
+    Raises:
+        FormatError: ``path`` is a non-empty directory that is not a store.
+    """
+    if os.path.isdir(path) and os.listdir(path):
+        raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
+    parent = os.path.dirname(path)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.creating"
+    fs.mkdir(tmp, directory_mode(mode))
+    try:
+        lock_fd = fs.open(os.path.join(tmp, fmt.LOCK_NAME), os.O_RDWR | os.O_CREAT, mode)
+        fs.close(lock_fd)
+        # Only ever created here, with the store: a handle that found no
+        # counter does not raise one, so one created later could be trusted
+        # by readers while such a handle writes.
+        fs.write_file_atomic(
+            os.path.join(tmp, fmt.CHANGES_NAME), fmt.encode_changes(0), sync_dir=False, mode=mode
+        )
+        Segment.create(fs, tmp, 1, 0, mode).close()
+        manifest = fmt.Manifest(1, 2, ((1, fmt.ACTIVE),))
+        fs.write_file_atomic(
+            os.path.join(tmp, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest), mode=mode
+        )
+        try:
+            fs.rename(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                raise
+            # Someone else created it first; use theirs.
+            if not os.path.exists(os.path.join(path, fmt.MANIFEST_NAME)):
+                raise FormatError(
+                    f"{path} is a directory without a MANIFEST: not a logshelf store"
+                ) from exc
+        fs.sync_directory(parent)
+    finally:
+        if os.path.isdir(tmp):
+            for name in fs.listdir(tmp):
+                fs.unlink(os.path.join(tmp, name))
+            fs.rmdir(tmp)
+
+
+def seal_record(salt: int, txid: int, successor: int) -> bytes:
+    """The SEAL record that ends a segment and names its successor."""
+    value = fmt.SEAL_VALUE.pack(successor)
+    return fmt.pack_record(salt, txid, fmt.KIND_SEAL, True, 0, b"", value, zlib.crc32(value), 0)
+
+
+def write_manifest(fs: FileSystem, path: str, manifest: fmt.Manifest, mode: int) -> None:
+    """Replace the MANIFEST: the commit point. An exception means the old one
+    is still in place. The caller syncs the directory afterwards (see
+    ``Writer.sync_manifest_rename``: a failure there is another matter)."""
+    fs.write_file_atomic(
+        os.path.join(path, fmt.MANIFEST_NAME),
+        fmt.encode_manifest(manifest),
+        sync_dir=False,
+        mode=mode,
+    )
+
+
+def write_hint(
+    fs: FileSystem,
+    path: str,
+    seg: Segment,
+    covered: int,
+    max_txid: int,
+    index: dict[str, int],
+    slot: int,
+    deleted: list[str],
+    mode: int,
+    seal_next: int = 0,
+) -> bool:
+    """Snapshot the index entries of the segment in ``slot`` (best effort:
+    False when it could not be written; the next open then scans)."""
+    keys, offsets = snapshot(index, slot)
+    try:
+        hint = seg.make_hint(covered, max_txid, keys, offsets, deleted, seal_next)
+        fs.write_file_atomic(
+            os.path.join(path, fmt.hint_name(seg.id)),
+            fmt.encode_hint(hint),
+            sync_dir=False,
+            mode=mode,
+        )
+    except OSError:
+        return False  # A hint is an optimisation: without it the next open scans.
+    return True
+
+
+def collect_garbage(fs: FileSystem, path: str, live: set[int]) -> None:
+    """Delete segment and hint files whose ids are not in ``live``, and
+    leftover temporary files: what a crash left of an interrupted rollover,
+    reset or compaction. The caller holds the writer lock and the
+    compaction lock (a running compaction writes segments the MANIFEST names
+    only once it commits)."""
+    for name in fs.listdir(path):
+        if name.endswith(".tmp"):
+            # A crashed atomic replacement. (A hint another process is
+            # writing right now may go too; hints are optional.)
+            _unlink_quietly(fs, os.path.join(path, name))
+            continue
+        if not name.startswith("seg-") or not name.endswith((".log", ".hint")):
+            continue
+        try:
+            segment_id = int(name[4:20], 16)
+        except ValueError:
+            continue
+        if segment_id not in live and len(name) in (24, 25):
+            _unlink_quietly(fs, os.path.join(path, name))
+
+
+def remove_segments(fs: FileSystem, path: str, segment_ids: list[int]) -> None:
+    """Delete segments and their hints. Handles that still read them keep
+    their open descriptors (POSIX); anything left behind by an error is
+    unreferenced and goes at the next writer's garbage collection."""
+    for segment_id in segment_ids:
+        for name in (fmt.segment_name(segment_id), fmt.hint_name(segment_id)):
+            _unlink_quietly(fs, os.path.join(path, name))
+
+
+def _unlink_quietly(fs: FileSystem, path: str) -> None:
+    try:
+        fs.unlink(path)
+    except OSError:
+        pass

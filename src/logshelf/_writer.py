@@ -1,0 +1,464 @@
+"""The write side of a handle: exists only for writable handles.
+
+A read-only handle has no :class:`Writer` at all, rather than a flag checked
+on every path. Everything here runs under the store's writer lock (the
+engine takes the handle mutex first, which for a writer is the lock's own
+thread mutex): catch up with other writers and cut a torn tail
+(:meth:`Writer.prepare`), append one batch (:meth:`Writer.write`, the one
+path for single writes, bulk writes and transactions), undo a failed append,
+sync, and roll over to a new segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from . import _format as fmt
+from . import _index
+from ._locking import ExclusiveFileLock, WriterLock
+from ._options import Options
+from ._records import Record
+from ._segment import Segment
+from ._segment_set import (
+    collect_garbage,
+    remove_segments,
+    seal_record,
+    write_hint,
+    write_manifest,
+)
+from ._view import HEADER_END, View, check_tail
+from .errors import HandlePoisonedError
+
+__all__ = ["Writer"]
+
+_log = logging.getLogger("logshelf")
+
+_SLOT_SHIFT = _index.SLOT_SHIFT
+_PUT = fmt.KIND_PUT
+# At most this much of a torn tail is copied to quarantine/ before it is cut.
+_QUARANTINE_MAX = 16 << 20
+# Before long work takes the writer lock it catches up with other writers
+# until at most this many bytes are left to parse under the lock (or until
+# this many rounds have not got there: writers that outpace the parse).
+_LOCK_BACKLOG = 64 << 10
+_CATCH_UP_ROUNDS = 8
+
+
+class Writer:
+    """Writes to one store for one handle; see the module docstring."""
+
+    def __init__(self, view: View, options: Options) -> None:
+        self.view = view
+        self.options = options
+        self.fs = options.fs
+        self.path = options.path
+        self.lock = self._new_lock()
+        #: The error of a failed sync (or undo): the handle refuses writes after it.
+        self.poisoned: BaseException | None = None
+        #: Set by a rollover: check whether to compact once the write returned its locks.
+        self.compact_due = False
+        #: The clock of ``durability="interval"`` (tests replace it).
+        self.clock: Callable[[], float] = time.monotonic
+        self.last_sync = self.clock()
+        # Read on every write.
+        self._max_size = options.max_segment_size
+        self._syncs = options.durability != "none"
+
+    def _new_lock(self) -> WriterLock:
+        opts = self.options
+        return WriterLock(
+            os.path.join(self.path, fmt.LOCK_NAME),
+            self.path,
+            opts.lock_timeout,
+            opts.lock_backend,
+            self.fs,
+            opts.mode,
+        )
+
+    def renew_lock(self) -> None:
+        """In a forked child: the parent's lock is not ours; take a fresh one."""
+        # The parent's lock object must not release anything on its way out:
+        # its registry entry is gone and its key now names ours.
+        self.lock.abandon()
+        self.lock = self._new_lock()
+
+    def close(self) -> None:
+        self.lock.close()
+
+    def check(self) -> None:
+        """Raise :class:`HandlePoisonedError` if an earlier sync failed."""
+        if self.poisoned is not None:
+            raise HandlePoisonedError(
+                f"an earlier sync of {self.path} failed ({self.poisoned}); this handle "
+                "refuses further writes: close and reopen the store"
+            ) from self.poisoned
+
+    @contextmanager
+    def hold(self, deadline: float | None = None) -> Iterator[None]:
+        """Hold the OS writer lock (the caller holds the handle mutex)."""
+        self.lock.enter_held(deadline)
+        try:
+            yield
+        finally:
+            self.lock.exit_held()
+
+    # -- the write path ------------------------------------------------------
+
+    def write(self, records: Sequence[Record], deadline: float | None = None) -> int:
+        """Take the writer lock, catch up, and append ``records`` (one per key)
+        as one batch at the end of the active segment (rolling over first if
+        it would not fit), index it, and sync as the durability mode asks:
+        the one write path, for single writes, bulk writes and transaction
+        commits. Deletes of absent keys are left out; return how many
+        records were written (0: nothing was). The caller holds the mutex.
+        On any failure the segment is cut back to where the batch started."""
+        view = self.view
+        lock = self.lock
+        # If the change counter still holds what this view saw when it last
+        # caught up, nobody has written since: skip the size check (see
+        # View.follow_writers).
+        at = lock.enter_held(deadline)
+        try:
+            segments = view.segments
+            if (at != view.seen and self.fs.size(segments[-1].fd) != view.end) or view.seal_next:
+                self.prepare()
+            index = view.index
+            if len(records) == 1:
+                if records[0].kind != _PUT and records[0].key not in index:
+                    return 0
+            elif any(r.kind != _PUT and r.key not in index for r in records):
+                records = [r for r in records if r.kind == _PUT or r.key in index]
+                if not records:
+                    return 0
+            for attempt in (0, 1):
+                segments = view.segments
+                active = segments[-1]
+                start = view.end
+                location = ((len(segments) - 1) << _SLOT_SHIFT) | start
+                txid = view.max_txid + 1
+                if len(records) == 1:
+                    r = records[0]
+                    data = fmt.pack_record(
+                        active.salt,
+                        txid,
+                        r.kind,
+                        True,
+                        r.codec,
+                        r.key_bytes,
+                        r.data,
+                        r.vcrc,
+                        r.rawlen,
+                    )
+                    locations = [location]
+                else:
+                    data, locations = fmt.pack_batch(active.salt, txid, records, location)
+                if attempt or start + len(data) <= self._max_size or start <= HEADER_END:
+                    break
+                self.roll(drop_old=False)
+            view.max_txid = txid  # burnt even if the write fails
+            try:
+                self.fs.append(active.fd, data)
+            except BaseException:
+                self.undo(active, start)
+                raise
+            view.txid = txid
+            view.apply_written(records, locations)
+            view.end = end = start + len(data)
+            active.readable_end = end
+            if self._syncs:
+                self.sync_after_write()
+        finally:
+            released = lock.exit_held()
+        if released is not None:
+            # Caught up under the lock, then only this write: this view is up
+            # to date as of the counter it just set.
+            view.seen = released
+        return len(records)
+
+    def undo(self, seg: Segment, start: int) -> None:
+        """A write failed part-way: cut back to where it started. If even that
+        fails, the handle can no longer know what is on disk."""
+        try:
+            seg.truncate(start)
+        except BaseException as exc:
+            self.poisoned = exc
+
+    def sync_after_write(self) -> None:
+        now = self.clock()
+        opts = self.options
+        if opts.durability == "always" or now - self.last_sync >= opts.sync_interval:
+            self.sync_active()
+            self.last_sync = now
+
+    def sync_active(self) -> None:
+        try:
+            self.view.active.sync()
+        except OSError as exc:
+            # After a failed fsync the kernel may have dropped the dirty pages
+            # and a retry can "succeed": never trust this handle again.
+            self.poisoned = exc
+            raise
+
+    # -- catching up, torn tails ---------------------------------------------
+
+    def prepare(self) -> None:
+        """Under the writer lock: catch up with other writers, cut a torn tail,
+        finish an interrupted rollover, so that appending is safe. Whatever
+        lies beyond the last committed batch at this point is garbage: no
+        other writer can be mid-write while we hold the lock."""
+        view = self.view
+        while True:
+            if view.seal_next:
+                # Our active segment ends with a SEAL. Usually its writer has
+                # published the successor since we saw it: adopt that. Only if
+                # the MANIFEST still names the sealed segment (read under the
+                # lock, so its writer died mid-rollover) finish the rollover.
+                view.follow_seal()
+                if view.seal_next:
+                    self.roll(drop_old=False, seal_written=True)
+                continue
+            active = view.active
+            size = active.size()
+            if size == view.end:
+                return
+            scan = view.catch_up(size)
+            if scan is None or view.active is not active or view.seal_next:
+                continue  # the segment set changed: look at the new active segment
+            if view.end < size:
+                check_tail(active, scan, size)
+                self._cut_tail(active, view.end, size)
+
+    def catch_up_before_locking(self) -> None:
+        """Parse what other writers appended, outside the writer lock, until
+        little is left for :meth:`prepare` to parse under it (where every
+        writer of the store waits). For the lock holds that follow long work:
+        opening (loading the index) and a compaction's two steps (its copy
+        takes seconds). One refresh is not enough while others keep writing:
+        a writer appending during a compaction left ~100,000 records, whose
+        parse under the lock stalled every writer for 0.1 s and more. Each
+        round parses what arrived during the previous one, so the backlog
+        shrinks quickly."""
+        view = self.view
+        for _ in range(_CATCH_UP_ROUNDS):
+            view.refresh()
+            if view.seal_next or self.fs.size(view.active.fd) - view.end <= _LOCK_BACKLOG:
+                return
+
+    def _cut_tail(self, seg: Segment, end: int, size: int) -> None:
+        """Quarantine and cut bytes after the last committed batch: never append after garbage."""
+        fs = self.fs
+        qdir = os.path.join(self.path, fmt.QUARANTINE_DIR)
+        try:
+            if not os.path.isdir(qdir):
+                fs.mkdir(qdir)
+            name = f"seg-{seg.id:016x}-at-{end}-{time.time_ns()}.bin"
+            data = fs.pread(seg.fd, min(size - end, _QUARANTINE_MAX), end)
+            fs.write_file_atomic(
+                os.path.join(qdir, name), data, sync_dir=False, mode=self.options.mode
+            )
+        except OSError:
+            pass  # Quarantine is forensics only; cutting the tail is what matters.
+        seg.truncate(end)
+        seg.sync()
+        _log.warning(
+            "cut %d bytes of torn tail from %s at offset %d (copy kept in %s)",
+            size - end,
+            seg.path,
+            end,
+            qdir,
+        )
+
+    # -- the segment set -------------------------------------------------------
+
+    def roll(
+        self,
+        drop_old: bool,
+        seal_written: bool = False,
+        *,
+        reserve_ids: int = 0,
+        replace: tuple[int, tuple[tuple[int, int], ...]] | None = None,
+    ) -> None:
+        """Start a new active segment. Order: new file durable, then SEAL in
+        the old one (readers notice it with their cheap size check), then the
+        MANIFEST switch (the commit point).
+
+        ``drop_old`` (flag "n") leaves the old segments out of the new
+        MANIFEST. ``reserve_ids`` allocates that many further segment ids for
+        a compaction's output files. ``replace=(n, entries)`` commits a
+        compaction: the first ``n`` sealed segments give way to ``entries``;
+        the SEAL is then what tells every other handle to reload.
+        """
+        view, fs, mode = self.view, self.fs, self.options.mode
+        if not seal_written:
+            generation = view.manifest.generation
+            view.refresh_manifest()
+            if view.manifest.generation != generation:
+                # Our view was stale (see View.refresh_manifest): catch up
+                # with the current active segment before sealing it.
+                self.prepare()
+        old = view.active
+        manifest = view.manifest
+        if seal_written:
+            new_id = view.seal_next
+            seal_txid = view.txid
+        else:
+            new_id = manifest.next_segment_id
+            seal_txid = view.max_txid + 1
+        new = Segment.create(fs, self.path, new_id, seal_txid, mode)
+        try:
+            fs.sync_directory(self.path)
+            if not seal_written:
+                seal = seal_record(old.salt, seal_txid, new_id)
+                view.max_txid = seal_txid
+                start = view.end
+                try:
+                    old.append(seal)
+                except BaseException:
+                    self.undo(old, start)
+                    raise
+                view.end = start + len(seal)
+                view.txid = seal_txid
+                old.readable_end = view.end
+                # The old segment is sealed now: nothing may ever be appended
+                # after its SEAL, even if the rest of this rollover fails. The
+                # next write of this handle finishes the rollover (or adopts
+                # the MANIFEST, should the switch below have happened).
+                view.seal_next = new_id
+            self.sync_active()
+            sealed = tuple(
+                (seg.id, length)
+                for seg, (_, length) in zip(view.segments[:-1], manifest.segments[:-1], strict=True)
+            )
+            if replace is not None:
+                count, entries = replace
+                sealed = (*entries, *sealed[count:])
+            segments: tuple[tuple[int, int], ...]
+            if drop_old:
+                segments = ((new_id, fmt.ACTIVE),)
+            else:
+                segments = (*sealed, (old.id, view.end), (new_id, fmt.ACTIVE))
+            next_id = max(manifest.next_segment_id, new_id + 1) + reserve_ids
+            new_manifest = fmt.Manifest(manifest.generation + 1, next_id, segments)
+            write_manifest(fs, self.path, new_manifest, mode)
+        except BaseException:
+            new.close()
+            raise
+        sync_error = self.sync_manifest_rename()
+        try:
+            self._after_roll(old, new, new_manifest, seal_txid, drop_old, reserve_ids, replace)
+        finally:
+            if sync_error is not None:
+                raise sync_error
+
+    def _after_roll(
+        self,
+        old: Segment,
+        new: Segment,
+        new_manifest: fmt.Manifest,
+        seal_txid: int,
+        drop_old: bool,
+        reserve_ids: int,
+        replace: tuple[int, tuple[tuple[int, int], ...]] | None,
+    ) -> None:
+        """The in-memory half of :meth:`roll`, once its MANIFEST is in place."""
+        view = self.view
+        if not drop_old:
+            # Only after the switch: a hint covering the SEAL must never exist
+            # while the MANIFEST still calls that segment active, or a reopen
+            # would skip the SEAL and append after it.
+            write_hint(
+                self.fs,
+                self.path,
+                old,
+                view.end,
+                view.txid,
+                view.index,
+                view.active_slot,
+                list(view.active_deletes),
+                self.options.mode,
+                seal_next=new.id,
+            )
+        if replace is not None:
+            # Every slot after the replaced segments moved. Rather than
+            # renumber in place, follow our own SEAL like any other handle,
+            # on the next operation: the reload from the new MANIFEST and the
+            # hints then happens after the writer lock is released.
+            new.close()
+            view.seal_next = new.id
+            return
+        if not drop_old and not reserve_ids and self.options.auto_compact is not None:
+            self.compact_due = True
+        if drop_old:
+            for seg in view.segments:
+                seg.close()
+            remove_segments(self.fs, self.path, [seg.id for seg in view.segments])
+            view.segments = []
+            view.index = {}
+        view.adopt(new_manifest, new)
+        view.txid = max(view.txid, seal_txid)
+        view.max_txid = max(view.max_txid, seal_txid)
+
+    def reserve_ids(self, count: int) -> None:
+        """Allocate ``count`` segment ids in a new MANIFEST, segments unchanged."""
+        view = self.view
+        m = view.manifest
+        manifest = fmt.Manifest(m.generation + 1, m.next_segment_id + count, m.segments)
+        write_manifest(self.fs, self.path, manifest, self.options.mode)
+        view.manifest = manifest
+        error = self.sync_manifest_rename()
+        if error is not None:
+            raise error
+
+    def sync_manifest_rename(self) -> OSError | None:
+        """fsync the directory after a MANIFEST replacement. The new MANIFEST
+        is in place whatever happens here, so the handle must go on to adopt
+        it; but a failed directory sync, like a failed fsync, means nothing
+        about durability can be trusted: poison the handle and report it."""
+        try:
+            self.fs.sync_directory(self.path)
+        except OSError as exc:
+            self.poisoned = exc
+            return exc
+        return None
+
+    def write_active_hint(self) -> None:
+        """At close: a hint of the active segment, unless one covers it already."""
+        view = self.view
+        if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
+            slot = view.active_slot
+            write_hint(
+                self.fs,
+                self.path,
+                view.active,
+                view.end,
+                view.txid,
+                view.index,
+                slot,
+                list(view.active_deletes),
+                self.options.mode,
+            )
+            view.hinted_end = view.end
+
+    def compaction_lock(self) -> ExclusiveFileLock:
+        """The lock that keeps two compactions (and garbage collection) apart."""
+        return ExclusiveFileLock(
+            os.path.join(self.path, fmt.COMPACT_LOCK_NAME),
+            self.options.lock_backend,
+            self.fs,
+            self.options.mode,
+        )
+
+    def collect_garbage(self) -> None:
+        """Delete files the MANIFEST does not reference, unless a compaction
+        runs (it writes segments the MANIFEST names only once it commits)."""
+        lock = self.compaction_lock()
+        if not lock.acquire(0):
+            return
+        try:
+            collect_garbage(self.fs, self.path, {seg.id for seg in self.view.segments})
+        finally:
+            lock.release()
