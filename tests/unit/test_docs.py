@@ -9,6 +9,12 @@ from pathlib import Path
 from logshelf import _format as fmt
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every Markdown file a reader follows commands from.
+COMMAND_DOCS = [
+    ROOT / "README.md",
+    ROOT / "benchmarks" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
 
 
 def _first_words(text: str) -> set[str]:
@@ -35,6 +41,18 @@ def test_hint_layout_comment_names_the_hint_version_written() -> None:
     """The hint layout comment in _format gives the version encode_hint writes."""
     found = re.findall(r"hint version \((?:HINT_VERSION, )?(\d+)", inspect.getsource(fmt))
     assert found == [str(fmt.HINT_VERSION)]
+
+
+def test_doc_commands_use_no_absolute_paths_of_one_machine() -> None:
+    """Commands in the docs run from any checkout: no /work/, /tmp/ or /home/ paths."""
+    machine_path = re.compile(r"(?<![\w.])/(?:work|tmp|home)/")
+    found = [
+        f"{doc.relative_to(ROOT)}:{n}: {line}"
+        for doc in COMMAND_DOCS
+        for n, line in enumerate(doc.read_text().splitlines(), 1)
+        if machine_path.search(line)
+    ]
+    assert found == []
 
 
 def test_sources_cite_only_documents_of_the_repository() -> None:
