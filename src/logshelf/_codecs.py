@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable
 from enum import IntEnum
 
+from . import _format as fmt
 from .errors import CodecUnavailableError, CorruptionError
 
 try:
@@ -27,17 +28,15 @@ __all__ = [
     "decompress",
 ]
 
-# Below this many bytes compression rarely pays: the storage notes measured
-# lz4 saving under 1 % on 141-byte pickled records and ~11 % at 323 bytes.
+# Below this many bytes compression rarely pays: on pickled record-like dicts
+# lz4 saved 0.7 % at 141 bytes, 4 % at 231 and 11 % at 323 (measured while
+# choosing this default; docs/format.md §4 states the rule).
 COMPRESS_MIN = 256
 
 # Values at least this large are judged on a sample first, so that
 # incompressible payloads (numpy noise, media) do not pay for a full pass.
 _SAMPLE_FROM = 1 << 20
 _SAMPLE_SIZE = 64 << 10
-
-# Stored uncompressed lengths are u32 in the record header.
-_MAX_RAWLEN = 0xFFFF_FFFF
 
 # An lz4 block never expands more than ~255-fold (a match token adds at most
 # 255 bytes of length per input byte). lz4 allocates the declared length up
@@ -103,7 +102,7 @@ def compress(codec: Codec, data: bytes, minimum: int = COMPRESS_MIN) -> tuple[Co
     decompression.
     """
     size = len(data)
-    if codec is Codec.NONE or size < minimum or size > _MAX_RAWLEN:
+    if codec is Codec.NONE or size < minimum or size > fmt.MAX_RAWLEN:
         return Codec.NONE, data
     compressor = _COMPRESSORS[codec]
     if size >= _SAMPLE_FROM:

@@ -7,6 +7,8 @@ kept in step with this module. Nothing here does I/O: functions take and return
 A store is a directory::
 
     LOCK                     the writer lock (empty; never deleted)
+    CHANGES                  change counter, 16 bytes (docs/format.md §6.1)
+    COMPACT.LOCK             held while a compaction runs (empty; no data)
     MANIFEST                 the live segments in replay order, last = active
     seg-<id:016x>.log        a segment: SEGMENT_HEADER then packed records
     seg-<id:016x>.hint       optional index snapshot of one segment
@@ -217,6 +219,7 @@ CODEC_MASK = 0x06
 _RESERVED_FLAGS = 0xF8
 
 MAX_KEY_BYTES = 0xFFFF
+# rawlen is a u32: larger values are stored uncompressed (see _codecs.compress).
 MAX_RAWLEN = 0xFFFF_FFFF
 # A batch's txid may exceed the previous batch's by at most this much. Real
 # writers step by one (plus txids burnt by failed writes); the bound rejects
@@ -439,7 +442,7 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
 #
 #   off size field
 #     0    8 magic b"LSHFHNT\0"
-#     8    2 hint version (1)
+#     8    2 hint version (HINT_VERSION, 2; other versions are ignored)
 #    10    2 reserved, 0
 #    12    4 salt of the segment it describes
 #    16    8 segment id

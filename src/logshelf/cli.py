@@ -7,7 +7,8 @@ stdout, progress lines and errors to stderr.
 Exit codes: 0 success (a healthy store, a complete salvage); 1 the store is
 damaged (``verify`` found problems or could not open it, ``salvage``
 skipped something); 2 the command could not run (usage errors, no store
-there, a file that is not a store, a destination that exists).
+there, a file that is not a store, a destination that exists, a demo path
+that holds something other than an earlier demo's store).
 """
 
 from __future__ import annotations
@@ -26,22 +27,56 @@ from .store import open as open_store
 __all__ = ["main"]
 
 
+# Every store the demo writes holds this key. The demo writes only into a
+# path that does not exist yet or whose store holds it, so it never deletes
+# data it did not write.
+DEMO_MARKER = "__logshelf_demo__"
+
+
+def _refuse_demo_path(path: str) -> None:
+    """Raise FileExistsError unless ``path`` is absent or a store an earlier
+    demo run created. Checked read-only: a store that is not ours must not
+    even be opened for writing (that may cut a torn tail or collect garbage)."""
+    if not os.path.lexists(path):
+        return
+    refusal = FileExistsError(
+        f"{path} exists and is not a store the demo created (no {DEMO_MARKER!r} key); "
+        "the demo writes only into a new path or its own store: pass another PATH"
+    )
+    if not os.path.isdir(path):
+        raise refusal
+    try:
+        with open_store(path, "r") as db:
+            ours = DEMO_MARKER in db
+    except (StoreError, OSError):
+        ours = False
+    if not ours:
+        raise refusal
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Write a store, reopen it in a second handle, read it back, and say what happened."""
     path = os.path.abspath(args.path)
     out = sys.stdout
     n = args.records
+    _refuse_demo_path(path)
     print(f"logshelf {__version__} demo: store at {path}", file=out)
     started = time.perf_counter()
-    with open_store(path, "n", compression="lz4") as db:
+    with open_store(path, "c", compression="lz4") as db:
         with db.transaction():
+            # Checked again under the writer lock, which the transaction
+            # holds: something may have written the store since the check.
+            if len(db) and DEMO_MARKER not in db:
+                raise FileExistsError(f"{path} was written by something else meanwhile")
+            db.clear()  # our own earlier run
+            db[DEMO_MARKER] = "written by python -m logshelf demo; safe to delete"
             for i in range(n):
                 db[f"user:{i:06d}"] = {"id": i, "name": f"user {i}", "tags": ["demo"] * (i % 4)}
         db["config"] = {"theme": "dark", "retries": 3}
         del db["user:000000"]
     wrote = time.perf_counter() - started
     print(
-        f"  wrote {n + 1} records and deleted 1 in {wrote * 1000:.1f} ms (one transaction)",
+        f"  wrote {n + 1} records and the demo marker, deleted 1, in {wrote * 1000:.1f} ms",
         file=out,
     )
     started = time.perf_counter()
@@ -63,7 +98,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if os.path.isfile(os.path.join(path, f))
     )
     print(f"  on disk: {', '.join(files)} ({size} bytes)", file=out)
-    expected = n  # n users written, one deleted, plus config
+    expected = n + 1  # n users written, one deleted, plus config and the marker
     if count != expected or config != {"theme": "dark", "retries": 3} or missing:
         print("  demo FAILED: the store did not read back what was written", file=sys.stderr)
         return 1
@@ -170,9 +205,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"logshelf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="write, reopen and read a demo store in a local folder")
+    demo = sub.add_parser(
+        "demo",
+        help="write, reopen and read a demo store in a local folder",
+        description="Write, reopen and read a demo store. PATH must not exist yet, or be a "
+        f"store an earlier demo run created (it holds the key {DEMO_MARKER!r}), which is "
+        "emptied and written again. Any other path is refused with exit code 2 and left "
+        "untouched.",
+    )
     demo.add_argument(
-        "path", nargs="?", default="logshelf-demo.db", help="store directory (default: %(default)s)"
+        "path",
+        nargs="?",
+        default="logshelf-demo.db",
+        metavar="PATH",
+        help="store directory (default: %(default)s)",
     )
     demo.add_argument(
         "--records", type=_positive, default=1000, help="records to write (default: %(default)s)"

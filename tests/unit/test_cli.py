@@ -20,20 +20,46 @@ def test_demo_writes_reopens_and_reports(
     path = tmp_path / "demo.db"
     assert main(["demo", str(path), "--records", "50"]) == 0
     out = capsys.readouterr().out
-    assert "reopened read-only" in out and "50 keys" in out and "ok:" in out
+    assert "reopened read-only" in out and "51 keys" in out and "ok:" in out
     with logshelf.open(path, "r") as db:
-        assert len(db) == 50 and db["config"] == {"theme": "dark", "retries": 3}
+        # 49 users (one was deleted), config, and the key marking a demo store
+        assert len(db) == 51 and db["config"] == {"theme": "dark", "retries": 3}
+        assert "__logshelf_demo__" in db
 
 
 def test_demo_runs_again_on_its_own_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Running the demo twice starts the store afresh (flag "n") and succeeds again."""
+    """Running the demo twice empties its own store and succeeds again."""
     path = tmp_path / "demo.db"
     assert main(["demo", str(path), "--records", "5"]) == 0
     assert main(["demo", str(path), "--records", "7"]) == 0
     with logshelf.open(path, "r") as db:
-        assert len(db) == 7
+        assert len(db) == 8 and "user:000006" in db
+
+
+def test_demo_refuses_an_existing_store_it_did_not_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointed at a user's store, the demo exits 2 and every key stays as it was."""
+    path = tmp_path / "mine.db"
+    data = {f"k{i}": {"i": i} for i in range(20)} | {"config": "user config"}
+    with logshelf.open(path) as db:
+        db.update(data)
+    assert main(["demo", str(path), "--records", "5"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "__logshelf_demo__" in err
+    with logshelf.open(path, "r") as db:
+        assert dict(db.items()) == data
+
+
+def test_demo_refuses_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pointed at a regular file, the demo exits 2 and the file is unchanged."""
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes\n")
+    assert main(["demo", str(path), "--records", "5"]) == 2
+    assert str(path) in capsys.readouterr().err
+    assert path.read_text() == "my notes\n"
 
 
 def test_module_entry_point(tmp_path: Path) -> None:
