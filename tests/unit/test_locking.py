@@ -458,3 +458,27 @@ def test_exclusive_lock_is_not_reentrant(lock_path: Path, backend: str) -> None:
     # The failed second acquire did not disturb the released state.
     assert lock.acquire(0)
     lock.release()
+
+
+def test_writer_locks_of_different_backends_on_one_store_share_one_lock(store: Path) -> None:
+    """All writing handles on one store in one process share one mutex and one
+    OS lock (docs/concurrency.md, Threads), whatever lock backend each uses.
+
+    Fails today: the registry keys the shared lock by backend as well, so a
+    flock handle and a filelock handle take two OS locks on one file. A write
+    through one inside the other's hold times out blaming "another process",
+    and with the default lock_timeout=None it deadlocks its own thread.
+    """
+    flock_lock = make_writer_lock(store, 0.2, "flock")
+    filelock_lock = make_writer_lock(store, 0.2, "filelock")
+    try:
+        with flock_lock:
+            filelock_lock.acquire()
+            try:
+                assert filelock_lock.is_held_by_me()
+            finally:
+                filelock_lock.release()
+        assert counter(store) == 2
+    finally:
+        flock_lock.close()
+        filelock_lock.close()
