@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 import zlib
@@ -34,24 +33,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from . import _codecs, _compaction, _forking
+from . import _compaction, _forking
 from . import _format as fmt
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
 from ._records import Record, delete_record, encode_key
-from ._segment import Segment
-from ._segment_set import create_store, remove_segments
+from ._segment_set import ensure_store, remove_segments
 from ._txn import Transaction
 from ._view import HEADER_END, View
 from ._writer import Writer
 from .errors import (
-    CorruptionError,
-    FormatError,
     LockTimeoutError,
     ReadOnlyError,
     StoreClosedError,
     StoreError,
-    StoreNotFoundError,
 )
 
 __all__ = ["Engine"]
@@ -105,26 +100,7 @@ class Engine:
     # -- open ----------------------------------------------------------------
 
     def _open(self) -> None:
-        path, flag, fs = self.path, self.flag, self._fs
-        if os.path.lexists(path) and not os.path.isdir(path):
-            if flag != "n":
-                raise FormatError(
-                    f"{path} is a file, not a logshelf store (a store is a directory "
-                    "holding a MANIFEST)"
-                )
-            # dbm's flag "n": always a new, empty database, whatever was there.
-            fs.unlink(path)
-        if not os.path.exists(os.path.join(path, fmt.MANIFEST_NAME)):
-            if flag in ("r", "w"):
-                if os.path.isdir(path) and os.listdir(path):
-                    raise FormatError(
-                        f"{path} is a directory without a MANIFEST: not a logshelf store"
-                    )
-                raise StoreNotFoundError(
-                    f"no logshelf store at {path} (flag {flag!r} opens an existing "
-                    "store; use flag 'c' to create one)"
-                )
-            create_store(fs, path, self.options.mode)
+        ensure_store(self._fs, self.path, self.flag, self.options.mode)
         view = self._view
         try:
             # Read the MANIFEST before creating anything (even LOCK): a
@@ -228,14 +204,14 @@ class Engine:
         try:
             txn = self._txn
             if txn is not None and key in txn.records and txn.thread == _get_ident():
-                return _buffered_value(txn.records[key])
+                return txn.value(key)
             view = self._view
             if view.counter[_COUNTER] != view.seen:  # type: ignore[index]
                 view.follow_writers()
             loc = view.index.get(key)
             if loc is None:
                 return None
-            return _read(view.segments[loc >> SLOT_SHIFT], loc & OFFSET_MASK, key)
+            return view.read(loc, key)
         finally:
             mutex.release()
 
@@ -252,14 +228,10 @@ class Engine:
             values: list[bytes | None] = []
             for key in keys:
                 if txn is not None and key in txn.records:
-                    values.append(_buffered_value(txn.records[key]))
+                    values.append(txn.value(key))
                     continue
                 loc = view.index.get(key)
-                values.append(
-                    None
-                    if loc is None
-                    else _read(view.segments[loc >> SLOT_SHIFT], loc & OFFSET_MASK, key)
-                )
+                values.append(None if loc is None else view.read(loc, key))
             return values
         finally:
             mutex.release()
@@ -442,22 +414,8 @@ class Engine:
         """
         mutex = self._acquire()
         try:
-            view = self._view
-            view.refresh()
-            segments = view.segments
-            problems: list[str] = []
-            for number, seg in enumerate(segments, 1):
-                if progress is not None and number > 1:
-                    progress(f"checked {number - 1} of {len(segments)} segments")
-                problems.extend(_verify_segment(seg))
-            for key, loc in view.index.items():
-                try:
-                    segments[loc >> SLOT_SHIFT].read_value(loc & OFFSET_MASK, encode_key(key))
-                except CorruptionError as exc:
-                    problems.append(f"key {key!r}: {exc}")
-            if progress is not None:
-                progress(f"checked {len(segments)} segments and {len(view.index)} index entries")
-            return problems
+            self._view.refresh()
+            return self._view.verify(progress)
         finally:
             mutex.release()
 
@@ -620,47 +578,3 @@ class Engine:
             # The write that triggered this succeeded; a failed compaction
             # changed nothing and must not look like a failed write.
             _log.warning("automatic compaction of %s failed: %s", self.path, exc)
-
-
-def _buffered_value(record: Record) -> bytes | None:
-    """What a read inside a transaction returns for a buffered write."""
-    if record.kind == _DELETE:
-        return None
-    return (
-        _codecs.decompress(record.codec, record.data, record.rawlen)
-        if record.codec
-        else record.data
-    )
-
-
-def _read(seg: Segment, offset: int, key: str) -> bytes:
-    """The value of ``key``'s record at ``offset`` of ``seg``, verified and
-    decompressed; errors name the key."""
-    try:
-        codec, data, rawlen = seg.read_value(offset, key.encode())
-    except CorruptionError as exc:  # the message names file and offset
-        raise CorruptionError(f"key {key!r}: {exc}") from None
-    if not codec:
-        return data
-    try:
-        return _codecs.decompress(codec, data, rawlen)
-    except CorruptionError as exc:
-        raise CorruptionError(
-            f"key {key!r}: {seg.path}: the value at offset {offset}: {exc}"
-        ) from None
-
-
-def _verify_segment(seg: Segment) -> list[str]:
-    """Problems found by a full scan of one segment's committed bytes."""
-    limit = seg.readable_end
-    scan = seg.scan(HEADER_END, limit, seg.base_txid)
-    for _ in scan:
-        pass
-    problems = []
-    if scan.stop < limit or scan.end < limit:
-        problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
-    problems.extend(
-        f"{seg.path}: value checksum mismatch in the record at offset {offset}"
-        for offset in scan.damaged
-    )
-    return problems

@@ -207,6 +207,12 @@ class Segment:
                 return record
         raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
 
+    def read_record(self, offset: int) -> tuple[fmt.RecordHeader, bytes, bytes]:
+        """:meth:`read_raw` with the whole header decoded (for inspection)."""
+        _, _, _, _, _, key, value = self.read_raw(offset)
+        header = fmt.RecordHeader._make(_unpack_from(self._read(offset, _HEADER_SIZE)))
+        return header, key, value
+
     def _verified(
         self, buf: bytes | mmap.mmap, at: int, available: int, offset: int
     ) -> tuple[int, int, int, int, int, bytes, bytes] | None:

@@ -17,12 +17,13 @@ from . import _format as fmt
 from ._fs import FileSystem
 from ._index import snapshot
 from ._segment import Segment
-from .errors import FormatError
+from .errors import FormatError, StoreNotFoundError
 
 __all__ = [
     "collect_garbage",
     "create_store",
     "directory_mode",
+    "ensure_store",
     "remove_segments",
     "seal_record",
     "write_hint",
@@ -33,6 +34,36 @@ __all__ = [
 def directory_mode(mode: int) -> int:
     """The mode of a directory for files of ``mode``: search (x) wherever read is allowed."""
     return mode | ((mode & 0o444) >> 2)
+
+
+def ensure_store(fs: FileSystem, path: str, flag: str, mode: int) -> None:
+    """Make sure a store exists at ``path`` as ``flag`` asks, or raise.
+
+    Flag "n" replaces a regular file (dbm: "always create a new, empty
+    database"), but never a directory that is not a store.
+
+    Raises:
+        FormatError: ``path`` is a file (flags "r", "w", "c") or a non-empty
+            directory without a MANIFEST.
+        StoreNotFoundError: no store, and flag "r" or "w".
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
+        if flag != "n":
+            raise FormatError(
+                f"{path} is a file, not a logshelf store (a store is a directory "
+                "holding a MANIFEST)"
+            )
+        fs.unlink(path)
+    if os.path.exists(os.path.join(path, fmt.MANIFEST_NAME)):
+        return
+    if flag in ("r", "w"):
+        if os.path.isdir(path) and os.listdir(path):
+            raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
+        raise StoreNotFoundError(
+            f"no logshelf store at {path} (flag {flag!r} opens an existing "
+            "store; use flag 'c' to create one)"
+        )
+    create_store(fs, path, mode)
 
 
 def create_store(fs: FileSystem, path: str, mode: int) -> None:

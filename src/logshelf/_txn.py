@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from . import _codecs
 from . import _format as fmt
 from ._records import Record
 
@@ -35,6 +36,16 @@ class Transaction:
     def mine(self) -> bool:
         """Is the calling thread the one that opened this transaction?"""
         return self.thread == threading.get_ident()
+
+    def value(self, key: str) -> bytes | None:
+        """What a read of buffered ``key`` returns: its decompressed value, or
+        None for a buffered delete."""
+        record = self.records[key]
+        if record.kind == _DELETE:
+            return None
+        if record.codec:
+            return _codecs.decompress(record.codec, record.data, record.rawlen)
+        return record.data
 
     def present(self, key: str, index: Mapping[str, int]) -> bool:
         """Is ``key`` live, counting the buffered writes?"""

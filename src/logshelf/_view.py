@@ -11,14 +11,14 @@ compaction or a reset).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from . import _codecs, _index
 from . import _format as fmt
-from . import _index
 from ._fs import FileSystem
 from ._locking import ChangeCounter
-from ._records import Record
+from ._records import Record, encode_key
 from ._segment import Segment, SegmentScan
 from .errors import CorruptionError, StoreNotFoundError
 
@@ -412,7 +412,52 @@ class View:
         self.manifest = manifest
         self.reset_active()
 
-    # -- inspection ----------------------------------------------------------
+    # -- reading and inspection ----------------------------------------------
+
+    def read(self, location: int, key: str) -> bytes:
+        """The value of ``key``, whose index entry is ``location``: verified
+        (``Segment.read_value``) and decompressed; errors name the key."""
+        seg = self.segments[location >> _SLOT_SHIFT]
+        offset = location & _OFFSET_MASK
+        try:
+            codec, data, rawlen = seg.read_value(offset, key.encode())
+        except CorruptionError as exc:  # the message names file and offset
+            raise CorruptionError(f"key {key!r}: {exc}") from None
+        if not codec:
+            return data
+        try:
+            return _codecs.decompress(codec, data, rawlen)
+        except CorruptionError as exc:
+            raise CorruptionError(
+                f"key {key!r}: {seg.path}: the value at offset {offset}: {exc}"
+            ) from None
+
+    def verify(self, progress: Callable[[str], None] | None) -> list[str]:
+        """Scan every segment's committed bytes and read every index entry;
+        return the problems found (see ``Engine.verify``)."""
+        segments = self.segments
+        problems: list[str] = []
+        for number, seg in enumerate(segments, 1):
+            if progress is not None and number > 1:
+                progress(f"checked {number - 1} of {len(segments)} segments")
+            limit = seg.readable_end
+            scan = seg.scan(HEADER_END, limit, seg.base_txid)
+            for _ in scan:
+                pass
+            if scan.stop < limit or scan.end < limit:
+                problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
+            problems.extend(
+                f"{seg.path}: value checksum mismatch in the record at offset {offset}"
+                for offset in scan.damaged
+            )
+        for key, loc in self.index.items():
+            try:
+                segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK, encode_key(key))
+            except CorruptionError as exc:
+                problems.append(f"key {key!r}: {exc}")
+        if progress is not None:
+            progress(f"checked {len(segments)} segments and {len(self.index)} index entries")
+        return problems
 
     def dead_bytes(self) -> tuple[int, int]:
         """(estimated dead bytes, total record bytes) of the sealed segments.

@@ -14,7 +14,8 @@ import pytest
 
 from logshelf import _format as fmt
 from logshelf import _locking
-from logshelf._locking import ChangeCounter, ExclusiveFileLock, WriterLock, resolve_backend
+from logshelf._locking import ChangeCounter, ExclusiveFileLock, WriterLock
+from logshelf._options import resolve_lock_backend as resolve_backend
 from logshelf.errors import LockTimeoutError
 
 # --------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def test_writer_lock_excludes_another_process(store: Path, backend: str, tmp_pat
             assert counter(store) == 1  # the child's hold is visible here
             with pytest.raises(LockTimeoutError, match=re.escape(str(store))):
                 lock.acquire()
-            assert not lock.is_held_by_me()
+            assert not lock.busy()
             assert counter(store) == 1  # a failed acquire touches nothing
             holder.send("release")
             holder.expect("released")
@@ -282,7 +283,7 @@ def test_writer_lock_excludes_another_process(store: Path, backend: str, tmp_pat
         assert counter(store) == 2
         lock.acquire()
         try:
-            assert lock.is_held_by_me()
+            assert lock.busy()
             assert counter(store) == 3
         finally:
             lock.release()
@@ -308,12 +309,12 @@ def test_writer_lock_is_reentrant_and_moves_the_counter_by_two_per_hold(
                 assert counter(store) == 2 * hold + 1
                 lock.acquire()
                 with lock:
-                    assert lock.is_held_by_me()
+                    assert lock.busy()
                     assert counter(store) == 2 * hold + 1
                 lock.release()
-                assert lock.is_held_by_me()
+                assert lock.busy()
                 assert counter(store) == 2 * hold + 1
-            assert not lock.is_held_by_me()
+            assert not lock.busy()
         assert counter(store) == 6
     finally:
         lock.close()
@@ -367,14 +368,14 @@ def test_two_writer_locks_on_one_store_share_one_os_lock(store: Path, backend: s
         with first:
             second.acquire()  # would time out if it took a second OS lock
             try:
-                assert second.is_held_by_me()
+                assert second.busy()
                 assert counter(store) == 1
             finally:
                 second.release()
-            assert first.is_held_by_me()
+            assert first.busy()
             assert counter(store) == 1
         assert counter(store) == 2
-        assert not first.is_held_by_me() and not second.is_held_by_me()
+        assert not first.busy() and not second.busy()
     finally:
         first.close()
         second.close()
@@ -412,7 +413,7 @@ def test_writer_lock_without_a_counter_still_locks(tmp_path: Path, backend: str)
             assert lock.enter_held() is None
             assert lock.exit_held() is None
         with lock:
-            assert lock.is_held_by_me()
+            assert lock.busy()
         assert not (store / fmt.CHANGES_NAME).exists()
     finally:
         lock.close()
@@ -475,7 +476,7 @@ def test_writer_locks_of_different_backends_on_one_store_share_one_lock(store: P
         with flock_lock:
             filelock_lock.acquire()
             try:
-                assert filelock_lock.is_held_by_me()
+                assert filelock_lock.busy()
             finally:
                 filelock_lock.release()
         assert counter(store) == 2

@@ -194,7 +194,7 @@ def test_salvage_without_manifest_orders_segments_by_base_txid(
         for i in range(60):
             db[f"key{i:02d}"] = {"n": i, "pad": "x" * 50}
         other = logshelf.open(store_path, auto_compact=None)
-        real_copy = _compaction._copy
+        real_copy = _compaction.copy
 
         def copy_while_another_handle_writes(*args: Any, **kwargs: Any) -> Any:
             # The plan has sealed the inputs: these records go into the new
@@ -203,7 +203,7 @@ def test_salvage_without_manifest_orders_segments_by_base_txid(
             del other["key02"]
             return real_copy(*args, **kwargs)
 
-        monkeypatch.setattr(_compaction, "_copy", copy_while_another_handle_writes)
+        monkeypatch.setattr(_compaction, "copy", copy_while_another_handle_writes)
         try:
             assert db.compact().compacted
         finally:
