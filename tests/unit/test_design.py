@@ -21,7 +21,9 @@ def _imports(path: Path) -> set[str]:
                 found.add(node.module.split(".")[0])
             else:
                 found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("logshelf."):
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("logshelf.")
+        ):
             found.add(node.module.split(".")[1])
     return found
 
