@@ -57,7 +57,7 @@ def ensure_store(fs: FileSystem, path: str, flag: str, mode: int) -> None:
     if os.path.exists(os.path.join(path, fmt.MANIFEST_NAME)):
         return
     if flag in ("r", "w"):
-        if os.path.isdir(path) and os.listdir(path):
+        if os.path.isdir(path) and fs.listdir(path):
             raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
         raise StoreNotFoundError(
             f"no logshelf store at {path} (flag {flag!r} opens an existing "
@@ -74,7 +74,7 @@ def create_store(fs: FileSystem, path: str, mode: int) -> None:
     Raises:
         FormatError: ``path`` is a non-empty directory that is not a store.
     """
-    if os.path.isdir(path) and os.listdir(path):
+    if os.path.isdir(path) and fs.listdir(path):
         raise FormatError(f"{path} is a directory without a MANIFEST: not a logshelf store")
     parent = os.path.dirname(path)
     tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.creating"
