@@ -114,6 +114,7 @@ def salvage(
 
     Raises:
         StoreNotFoundError: ``source`` is not a directory.
+        FormatError: ``source`` holds neither a MANIFEST nor a segment file.
         FileExistsError: ``destination`` already exists.
     """
     fs = FileSystem()
@@ -121,6 +122,15 @@ def salvage(
     destination = os.path.abspath(os.fspath(destination))
     if not os.path.isdir(source):
         raise StoreNotFoundError(f"no store directory at {source}")
+    names = fs.listdir(source)
+    if fmt.MANIFEST_NAME not in names and not any(
+        n.startswith("seg-") and n.endswith(".log") for n in names
+    ):
+        # Nothing of a store is left (or there never was one): salvaging would
+        # only make an empty store and call the directory damaged.
+        raise FormatError(
+            f"{source} holds neither a MANIFEST nor a segment file: not a logshelf store"
+        )
     if os.path.exists(destination):
         raise FileExistsError(f"salvage destination {destination} already exists")
     report = SalvageReport()
