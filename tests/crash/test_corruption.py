@@ -12,6 +12,8 @@ MemoryError or unpickling errors.
 from __future__ import annotations
 
 import collections
+import mmap
+import os
 import pickle
 import random
 import struct
@@ -24,6 +26,7 @@ import pytest
 
 import logshelf
 from logshelf import _format as fmt
+from logshelf._fs import FileSystem
 
 from ._helpers import (
     Rec,
@@ -395,6 +398,55 @@ def test_corrupt_compressed_value_flip_raises_corruption_error(tmp_path: Path, c
             msg = str(info.value)
             assert "'big'" in msg and str(seg) in msg and f"offset {rec.offset}" in msg
             assert db["first"] == 1 and db["last"] == 2
+
+
+class _CountingMaps(FileSystem):
+    """Counts the memory maps the store makes (the seam every file operation
+    goes through), to show that a read was served from a map."""
+
+    def __init__(self) -> None:
+        self.maps = 0
+
+    def map(self, fd: int, length: int) -> mmap.mmap:
+        self.maps += 1
+        return super().map(fd, length)
+
+
+@pytest.mark.parametrize("codec", [None, "lz4"])
+def test_corrupt_value_in_a_mapped_segment_raises_on_every_read(
+    tmp_path: Path, codec: str | None
+) -> None:
+    """Reads of a segment with 256 KiB or more of committed bytes are served
+    from a memory map, with checksums of their own: a flipped value bit
+    there raises CorruptionError on the first read (which maps the segment)
+    and again on the second (the map's fast path), for an uncompressed and
+    an lz4-compressed record."""
+    store = tmp_path / "store"
+    victim = {"blob": b"victim bytes " * 100}  # about 1.3 KB: lz4 shrinks it well
+    with logshelf.open(store, compression=codec) as db:
+        db["victim"] = victim
+        for i in range(40):  # 320 KiB that no codec shrinks, after the victim
+            db[f"filler{i}"] = os.urandom(8 << 10)
+        db["last"] = "last"
+    seg = active_segment(store)
+    files = snapshot(store)
+    assert len(files[seg.name]) > 300 << 10
+    (rec,) = [r for r in parse_records(files[seg.name]) if r.key == b"victim"]
+    assert fmt.codec_of(rec.header.flags) == (1 if codec else 0)
+    # The last byte of the stored value: the pickle's STOP opcode when
+    # uncompressed, a literal of the last lz4 sequence when compressed, so a
+    # read that skipped the checksum would return or decode wrong bytes.
+    restore(store, {**files, seg.name: flip(files[seg.name], rec.end - 1, 0x01)})
+    fs = _CountingMaps()
+    with logshelf.open(store, "r", _fs=fs) as db:
+        for attempt in ("first", "second"):
+            with pytest.raises(logshelf.CorruptionError) as info:
+                db["victim"]
+            assert "'victim'" in str(info.value) and f"offset {rec.offset}" in str(info.value), (
+                attempt
+            )
+        assert fs.maps >= 1, "the segment was never mapped: the test misses the fast path"
+        assert db["last"] == "last"
 
 
 def _forged_compressed(tmp_path: Path, codec: str) -> dict[str, tuple[str, str]]:
