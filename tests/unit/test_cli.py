@@ -231,3 +231,18 @@ def test_exit_code_2_reaches_the_shell(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "not a logshelf store" in result.stderr
+
+
+def test_salvage_exits_2_on_a_directory_that_is_not_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/durability.md: exit 2 when the command could not run, "not a
+    store" included. A directory with neither a MANIFEST nor a segment file
+    holds nothing salvage could read: it must say so (exit 2) rather than
+    report an empty rescue (exit 1) and create an empty destination store."""
+    source = _not_stores(tmp_path)["a directory without a MANIFEST"]
+    destination = tmp_path / "rescued.db"
+    assert main(["salvage", str(source), str(destination)]) == 2
+    assert str(source) in capsys.readouterr().err
+    assert not destination.exists()
+    assert sorted(p.name for p in source.iterdir()) == ["notes.txt"]
