@@ -255,10 +255,12 @@ def test_fork_inside_transaction_child_not_in_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_fork_sibling_waits_for_killed_lock_holder(tmp_path: Path) -> None:
+def test_fork_sibling_waits_for_killed_lock_holder(tmp_path: Path, await_lock_waiter: Any) -> None:
     """A forked child waits for a forked sibling's lock and writes once that holder is SIGKILLed."""
     store = tmp_path / "store"
-    db = logshelf.open(store, lock_timeout=10)
+    # No lock timeout: the sibling then waits in a blocking flock, which
+    # /proc/locks shows (a timed wait polls and leaves no such sign).
+    db = logshelf.open(store)
     holder = writer = None
     try:
         db["k"] = 0
@@ -281,8 +283,8 @@ def test_fork_sibling_waits_for_killed_lock_holder(tmp_path: Path) -> None:
         # not the holder's: it must wait for the holder...
         writer = Forked(write)
         assert writer.recv() == b"started"
-        time.sleep(0.3)
-        assert writer.running(), f"wrote while a sibling held the lock (status {writer.status})"
+        await_lock_waiter(writer.pid, writer.running)
+        assert "writer" not in db, "wrote while a sibling held the lock"
         # ...and proceed once the holder is killed.
         os.kill(holder.pid, signal.SIGKILL)
         assert holder.wait() == -signal.SIGKILL

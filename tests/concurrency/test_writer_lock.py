@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,17 @@ from logshelf import _format as fmt
 from logshelf._fs import FileSystem
 
 
-def _assert_lock_timeout(db: logshelf.Shelf, key: str, timeout: float) -> None:
-    """A write on ``db`` raises LockTimeoutError after about ``timeout`` seconds."""
-    start = time.monotonic()
+def _assert_lock_timeout(db: logshelf.Shelf, key: str) -> None:
+    """A write on ``db`` raises LockTimeoutError (a TimeoutError and a
+    StoreError naming the store) and writes nothing. How long it waited is
+    not asserted (the per-test timeout bounds it); benchmarks/bench_lock_wait.py
+    measures it."""
     with pytest.raises(logshelf.LockTimeoutError) as info:
         db[key] = "must not be written"
-    waited = time.monotonic() - start
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, logshelf.StoreError)
     assert db.path in str(info.value)
-    assert waited >= timeout * 0.9, waited
-    assert waited < timeout + 5, waited
+    assert key not in db
 
 
 @pytest.mark.timeout(90)
@@ -47,7 +46,7 @@ def test_sigkilled_lock_holder_releases_lock(
         )
         holder.expect("locked")
         # The child holds the lock: our write times out, naming the store.
-        _assert_lock_timeout(db, "blocked", 0.2)
+        _assert_lock_timeout(db, "blocked")
         # Readers never wait for the writer lock.
         assert db["before"] == 0
         assert db["child_committed"] == "committed"
@@ -79,7 +78,9 @@ def test_readers_not_blocked_by_held_writer_lock(
             "hold_transaction", store=str(store), committed=["late"], pending=["pending"]
         )
         holder.expect("locked")
-        start = time.monotonic()
+        # Every read below answers while the lock is held (the holder only
+        # lets go when it is killed): a read that waited would hang until
+        # the test's timeout.
         readonly = logshelf.open(store, "r")  # opening read-only does not lock
         try:
             for db in (readonly, writable):
@@ -94,7 +95,7 @@ def test_readers_not_blocked_by_held_writer_lock(
                 assert "pending" not in db
         finally:
             readonly.close()
-        assert time.monotonic() - start < 5
+        assert holder.proc.poll() is None  # the lock was held throughout
     finally:
         writable.close()
 
@@ -110,7 +111,7 @@ def test_foreign_filelock_excludes_logshelf_writer(
     with logshelf.open(store, lock_timeout=0.2, lock_backend=backend) as db:
         holder = workers.spawn("hold_filelock", path=str(store / "LOCK"))
         holder.expect("locked")
-        _assert_lock_timeout(db, "blocked", 0.2)
+        _assert_lock_timeout(db, "blocked")
         with pytest.raises(logshelf.LockTimeoutError), db.transaction():
             db["blocked_tx"] = 1
         holder.send("release")
@@ -155,7 +156,6 @@ def test_lock_timeout_child_process_names_store(workers: Any, tmp_path: Path) ->
             result = probe.result(timeout=60)
         assert result["written"] is False
         assert str(store) in result["error"]
-        assert result["waited"] >= 0.25
         assert "theirs" not in db
 
 
