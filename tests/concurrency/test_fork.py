@@ -111,7 +111,7 @@ class Forked:
                     pass
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_fork_child_writes_visible_to_parent(tmp_path: Path) -> None:
     """A forked child writes through the parent's handle; the parent sees it and keeps working."""
     store = tmp_path / "store"
@@ -157,7 +157,7 @@ def test_fork_child_writes_visible_to_parent(tmp_path: Path) -> None:
         assert again["parent_last"] == 3 and again["child:150"] == 150
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_fork_child_lock_is_its_own(tmp_path: Path, backend: str) -> None:
     """A forked child's write times out during the parent's transaction, then succeeds."""
@@ -206,7 +206,7 @@ def test_fork_child_lock_is_its_own(tmp_path: Path, backend: str) -> None:
         db.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_fork_inside_transaction_child_not_in_it(tmp_path: Path) -> None:
     """A child forked inside a transaction neither joins it nor holds its lock."""
     store = tmp_path / "store"
@@ -254,7 +254,7 @@ def test_fork_inside_transaction_child_not_in_it(tmp_path: Path) -> None:
         db.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_fork_sibling_waits_for_killed_lock_holder(tmp_path: Path, await_lock_waiter: Any) -> None:
     """A forked child waits for a forked sibling's lock and writes once that holder is SIGKILLed."""
     store = tmp_path / "store"
@@ -299,7 +299,7 @@ def test_fork_sibling_waits_for_killed_lock_holder(tmp_path: Path, await_lock_wa
         db.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_forked_child_does_not_keep_dead_parents_lock(
     workers: Any, tmp_path: Path, backend: str

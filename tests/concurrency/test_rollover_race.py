@@ -40,7 +40,7 @@ class SlowManifest(FileSystem):
         super().write_file_atomic(path, data, sync_dir=sync_dir)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_writer_opened_mid_rollover_keeps_the_successor(
     store_path: Path, await_lock_waiter: Any
 ) -> None:

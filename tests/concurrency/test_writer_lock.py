@@ -28,7 +28,7 @@ def _assert_lock_timeout(db: logshelf.Shelf, key: str) -> None:
     assert key not in db
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("child_backend", ["flock", "filelock"])
 def test_sigkilled_lock_holder_releases_lock(
     workers: Any, tmp_path: Path, child_backend: str
@@ -62,7 +62,7 @@ def test_sigkilled_lock_holder_releases_lock(
         assert dict(again) == {"before": 0, "child_committed": "committed", "after": 1}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_readers_not_blocked_by_held_writer_lock(
     workers: Any, tmp_path: Path, backend: str
@@ -100,7 +100,7 @@ def test_readers_not_blocked_by_held_writer_lock(
         writable.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_foreign_filelock_excludes_logshelf_writer(
     workers: Any, tmp_path: Path, backend: str
@@ -124,7 +124,7 @@ def test_foreign_filelock_excludes_logshelf_writer(
         holder.result(timeout=30)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_logshelf_transaction_excludes_foreign_filelock(
     workers: Any, tmp_path: Path, backend: str
@@ -141,7 +141,7 @@ def test_logshelf_transaction_excludes_foreign_filelock(
         assert db["k"] == 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_lock_timeout_child_process_names_store(workers: Any, tmp_path: Path) -> None:
     """Another process's timed-out write raises LockTimeoutError naming the store."""
     store = tmp_path / "store"

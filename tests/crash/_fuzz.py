@@ -337,7 +337,10 @@ def build_templates(directory: Path) -> None:
     byte-identical on every run for a seed to replay exactly.
     """
     env = {**_child_environment(), "PYTHONHASHSEED": "0"}
-    subprocess.run([sys.executable, "-m", MODULE, "build", str(directory)], check=True, env=env)
+    # subprocess.run kills and reaps the child if the timeout (or anything) interrupts it.
+    subprocess.run(
+        [sys.executable, "-m", MODULE, "build", str(directory)], check=True, env=env, timeout=120
+    )
 
 
 def _build_templates_here(directory: Path) -> None:

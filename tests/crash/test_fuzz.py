@@ -94,6 +94,7 @@ def test_fuzz_templates_cover_what_the_fuzz_needs(templates: Path) -> None:
     assert all(t.foreign for t in loaded.values())
 
 
+@pytest.mark.timeout(120)  # about 25 s on two cores
 def test_fuzz_random_damage_never_yields_a_wrong_value(templates: Path, tmp_path: Path) -> None:
     """6000 seeded cases of random damage (1500 per template): every outcome
     is one the damage explains."""
@@ -186,7 +187,7 @@ def test_fuzz_found_moved_records_under_an_intact_hint(tmp_path: Path, where: st
             assert value == "B", f"flag {flag!r}: db['b'] returned {value!r}"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("inject", "expected"),
     [
@@ -224,7 +225,7 @@ def test_fuzz_scenarios_pass_on_a_sound_store(templates: Path, tmp_path: Path) -
     assert not result.failures, result.message()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("inject", "scenario", "expected"),
     [
