@@ -457,6 +457,33 @@ def test_sync_is_called_per_write_only_when_asked(
         assert len(calls) == 1
 
 
+def test_interval_durability_syncs_once_the_interval_has_passed(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durability="interval": a write fdatasyncs when ``sync_interval``
+    seconds have passed since the last sync (checked at write time). With an
+    interval of 0 every write syncs; with an hour none of a few quick writes
+    does (no clock is read by the test: the outcome shows it)."""
+    calls: list[int] = []
+    from logshelf import _fs
+
+    real = _fs.FileSystem.datasync
+    monkeypatch.setattr(
+        _fs.FileSystem, "datasync", lambda self, fd: (calls.append(fd), real(self, fd))[1]
+    )
+    with logshelf.open(store_path, durability="interval", sync_interval=0.0) as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        db.update({"a": 1, "b": 2})
+        assert len(calls) == 6
+    with logshelf.open(store_path, durability="interval", sync_interval=3600.0) as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        assert calls == []
+
+
 def test_segments_roll_over(store_path: Path) -> None:
     """Past max_segment_size writing moves to a new segment, and everything reads back."""
     with logshelf.open(store_path, max_segment_size=8192) as db:
