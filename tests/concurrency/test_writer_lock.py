@@ -190,9 +190,7 @@ def test_open_for_writing_times_out_while_another_process_holds_the_lock(
         assert dict(db) == {"before": 0, "child": "committed", "after": 1}
 
 
-def test_compact_times_out_while_another_process_holds_a_lock(
-    workers: Any, tmp_path: Path
-) -> None:
+def test_compact_times_out_while_another_process_holds_a_lock(workers: Any, tmp_path: Path) -> None:
     """compact() waits at most ``lock_timeout`` for the compaction lock
     (another process compacting) and for the writer lock (another process
     writing), raising LockTimeoutError and changing nothing; with both free it
@@ -275,9 +273,7 @@ def _open_files_under(store: Path) -> list[str]:
     return held
 
 
-def test_handle_left_unclosed_is_closed_by_garbage_collection(
-    workers: Any, tmp_path: Path
-) -> None:
+def test_handle_left_unclosed_is_closed_by_garbage_collection(workers: Any, tmp_path: Path) -> None:
     """A writable handle dropped without close() is closed when it is
     collected, as shelve's are: its writes are synced, the active segment's
     hint is written, every descriptor (the lock's too) is released, and

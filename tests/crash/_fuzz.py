@@ -1190,7 +1190,9 @@ def _scan(data: bytes, start: int, last_txid: int, salt: int) -> _Scan:
     return _Scan(batches, end, pos, rot, follows or reserved)
 
 
-def _usable_hint(t: Template, files: dict[str, bytes], new: bytes, salt: int) -> tuple[int, int] | None:
+def _usable_hint(
+    t: Template, files: dict[str, bytes], new: bytes, salt: int
+) -> tuple[int, int] | None:
     """``(covered, max_txid)`` of the active segment's hint when a reader
     uses it: the template's own bytes (any damage fails its checksums),
     covering no more than the file holds, its check record (section 5) still
@@ -1787,7 +1789,10 @@ def _inject_damage_path(kind: str) -> bool:
     elif kind == "damage-taken-for-torn-tail":
         # Never look for valid records after the point where a scan stopped:
         # damage in the middle of the active segment passes for a torn tail.
-        _segment.Segment.find_valid_record = lambda self, start, limit: None  # type: ignore[method-assign]
+        def find_nothing(self: _segment.Segment, start: int, limit: int) -> int | None:
+            return None
+
+        _segment.Segment.find_valid_record = find_nothing  # type: ignore[method-assign]
     elif kind == "index-drops-last-batch":
         original_apply = _index.apply_scan
 
