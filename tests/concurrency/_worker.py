@@ -129,7 +129,12 @@ def cmd_batch_reader(a: dict[str, Any]) -> dict[str, Any]:
     sel.register(sys.stdin, selectors.EVENT_READ)
     say("ready")
     stopping = False
+    # Bounded: the parent sends "stop" within seconds; a reader left behind
+    # by a dead parent ends on its own.
+    deadline = time.monotonic() + a.get("max_seconds", 300)
     while True:
+        if time.monotonic() > deadline:
+            raise AssertionError("no 'stop' arrived: the parent is gone or stuck")
         if not stopping and sel.select(timeout=0):
             line = sys.stdin.readline()
             if line.strip() != "stop":

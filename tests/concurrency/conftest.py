@@ -189,6 +189,21 @@ class WorkerPool:
             raise errors[0]
 
 
+#: Per-test timeout of the tests here that name none. The global one (300 s
+#: in pyproject.toml) is the last resort; these tests take about a second on
+#: the project's 2-core machine, so a hang should fail within seconds. Tests
+#: that take longer carry their own mark, a few times their duration.
+DEFAULT_TIMEOUT = 20.0
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Called with every collected item of the session: touch only this directory's.
+    for item in items:
+        if item.path.parent == HERE and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[WorkerPool]:
     """A pool of child interpreters, all killed and reaped at teardown."""
@@ -199,3 +214,33 @@ def workers(tmp_path: Path) -> Iterator[WorkerPool]:
         yield pool
     finally:
         pool.close()
+
+
+def waiting_for_a_lock(pid: int) -> bool:
+    """Is process ``pid`` blocked on a file lock right now? Linux lists each
+    blocked request in /proc/locks as a line with "->" and the waiter's pid:
+    the explicit sign that a child reached a blocking ``flock`` (a lock taken
+    with a timeout polls instead and never shows)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and str(pid) in fields[fields.index("->") + 1 :]:
+            return True
+    return False
+
+
+@pytest.fixture
+def await_lock_waiter() -> Any:
+    """A function ``wait(pid, alive, timeout=30)`` that returns once ``pid`` is
+    blocked on a file lock; it fails the test if ``alive()`` turns False first
+    or after ``timeout`` seconds. Skips where /proc/locks does not exist."""
+    if not Path("/proc/locks").exists():
+        pytest.skip("needs /proc/locks (Linux)")
+
+    def wait(pid: int, alive: Any, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not waiting_for_a_lock(pid):
+            assert alive(), f"process {pid} ended before it waited for the lock"
+            assert time.monotonic() < deadline, f"process {pid} never waited for a lock"
+            time.sleep(0.005)
+
+    return wait

@@ -46,7 +46,7 @@ def _run(workers: Any, store: Path, writers: int, writes: int) -> None:
     assert on_disk <= 2 * live + 3 * OPTIONS["max_segment_size"], (on_disk, live)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(30)
 def test_compaction_under_concurrent_writers_and_a_reader(workers: Any, tmp_path: Path) -> None:
     """Two writers overwrite and delete, a reader watches every key, a third
     process compacts over and over: nothing acknowledged is lost, no deleted

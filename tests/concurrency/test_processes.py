@@ -59,7 +59,7 @@ WRITER_VARIANTS = {
 }
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("variant", list(WRITER_VARIANTS))
 def test_processes_distinct_keys_all_present(workers: Any, tmp_path: Path, variant: str) -> None:
     """Four processes writing 500 distinct keys each lose nothing and len() is exact."""
@@ -103,7 +103,7 @@ COUNTER_VARIANTS = {
 }
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("variant", list(COUNTER_VARIANTS))
 def test_transaction_counter_exact_across_processes(
     workers: Any, tmp_path: Path, variant: str
@@ -149,7 +149,7 @@ def _run_batches(workers: Any, store: Path, batches: int, **options: Any) -> Non
     assert result["states"] >= 3, result
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "options", [{}, {"max_segment_size": 4096}], ids=["one-segment", "rollovers"]
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +21,15 @@ with logshelf.open(sys.argv[1], max_segment_size=4096) as db:
 
 class SlowManifest(FileSystem):
     """Starts a second writer process just before the MANIFEST switch of a
-    rollover and gives it time to open the store (it sees the SEAL, then
-    blocks on the writer lock this process holds)."""
+    rollover and waits until it has opened the store (it sees the SEAL) and
+    blocks on the writer lock this process holds: the explicit sign is its
+    blocked flock in /proc/locks (the child opens without a lock timeout, so
+    it waits in the kernel)."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, await_lock_waiter: Any) -> None:
         self.store = store
         self.armed = False
+        self.await_lock_waiter = await_lock_waiter
         self.child: subprocess.Popen[bytes] | None = None
 
     def write_file_atomic(
@@ -34,16 +37,18 @@ class SlowManifest(FileSystem):
     ) -> None:
         if self.armed and path.endswith("MANIFEST"):
             self.armed = False
-            self.child = subprocess.Popen([sys.executable, "-c", OPENER, str(self.store)])
-            time.sleep(1.5)
+            self.child = child = subprocess.Popen([sys.executable, "-c", OPENER, str(self.store)])
+            self.await_lock_waiter(child.pid, lambda: child.poll() is None)
         super().write_file_atomic(path, data, sync_dir=sync_dir, mode=mode)
 
 
-@pytest.mark.timeout(60)
-def test_writer_opened_mid_rollover_keeps_the_successor(store_path: Path) -> None:
+@pytest.mark.timeout(20)
+def test_writer_opened_mid_rollover_keeps_the_successor(
+    store_path: Path, await_lock_waiter: Any
+) -> None:
     """The record written into the new segment in the same lock hold as the
     rollover survives a second writer that saw the SEAL before the MANIFEST switch."""
-    fs = SlowManifest(store_path)
+    fs = SlowManifest(store_path, await_lock_waiter)
     db = logshelf.open(store_path, max_segment_size=4096, _fs=fs)
     try:
         i = 0
@@ -58,6 +63,10 @@ def test_writer_opened_mid_rollover_keeps_the_successor(store_path: Path) -> Non
         db[f"k{i}"] = "after"
     finally:
         db.close()
+        if fs.child is not None and fs.child.poll() is None:
+            fs.child.kill()  # reaped here even when the test failed early
+        if fs.child is not None:
+            fs.child.wait(timeout=30)
     with logshelf.open(store_path, "r") as check:
         assert check["from_b"] == "b"
         assert {k for k in check if k.startswith("k")} == {f"k{j}" for j in range(i + 1)}

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import time
+import gc
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import logshelf
+from logshelf import _format as fmt
+from logshelf._fs import FileSystem
 
 
-def _assert_lock_timeout(db: logshelf.Shelf, key: str, timeout: float) -> None:
-    """A write on ``db`` raises LockTimeoutError after about ``timeout`` seconds."""
-    start = time.monotonic()
+def _assert_lock_timeout(db: logshelf.Shelf, key: str) -> None:
+    """A write on ``db`` raises LockTimeoutError (a TimeoutError and a
+    StoreError naming the store) and writes nothing. How long it waited is
+    not asserted (the per-test timeout bounds it); benchmarks/bench_lock_wait.py
+    measures it."""
     with pytest.raises(logshelf.LockTimeoutError) as info:
         db[key] = "must not be written"
-    waited = time.monotonic() - start
     assert isinstance(info.value, TimeoutError)
     assert isinstance(info.value, logshelf.StoreError)
     assert db.path in str(info.value)
-    assert waited >= timeout * 0.9, waited
-    assert waited < timeout + 5, waited
+    assert key not in db
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("child_backend", ["flock", "filelock"])
 def test_sigkilled_lock_holder_releases_lock(
     workers: Any, tmp_path: Path, child_backend: str
@@ -42,7 +46,7 @@ def test_sigkilled_lock_holder_releases_lock(
         )
         holder.expect("locked")
         # The child holds the lock: our write times out, naming the store.
-        _assert_lock_timeout(db, "blocked", 0.2)
+        _assert_lock_timeout(db, "blocked")
         # Readers never wait for the writer lock.
         assert db["before"] == 0
         assert db["child_committed"] == "committed"
@@ -58,7 +62,7 @@ def test_sigkilled_lock_holder_releases_lock(
         assert dict(again) == {"before": 0, "child_committed": "committed", "after": 1}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_readers_not_blocked_by_held_writer_lock(
     workers: Any, tmp_path: Path, backend: str
@@ -74,7 +78,9 @@ def test_readers_not_blocked_by_held_writer_lock(
             "hold_transaction", store=str(store), committed=["late"], pending=["pending"]
         )
         holder.expect("locked")
-        start = time.monotonic()
+        # Every read below answers while the lock is held (the holder only
+        # lets go when it is killed): a read that waited would hang until
+        # the test's timeout.
         readonly = logshelf.open(store, "r")  # opening read-only does not lock
         try:
             for db in (readonly, writable):
@@ -89,12 +95,12 @@ def test_readers_not_blocked_by_held_writer_lock(
                 assert "pending" not in db
         finally:
             readonly.close()
-        assert time.monotonic() - start < 5
+        assert holder.proc.poll() is None  # the lock was held throughout
     finally:
         writable.close()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_foreign_filelock_excludes_logshelf_writer(
     workers: Any, tmp_path: Path, backend: str
@@ -105,7 +111,7 @@ def test_foreign_filelock_excludes_logshelf_writer(
     with logshelf.open(store, lock_timeout=0.2, lock_backend=backend) as db:
         holder = workers.spawn("hold_filelock", path=str(store / "LOCK"))
         holder.expect("locked")
-        _assert_lock_timeout(db, "blocked", 0.2)
+        _assert_lock_timeout(db, "blocked")
         with pytest.raises(logshelf.LockTimeoutError), db.transaction():
             db["blocked_tx"] = 1
         holder.send("release")
@@ -118,7 +124,7 @@ def test_foreign_filelock_excludes_logshelf_writer(
         holder.result(timeout=30)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("backend", ["flock", "filelock"])
 def test_logshelf_transaction_excludes_foreign_filelock(
     workers: Any, tmp_path: Path, backend: str
@@ -135,7 +141,7 @@ def test_logshelf_transaction_excludes_foreign_filelock(
         assert db["k"] == 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(20)
 def test_lock_timeout_child_process_names_store(workers: Any, tmp_path: Path) -> None:
     """Another process's timed-out write raises LockTimeoutError naming the store."""
     store = tmp_path / "store"
@@ -150,5 +156,148 @@ def test_lock_timeout_child_process_names_store(workers: Any, tmp_path: Path) ->
             result = probe.result(timeout=60)
         assert result["written"] is False
         assert str(store) in result["error"]
-        assert result["waited"] >= 0.25
         assert "theirs" not in db
+
+
+# -- lock_timeout at open and in compact(), pickling before the lock, GC --------
+
+
+@pytest.mark.parametrize("flag", ["c", "w"])
+def test_open_for_writing_times_out_while_another_process_holds_the_lock(
+    workers: Any, tmp_path: Path, flag: str
+) -> None:
+    """A writable open takes the writer lock briefly (to cut a torn tail and
+    collect leftovers): with ``lock_timeout`` it raises LockTimeoutError
+    naming the store while another process holds the lock, instead of
+    waiting; a read-only open is not held up; once the holder is gone the
+    same open succeeds and nothing of the holder's transaction is there."""
+    store = tmp_path / "store"
+    with logshelf.open(store) as db:
+        db["before"] = 0
+    holder = workers.spawn(
+        "hold_transaction", store=str(store), committed=["child"], pending=["pending"]
+    )
+    holder.expect("locked")
+    with pytest.raises(logshelf.LockTimeoutError) as info:
+        logshelf.open(store, flag, lock_timeout=0.2)
+    assert str(store) in str(info.value)
+    with logshelf.open(store, "r") as reader:
+        assert dict(reader) == {"before": 0, "child": "committed"}
+    holder.kill()
+    holder.proc.wait(timeout=30)
+    with logshelf.open(store, flag, lock_timeout=0.2) as db:
+        db["after"] = 1
+        assert dict(db) == {"before": 0, "child": "committed", "after": 1}
+
+
+def test_compact_times_out_while_another_process_holds_a_lock(workers: Any, tmp_path: Path) -> None:
+    """compact() waits at most ``lock_timeout`` for the compaction lock
+    (another process compacting) and for the writer lock (another process
+    writing), raising LockTimeoutError and changing nothing; with both free it
+    compacts."""
+    store = tmp_path / "store"
+    with logshelf.open(store, max_segment_size=4096, auto_compact=None) as db:
+        for i in range(200):
+            db[f"k{i % 20}"] = "v" * 100 + str(i)
+        expected = dict(db)
+    with logshelf.open(store, max_segment_size=4096, auto_compact=None, lock_timeout=0.2) as db:
+        compacting = workers.spawn("hold_filelock", path=str(store / "COMPACT.LOCK"))
+        compacting.expect("locked")
+        with pytest.raises(logshelf.LockTimeoutError, match="another compaction"):
+            db.compact()
+        compacting.send("release")
+        compacting.expect("released")
+        compacting.send("exit")
+        compacting.result(timeout=30)
+
+        writing = workers.spawn("hold_transaction", store=str(store), committed=[], pending=["p"])
+        writing.expect("locked")
+        with pytest.raises(logshelf.LockTimeoutError):
+            db.compact()
+        writing.kill()
+        writing.proc.wait(timeout=30)
+        assert dict(db) == expected
+        assert db.compact().compacted
+        assert dict(db) == expected
+    with logshelf.open(store, "r") as again:
+        assert dict(again) == expected and again.verify() == []
+
+
+def test_unpicklable_value_fails_before_the_lock_is_taken(workers: Any, tmp_path: Path) -> None:
+    """docs/durability.md: an unpicklable value fails before the lock is taken.
+    With another process holding the writer lock, writing a lambda raises the
+    pickling error, not LockTimeoutError, and writes nothing."""
+    store = tmp_path / "store"
+    with logshelf.open(store, lock_timeout=2) as db:  # opened (and locked briefly) first
+        db["keep"] = 1
+        holder = workers.spawn("hold_transaction", store=str(store), committed=[], pending=["p"])
+        holder.expect("locked")
+        pickling_errors = (pickle.PicklingError, AttributeError, TypeError)
+        for write in (
+            lambda: db.__setitem__("bad", lambda: None),
+            lambda: db.update({"good": 1, "bad": lambda: None}),
+            lambda: db.set_many([("bad", lambda: None)]),
+        ):
+            with pytest.raises(pickling_errors) as info:
+                write()
+            assert not isinstance(info.value, logshelf.LockTimeoutError), info.value
+        holder.kill()
+        holder.proc.wait(timeout=30)
+        assert dict(db) == {"keep": 1}
+
+
+class _CountingSyncs(FileSystem):
+    """Counts fdatasync calls."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+
+    def datasync(self, fd: int) -> None:
+        self.syncs += 1
+        super().datasync(fd)
+
+
+def _open_files_under(store: Path) -> list[str]:
+    """Files under ``store`` this process holds open (Linux /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # the descriptor that listed the directory, closed by now
+        if target.startswith(str(store) + os.sep):
+            held.append(target)
+    return held
+
+
+def test_handle_left_unclosed_is_closed_by_garbage_collection(workers: Any, tmp_path: Path) -> None:
+    """A writable handle dropped without close() is closed when it is
+    collected, as shelve's are: its writes are synced, the active segment's
+    hint is written, every descriptor (the lock's too) is released, and
+    another process takes the writer lock and sees every write."""
+    store = tmp_path / "store"
+    fs = _CountingSyncs()
+    db = logshelf.open(store, _fs=fs)
+    db.update({f"k{i}": i for i in range(50)})
+    db["last"] = "written, never closed"
+    hint = store / fmt.hint_name(1)
+    assert not hint.exists() and _open_files_under(store)
+    syncs = fs.syncs
+    del db
+    gc.collect()
+    assert fs.syncs > syncs
+    decoded = fmt.decode_hint(hint.read_bytes())
+    assert decoded is not None and decoded.covered == (store / fmt.segment_name(1)).stat().st_size
+    assert _open_files_under(store) == []
+    prober = workers.spawn("try_filelock", path=str(store / "LOCK"), timeout=10)
+    assert prober.result(timeout=60)["acquired"] is True
+    writer = workers.spawn("try_write", store=str(store), key="other", value=2, lock_timeout=10)
+    writer.expect("ready")
+    writer.send("go")
+    assert writer.result(timeout=60)["written"] is True
+    with logshelf.open(store, "r") as again:
+        assert again["last"] == "written, never closed" and again["other"] == 2
+        assert len(again) == 52

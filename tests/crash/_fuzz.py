@@ -20,6 +20,14 @@
   active segment's batches when the damage can pass for a torn tail), which
   keys may raise ``CorruptionError`` (those whose live record was damaged),
   and whether the store must refuse to open or must be entirely unaffected.
+  When a range of the active segment was cut out or duplicated (records
+  moved), it scans the damaged bytes itself by the rules of docs/format.md
+  section 3.4: the store must show exactly what that scan commits, or raise
+  when a valid record follows the point where the scan stops; only records
+  the scan passed over as bit rot (or could not match to the template) may
+  fail to read; and verify() must report what a scan without the hint finds.
+* **Sabotage** (``_inject``): reads, scans, the torn-tail decision, the index
+  and verify() broken on purpose, to show that the harness reports each.
 * **The workers**: subprocesses (``python -m <this module> worker JOB``) run
   cases under an address-space limit and watch their own peak virtual memory,
   so that a length field driving a huge allocation is a failure even on a
@@ -40,6 +48,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import resource
 import selectors
 import shutil
@@ -328,7 +337,10 @@ def build_templates(directory: Path) -> None:
     byte-identical on every run for a seed to replay exactly.
     """
     env = {**_child_environment(), "PYTHONHASHSEED": "0"}
-    subprocess.run([sys.executable, "-m", MODULE, "build", str(directory)], check=True, env=env)
+    # subprocess.run kills and reaps the child if the timeout (or anything) interrupts it.
+    subprocess.run(
+        [sys.executable, "-m", MODULE, "build", str(directory)], check=True, env=env, timeout=120
+    )
 
 
 def _build_templates_here(directory: Path) -> None:
@@ -928,6 +940,13 @@ class Allowed:
     #: End of the committed data of the active segment in this state (None:
     #: records moved, the end is not known).
     active_end: int | None
+    #: When set: the (active segment, offset) of the live records that may
+    #: fail to read in this state; any other live record of the active
+    #: segment must read back. None: the analysis-wide rule applies.
+    fragile: frozenset[tuple[str, int]] | None = None
+    #: verify() must report a problem in this state (a scan of the active
+    #: segment's committed bytes without the hint is not clean).
+    dirty: bool = False
 
 
 @dataclass
@@ -951,9 +970,14 @@ class Analysis:
     shifted: set[str]
     #: First changed offset of each changed segment file (not shifted ones).
     first_change: dict[str, int]
+    #: The active segment's file name.
+    active: str = ""
 
-    def may_fail_to_read(self, live: Live) -> bool:
-        """May reading a key whose live record is ``live`` raise CorruptionError?"""
+    def may_fail_to_read(self, live: Live, allowed: Allowed) -> bool:
+        """May reading a key whose live record is ``live`` raise CorruptionError
+        when the store shows ``allowed``?"""
+        if allowed.fragile is not None and live.seg == self.active:
+            return (live.seg, live.offset) in allowed.fragile
         return live.seg in self.shifted or (live.seg, live.offset) in self.damaged
 
 
@@ -1048,24 +1072,210 @@ def _active_states(t: Template, files: dict[str, bytes]) -> list[Allowed]:
     return allowed
 
 
-def _excised_states(t: Template, lo: int, hi: int) -> list[Allowed]:
-    """States of an active segment from which whole records ``[lo, hi)`` were
-    cut out. Nothing in the format chains records together, so the rest is a
-    valid log (txid gaps are legal: failed writes burn txids); a batch that
-    lost its commit record ends it."""
-    states = [Allowed("excised, 0 batches", t.base, None)]
-    pending: list[Record] = []
-    for rec in t.records[t.active]:
-        if lo <= rec.offset < hi:
-            continue
-        if pending and rec.txid != pending[0].txid:
+# -- records moved in the active segment: a scan of the damaged bytes -----------
+#
+# When a range of the active segment is cut out or duplicated, the records
+# after it move and the template's offsets say nothing about them. The model
+# then scans the damaged bytes itself, by the rules of docs/format.md
+# section 3.4, written out here (not the engine's code, which the fuzz tests):
+#
+# * a record is valid when its header is (rules 1-5: it fits the file, a
+#   known kind, consistent lengths, its hcrc) and its txid fits (rule 6);
+# * scanning stops at the first record that is not valid; a record whose
+#   value fails its vcrc is passed over (bit rot, the key raises on reading)
+#   only when a record with a valid header starts right after it;
+# * committed batches before the stop are the store's contents; what lies
+#   after the last one is a torn tail only when no record with a valid
+#   header starts anywhere after the stopping point ("damage passes for a
+#   torn tail only where nothing valid follows it"); otherwise opening must
+#   raise CorruptionError, whatever the flag.
+
+_RECORD_LAYOUT = struct.Struct("<IIQQIHBB")
+_KINDS = (fmt.KIND_PUT, fmt.KIND_DELETE, fmt.KIND_SEAL)
+#: Where a record may start, judged by its kind and flags bytes (offsets 30
+#: and 31): how a reader looks for valid records after damage.
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x07]")
+
+
+class _Unknown:
+    """The value of a record the model cannot vouch for: reading it must raise."""
+
+    def __repr__(self) -> str:
+        return "<a damaged value: reading it must raise>"
+
+
+UNKNOWN = _Unknown()
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A record whose header is valid (rules 1-5)."""
+
+    offset: int
+    end: int
+    txid: int
+    kind: int
+    commit: bool
+    key: bytes
+    value_ok: bool
+    reserved_flags: bool
+
+
+def _valid_head(data: bytes, pos: int, salt: int) -> _Head | None:
+    """The record at ``pos`` if its header is valid by rules 1-5, else None."""
+    if pos < HEADER or pos + RECORD > len(data):
+        return None
+    hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _RECORD_LAYOUT.unpack_from(data, pos)
+    end = pos + RECORD + klen + vlen
+    if kind not in _KINDS or end > len(data):
+        return None
+    if kind == fmt.KIND_DELETE and vlen:
+        return None
+    if kind == fmt.KIND_SEAL and (klen or vlen != 8):
+        return None
+    if not flags & 0x06 and rawlen:
+        return None
+    key = data[pos + RECORD : pos + RECORD + klen]
+    if zlib.crc32(key, zlib.crc32(data[pos + 4 : pos + RECORD], salt)) != hcrc:
+        return None
+    value_ok = zlib.crc32(data[pos + RECORD + klen : end]) == vcrc
+    return _Head(pos, end, txid, kind, bool(flags & 1), key, value_ok, bool(flags & 0xF8))
+
+
+@dataclass
+class _Scan:
+    batches: list[list[_Head]]
+    end: int  # end of the last committed batch
+    stop: int  # first byte not part of a valid record
+    rot: list[int]  # records passed over with a damaged value
+    #: Opening must raise: a valid header follows the stop, or a record uses
+    #: flag bits of a newer format.
+    refuses: bool
+
+
+def _scan(data: bytes, start: int, last_txid: int, salt: int) -> _Scan:
+    """Scan ``data`` (a whole segment file) from ``start`` by section 3.4."""
+    pos = start
+    pending: list[_Head] = []
+    batches: list[list[_Head]] = []
+    end = start
+    rot: list[int] = []
+    reserved = False
+    while pos < len(data):
+        head = _valid_head(data, pos, salt)
+        if head is None:
             break
-        pending.append(rec)
-        if rec.commit:
-            label = f"excised [{lo}:{hi}], {len(states)} batches"
-            states.append(Allowed(label, _apply(states[-1].state, pending), None))
+        reserved = reserved or head.reserved_flags
+        if pending:
+            if head.txid != pending[0].txid:
+                break
+        elif not last_txid < head.txid <= last_txid + fmt.TXID_WINDOW:
+            break
+        if not head.value_ok:
+            if head.end < len(data) and _valid_head(data, head.end, salt) is not None:
+                rot.append(pos)
+            else:
+                break
+        pending.append(head)
+        pos = head.end
+        if head.commit:
+            batches.append(pending)
             pending = []
-    return states
+            last_txid = head.txid
+            end = pos
+    follows = pos < len(data) and any(
+        _valid_head(data, m.start() - 30, salt) is not None
+        for m in _CANDIDATE.finditer(data, pos + 1 + 30)
+    )
+    return _Scan(batches, end, pos, rot, follows or reserved)
+
+
+def _usable_hint(
+    t: Template, files: dict[str, bytes], new: bytes, salt: int
+) -> tuple[int, int] | None:
+    """``(covered, max_txid)`` of the active segment's hint when a reader
+    uses it: the template's own bytes (any damage fails its checksums),
+    covering no more than the file holds, its check record (section 5) still
+    in place."""
+    name = t.active.replace(".log", ".hint")
+    hint = files.get(name)
+    if hint is None or hint != t.files.get(name):
+        return None
+    covered, max_txid = struct.unpack_from("<QQ", hint, 24)
+    nputs = struct.unpack_from("<Q", hint, HINT_HEADER_SIZE)[0]
+    check_offset, check_hcrc = struct.unpack_from("<QI", hint, HINT_HEADER_SIZE + 24)
+    if not HEADER <= covered <= len(new):
+        return None
+    if nputs:
+        if check_offset < HEADER or check_offset + RECORD > covered:
+            return None
+        klen = struct.unpack_from("<H", new, check_offset + 28)[0]
+        key = new[check_offset + RECORD : check_offset + RECORD + klen]
+        head = new[check_offset : check_offset + RECORD]
+        if len(key) != klen or int.from_bytes(head[:4], "little") != check_hcrc:
+            return None
+        if zlib.crc32(key, zlib.crc32(head[4:], salt)) != check_hcrc:
+            return None
+    return covered, max_txid
+
+
+def _moved_states(t: Template, files: dict[str, bytes]) -> list[Allowed] | None:
+    """The states a store whose active segment had a range cut out or
+    duplicated may show, from a scan of the damaged bytes: from the start
+    (no hint), and from the end of the range the hint covers when a reader
+    would use the hint. None when the model cannot tell (a SEAL or a key
+    that is not UTF-8 among the scanned records: never in a template's
+    active segment, so the case is judged by the loose rule)."""
+    old = t.files[t.active]
+    new = files.get(t.active)
+    if new is None or new[:HEADER] != old[:HEADER]:
+        return None  # the analysis already requires open to fail
+    salt = _salt(t, t.active)
+    base_txid = int.from_bytes(old[24:32], "little")
+    records = {r.offset: r for r in t.records[t.active]}
+    by_bytes = {old[r.offset : r.end]: r for r in t.records[t.active]}
+    starts: list[tuple[str, int, int, State]] = [("no hint", HEADER, base_txid, t.base)]
+    hint = _usable_hint(t, files, new, salt)
+    if hint is not None:
+        covered, max_txid = hint
+        ends = [HEADER] + [b.end for b in t.batches]
+        if covered not in ends:
+            return None
+        state = t.states[ends.index(covered)]
+        starts.append(("hint", covered, max(base_txid, max_txid), state))
+    allowed = []
+    for how, start, last_txid, base in starts:
+        scan = _scan(new, start, last_txid, salt)
+        if scan.refuses:
+            continue  # valid records follow the damage: opening must raise
+        state = dict(base)
+        fragile = set()
+        for live in base.values():
+            if live.seg == t.active:
+                rec = records[live.offset]
+                if new[rec.offset : rec.end] != old[rec.offset : rec.end]:
+                    fragile.add((t.active, live.offset))
+        for batch in scan.batches:
+            for head in batch:
+                if head.kind == fmt.KIND_SEAL:
+                    return None
+                try:
+                    key = head.key.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                if head.kind == fmt.KIND_DELETE:
+                    state.pop(key, None)
+                    continue
+                rec = by_bytes.get(new[head.offset : head.end])
+                state[key] = Live(UNKNOWN if rec is None else rec.value, t.active, head.offset)
+                if rec is None:
+                    fragile.add((t.active, head.offset))
+        # verify() scans the committed bytes again without the hint.
+        check = _scan(new[: scan.end], HEADER, base_txid, salt)
+        dirty = check.stop < scan.end or check.end < scan.end or bool(check.rot)
+        label = f"moved records, scanned from {start} ({how}): {len(scan.batches)} batches"
+        allowed.append(Allowed(label, state, scan.end, frozenset(fragile), dirty))
+    return allowed
 
 
 def analyse(t: Template, ops: list[Op], files: dict[str, bytes]) -> Analysis:
@@ -1117,11 +1327,12 @@ def analyse(t: Template, ops: list[Op], files: dict[str, bytes]) -> Analysis:
         for rec in t.records[name]:
             if new[rec.offset : rec.end] != old[rec.offset : rec.end]:
                 damaged.add((name, rec.offset))
-    if t.active in shifted:
+    moved = _moved_states(t, files) if t.active in shifted else None
+    if moved is not None:
+        allowed = moved
+    elif t.active in shifted:
+        # What the model cannot scan (see _moved_states): any prefix.
         allowed = [Allowed(f"after {j} active batches", s, None) for j, s in enumerate(t.states)]
-        for op in ops:
-            if op.file == t.active and op.kind == "remove":
-                allowed += _excised_states(t, op.start, op.end)
     else:
         allowed = _active_states(t, files)
     return Analysis(
@@ -1133,6 +1344,7 @@ def analyse(t: Template, ops: list[Op], files: dict[str, bytes]) -> Analysis:
         damaged,
         shifted,
         first_change,
+        t.active,
     )
 
 
@@ -1264,7 +1476,7 @@ def _mismatches(a: Analysis, allowed: Allowed, obs: Observation) -> list[str]:
         elif kind == "error":
             if live is None:
                 out.append(f"{key!r} raised {value[:120]} but must be absent")
-            elif a.harmless or not a.may_fail_to_read(live):
+            elif a.harmless or not a.may_fail_to_read(live, allowed):
                 out.append(
                     f"{key!r} raised {value[:160]} although its record "
                     f"({live.seg} at {live.offset}) is intact"
@@ -1329,6 +1541,8 @@ def _verify_problems(
     failed = [k for k, (kind, _) in obs.outcomes.items() if kind == "error"]
     if failed:
         return [f"verify() is clean although reading {failed[:3]} raised CorruptionError"]
+    if chosen is not None and chosen.dirty:
+        return [f"verify() is clean although the active segment's records moved ({chosen.label})"]
     for name, first in a.first_change.items():
         if name == t.active:
             end = chosen.active_end if chosen is not None else None
@@ -1488,22 +1702,126 @@ def _limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def _rot_target(t: Template, candidates: list[Record]) -> Record:
+    """A committed PUT with a value, right before a committed batch that
+    holds a live record: losing that batch would show in the store."""
+    live = {(v.seg, v.offset) for v in t.states[-1].values()}
+    batch_at = {b.start: b for b in t.batches}
+    for rec, nxt in itertools.pairwise(candidates):
+        batch = batch_at.get(nxt.offset)
+        if (
+            rec.kind == fmt.KIND_PUT
+            and rec.commit
+            and rec.end > rec.offset + RECORD + len(rec.key.encode())
+            and batch is not None
+            and any((t.active, r.offset) in live for r in batch.records)
+        ):
+            return rec
+    raise AssertionError(f"template {t.name}: no record to damage for value-rot")
+
+
+def scenario_ops(t: Template, name: str) -> list[Op]:
+    """Fixed damage for the harness self-tests, all without hints (so that
+    opening scans every segment):
+
+    * ``no-hints``: nothing else;
+    * ``value-rot``: one bit of a value in the middle of the active segment
+      flipped (bit rot: reading that key raises, every other key reads);
+    * ``cut-middle``: an unaligned range cut out of the middle of the active
+      segment, with whole valid records after it (opening must raise).
+    """
+    ops = [Op("delete", hint, label="no hints") for hint in t.hints]
+    records = t.records[t.active]
+    middle = len(records) // 3
+    if name == "value-rot":
+        rec = _rot_target(t, records[middle:-1])
+        value_at = rec.offset + RECORD + len(rec.key.encode())
+        ops.append(Op("xor", t.active, value_at, data=b"\x01", label="value bit flipped"))
+    elif name == "cut-middle":
+        assert len(records) - middle >= 4, f"template {t.name}: too few active records"
+        lo, hi = records[middle].offset + 7, records[middle + 1].end - 5
+        ops.append(Op("remove", t.active, lo, hi, label="unaligned range"))
+    elif name != "no-hints":
+        raise KeyError(name)
+    return ops
+
+
+#: Named cases of scenario_ops (a case "TEMPLATE:scenario/NAME").
+SCENARIOS = ("no-hints", "value-rot", "cut-middle")
+
+
 def case_ops(t: Template, case: str, cache: dict[str, dict[str, list[Op]]]) -> list[Op]:
-    """The ops of a case named by a seed ("123"), a forged case name, or
-    "intact" (no damage: for the harness self-test). ``cache`` keeps each
-    template's forged cases, built on first use."""
+    """The ops of a case named by a seed ("123"), a forged case name,
+    "scenario/NAME" (see scenario_ops) or "intact" (no damage: for the
+    harness self-test). ``cache`` keeps each template's forged cases, built
+    on first use."""
     if case.isdigit():
         return random_case(t, int(case))
     if case == "intact":
         return []
+    if case.startswith("scenario/"):
+        return scenario_ops(t, case.removeprefix("scenario/"))
     if t.name not in cache:
         cache[t.name] = forged_cases(t)
     return cache[t.name][case]
 
 
+def _inject_damage_path(kind: str) -> bool:
+    """Self-test of the harness: break how a store is opened, scanned,
+    indexed or checked, in the modules below the engine (``_segment``,
+    ``_index``) and the public API; return False for a kind that is not one
+    of these."""
+    from logshelf import _index, _segment
+
+    if kind == "scan-skips-batch-after-rot":
+        # After a record whose value is damaged, silently leave out the next batch.
+        original_iter = _segment.SegmentScan.__iter__
+
+        def iterate(self: _segment.SegmentScan) -> Iterator[list[_segment.ScannedRecord]]:
+            skipped = False
+            for batch in original_iter(self):
+                if self.damaged and not skipped and batch[0].offset > self.damaged[0]:
+                    skipped = True
+                    continue
+                yield batch
+
+        _segment.SegmentScan.__iter__ = iterate  # type: ignore[method-assign]
+    elif kind == "damage-taken-for-torn-tail":
+        # Never look for valid records after the point where a scan stopped:
+        # damage in the middle of the active segment passes for a torn tail.
+        def find_nothing(self: _segment.Segment, start: int, limit: int) -> int | None:
+            return None
+
+        _segment.Segment.find_valid_record = find_nothing  # type: ignore[method-assign]
+    elif kind == "index-drops-last-batch":
+        original_apply = _index.apply_scan
+
+        class Replay:
+            """The batches of a finished scan, all but the last."""
+
+            def __init__(self, scan: _segment.SegmentScan) -> None:
+                self.segment = scan.segment
+                self.batches = list(scan)[:-1]
+
+            def __iter__(self) -> Iterator[list[_segment.ScannedRecord]]:
+                return iter(self.batches)
+
+        def apply(scan: Any, slot: int, index: dict[str, int], deletes: set[str] | None) -> int:
+            return original_apply(Replay(scan), slot, index, deletes)  # type: ignore[arg-type]
+
+        _index.apply_scan = apply  # type: ignore[assignment]
+    elif kind == "verify-sees-nothing":
+        logshelf.Shelf.verify = lambda self, progress=None: []  # type: ignore[method-assign]
+    else:
+        return False
+    return True
+
+
 def _inject(kind: str) -> None:
     """Self-test of the harness: break reads on purpose, in one of the ways the
     fuzz must catch, to show that it does."""
+    if _inject_damage_path(kind):
+        return
     from logshelf._engine import Engine
 
     original = Engine.get

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -124,7 +125,10 @@ def run(args: dict[str, Any], say: Callable[[str], None]) -> None:
     big_left = args["big_cap"]
     say("ready")
     seq = args["seq0"]
-    while True:
+    # Bounded, so that a child whose parent died (and so never kills it)
+    # stops on its own: every parent kills its child within seconds.
+    deadline = time.monotonic() + args.get("max_seconds", 300)
+    while time.monotonic() < deadline:
         op = choose_op(rng, seq, live, big_left, args.get("big_max", 8 << 20))
         # Values are built before the intent line, so that the time between
         # intent and acknowledgement is the write itself.

@@ -12,8 +12,11 @@ MemoryError or unpickling errors.
 from __future__ import annotations
 
 import collections
+import mmap
+import os
 import pickle
 import random
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 
 import logshelf
 from logshelf import _format as fmt
+from logshelf._fs import FileSystem
 
 from ._helpers import (
     Rec,
@@ -396,6 +400,55 @@ def test_corrupt_compressed_value_flip_raises_corruption_error(tmp_path: Path, c
             assert db["first"] == 1 and db["last"] == 2
 
 
+class _CountingMaps(FileSystem):
+    """Counts the memory maps the store makes (the seam every file operation
+    goes through), to show that a read was served from a map."""
+
+    def __init__(self) -> None:
+        self.maps = 0
+
+    def map(self, fd: int, length: int) -> mmap.mmap:
+        self.maps += 1
+        return super().map(fd, length)
+
+
+@pytest.mark.parametrize("codec", [None, "lz4"])
+def test_corrupt_value_in_a_mapped_segment_raises_on_every_read(
+    tmp_path: Path, codec: str | None
+) -> None:
+    """Reads of a segment with 256 KiB or more of committed bytes are served
+    from a memory map, with checksums of their own: a flipped value bit
+    there raises CorruptionError on the first read (which maps the segment)
+    and again on the second (the map's fast path), for an uncompressed and
+    an lz4-compressed record."""
+    store = tmp_path / "store"
+    victim = {"blob": b"victim bytes " * 100}  # about 1.3 KB: lz4 shrinks it well
+    with logshelf.open(store, compression=codec) as db:
+        db["victim"] = victim
+        for i in range(40):  # 320 KiB that no codec shrinks, after the victim
+            db[f"filler{i}"] = os.urandom(8 << 10)
+        db["last"] = "last"
+    seg = active_segment(store)
+    files = snapshot(store)
+    assert len(files[seg.name]) > 300 << 10
+    (rec,) = [r for r in parse_records(files[seg.name]) if r.key == b"victim"]
+    assert fmt.codec_of(rec.header.flags) == (1 if codec else 0)
+    # The last byte of the stored value: the pickle's STOP opcode when
+    # uncompressed, a literal of the last lz4 sequence when compressed, so a
+    # read that skipped the checksum would return or decode wrong bytes.
+    restore(store, {**files, seg.name: flip(files[seg.name], rec.end - 1, 0x01)})
+    fs = _CountingMaps()
+    with logshelf.open(store, "r", _fs=fs) as db:
+        for attempt in ("first", "second"):
+            with pytest.raises(logshelf.CorruptionError) as info:
+                db["victim"]
+            assert "'victim'" in str(info.value) and f"offset {rec.offset}" in str(info.value), (
+                attempt
+            )
+        assert fs.maps >= 1, "the segment was never mapped: the test misses the fast path"
+        assert db["last"] == "last"
+
+
 def _forged_compressed(tmp_path: Path, codec: str) -> dict[str, tuple[str, str]]:
     """Read a checksum-valid record whose stored bytes do not decompress to
     its recorded length, in several ways; return case -> (error type, message)."""
@@ -697,38 +750,65 @@ def test_corrupt_hint_of_another_segment_is_ignored(tmp_path: Path) -> None:
         _reads_correctly(store, expected, name)
 
 
-def test_corrupt_hint_payload_with_globals_is_ignored(tmp_path: Path) -> None:
-    """A checksum-valid hint whose payload names a class (or is not the
-    expected tuple) is ignored, never unpickled into objects."""
+def _forged_hint(head: fmt.Hint, payload: bytes) -> bytes:
+    """A hint of the current version (2) whose header matches its segment and
+    whose two checksums are valid, carrying ``payload`` as it is: only the
+    payload checks of ``decode_hint`` stand between it and the index."""
+    body = fmt.HINT_HEADER.pack(
+        b"LSHFHNT\x00",
+        fmt.HINT_VERSION,
+        0,
+        head.salt,
+        head.segment_id,
+        head.covered,
+        head.max_txid,
+        len(payload),
+        zlib.crc32(payload),
+    )
+    return body + zlib.crc32(body).to_bytes(4, "little") + payload
+
+
+def _hint_payload(head: fmt.Hint, nputs: int, ndels: int, offsets: bytes, keys: bytes) -> bytes:
+    """A payload laid out as docs/format.md section 5 says, with any counts.
+    It names ``head``'s check record, so that a payload that got past the
+    decoder would also pass the engine's check and be used."""
+    counts = struct.pack("<QQQQII", nputs, ndels, 0, head.check_offset, head.check_hcrc, 0)
+    return counts + offsets + keys
+
+
+def test_corrupt_hint_payload_failing_its_checks_is_ignored(tmp_path: Path) -> None:
+    """A version-2 hint with valid checksums whose payload breaks the layout
+    (counts the bytes cannot hold, a key list that does not match the counts,
+    a missing terminator, a pickle where the layout belongs) is ignored: the
+    segment is scanned and every key reads its own value.
+
+    The header and checksums are forged correctly (a control payload built
+    the same way decodes), so each case reaches the payload checks."""
     store = tmp_path / "store"
     files, expected, hint_name = _hinted_store(store)
     head = fmt.decode_hint(files[hint_name])
-    assert head is not None
+    assert head is not None and len(head.put_keys) >= 2
+    first, second = (key.encode() + b"\xff" for key in head.put_keys[:2])
+    offset = struct.pack("<Q", head.put_offsets[0])
+    control = _hint_payload(head, 1, 0, offset, first)
+    decoded = fmt.decode_hint(_forged_hint(head, control))
+    assert decoded is not None and decoded.put_keys == head.put_keys[:1]
 
-    def forged(payload: bytes) -> bytes:
-        body = fmt.HINT_HEADER.pack(
-            b"LSHFHNT\x00",
-            1,
-            0,
-            head.salt,
-            head.segment_id,
-            head.covered,
-            head.max_txid,
-            len(payload),
-            zlib.crc32(payload),
-        )
-        return body + zlib.crc32(body).to_bytes(4, "little") + payload
-
-    payloads = [
-        pickle.dumps((collections.OrderedDict(), b"", []), protocol=4),
-        pickle.dumps(("not a list", b"", []), protocol=4),
-        pickle.dumps((["h1"], b"\x01" * 3, []), protocol=4),  # offsets not 8-byte words
-        pickle.dumps((["h1", "h2"], b"\x00" * 8, []), protocol=4),  # counts differ
-        b"not a pickle at all",
-    ]
-    for i, payload in enumerate(payloads):
-        restore(store, {**files, hint_name: forged(payload)})
-        _reads_correctly(store, expected, f"payload {i}")
+    payloads = {
+        "shorter than its fixed head": b"\x00" * 39,
+        "put count beyond the payload": _hint_payload(head, 2**60, 0, b"", first),
+        "offsets cut short": _hint_payload(head, 2, 0, offset, b""),
+        "more keys counted than present": _hint_payload(head, 1, 5, offset, first),
+        "fewer keys counted than present": _hint_payload(head, 1, 0, offset, first + second),
+        "last key without its terminator": _hint_payload(head, 1, 1, offset, first + second[:-1]),
+        "a pickle naming a class": pickle.dumps((collections.OrderedDict(), b"", []), protocol=4),
+        "a pickle of the version-1 layout": pickle.dumps(([first], offset, []), protocol=4),
+    }
+    for name, payload in payloads.items():
+        forged = _forged_hint(head, payload)
+        assert fmt.decode_hint(forged) is None, name
+        restore(store, {**files, hint_name: forged})
+        _reads_correctly(store, expected, name)
 
 
 # -- damage followed by more writes --------------------------------------------

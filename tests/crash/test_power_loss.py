@@ -597,9 +597,8 @@ def test_raising_at_each_operation_matches_the_snapshots(scratch: Path, durabili
     at N, and the images built from it pass the same checks."""
     actions, states = make_workload(7, 25)
     checker = Checker(scratch, states, durability)
-    n = 0
-    while True:
-        n += 1
+    # Bounded: the workload makes a few hundred file operations.
+    for n in range(1, 5000):
         root = scratch / f"run{n}"
         root.mkdir()
         disk = SimulatedDisk(root, crash_at=n)
@@ -620,6 +619,8 @@ def test_raising_at_each_operation_matches_the_snapshots(scratch: Path, durabili
         )
         check_points(checker, [point], random_variants=1, seed=n)
         shutil.rmtree(root)
+    else:
+        raise AssertionError("the workload never got through 5000 crash points")
     assert n > 100  # every operation of the workload was a crash point once
 
 

@@ -217,3 +217,58 @@ def test_salvage_of_a_healthy_store_exits_0(
 ) -> None:
     assert main(["salvage", str(filled), str(tmp_path / "copy.db")]) == 0
     assert "recovered 20 keys" in capsys.readouterr().out
+
+
+def _not_stores(tmp_path: Path) -> dict[str, Path]:
+    """A directory of unrelated files, a plain file, and nothing at all."""
+    directory = tmp_path / "not-a-store"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("unrelated\n")
+    (tmp_path / "file.txt").write_text("hello\n")
+    return {
+        "a directory without a MANIFEST": directory,
+        "a file": tmp_path / "file.txt",
+        "a missing path": tmp_path / "missing.db",
+    }
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "compact"])
+def test_commands_exit_2_on_a_path_that_is_not_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """docs/durability.md: exit 2 means the command could not run (no store
+    there, not a store). The message names the path, and nothing is created
+    or changed there."""
+    for what, path in _not_stores(tmp_path).items():
+        before = sorted(p.name for p in path.iterdir()) if path.is_dir() else None
+        assert main([command, str(path)]) == 2, what
+        assert str(path) in capsys.readouterr().err, what
+        assert (sorted(p.name for p in path.iterdir()) if path.is_dir() else None) == before
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_exit_code_2_reaches_the_shell(tmp_path: Path) -> None:
+    """`python -m logshelf` passes main()'s exit code 2 on to the shell."""
+    result = subprocess.run(
+        [sys.executable, "-m", "logshelf", "info", str(_not_stores(tmp_path)["a file"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "not a logshelf store" in result.stderr
+
+
+def test_salvage_exits_2_on_a_directory_that_is_not_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/durability.md: exit 2 when the command could not run, "not a
+    store" included. A directory with neither a MANIFEST nor a segment file
+    holds nothing salvage could read: it must say so (exit 2) rather than
+    report an empty rescue (exit 1) and create an empty destination store."""
+    source = _not_stores(tmp_path)["a directory without a MANIFEST"]
+    destination = tmp_path / "rescued.db"
+    assert main(["salvage", str(source), str(destination)]) == 2
+    assert str(source) in capsys.readouterr().err
+    assert not destination.exists()
+    assert sorted(p.name for p in source.iterdir()) == ["notes.txt"]

@@ -186,38 +186,101 @@ def test_no_automatic_compaction_when_disabled(store_path: Path) -> None:
     assert segments == generation
 
 
+def _records(data: bytes) -> list[tuple[int, fmt.RecordHeader, str]]:
+    """``(offset, header, key)`` of every record of an undamaged segment file."""
+    out = []
+    pos = fmt.SEGMENT_HEADER.size
+    while pos < len(data):
+        header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(data, pos))
+        key = data[pos + 32 : pos + 32 + header.klen].decode()
+        out.append((pos, header, key))
+        pos += 32 + header.klen + header.vlen
+    return out
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    """Every file of a store and its bytes, but only the magic of CHANGES:
+    its counter moves with every hold of the writer lock."""
+    files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    files[fmt.CHANGES_NAME] = files[fmt.CHANGES_NAME][: fmt.CHANGES_COUNTER.start]
+    return files
+
+
 def test_damaged_input_stops_compaction_and_changes_nothing(store_path: Path) -> None:
+    """A compaction that meets a damaged record stops, deletes every output
+    it had made and leaves the data as it was. The only changes allowed are
+    those of the rollover that starts any compaction (the active segment
+    sealed: its SEAL record, its hint, the new active segment, the
+    MANIFEST) and the COMPACT.LOCK file."""
     with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
         overwrite_heavy(db, rounds=3)
         db.compact()
         for i in range(20):  # into new segments; key020.. stay in the compacted ones
             db[f"key{i:03d}"] = {"late": i, "pad": "q" * 300}
-        db.sync()
-    # Flip one byte in the value of a live record of a sealed segment.
-    with logshelf.open(store_path, "r") as db:
         expected = dict(db.items())
-        active = max(store_path.glob("seg-*.log"))
-        key, (where, record) = next(
-            (k, db.locate(k)) for k in sorted(expected) if Path(db.locate(k)[0]) != active
-        )
-        victim = Path(where)
-        offset = record + 32 + len(key.encode()) + 2
-    data = bytearray(victim.read_bytes())
-    data[offset] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    before = sorted(os.listdir(store_path))
-    with logshelf.open(store_path, auto_compact=None) as db:
+    # The victim: the live record that comes last in log order among the
+    # sealed segments, so that the copy has made an output before it fails.
+    manifest = fmt.decode_manifest((store_path / fmt.MANIFEST_NAME).read_bytes(), "MANIFEST")
+    live: dict[str, tuple[int, str, int]] = {}  # key -> (slot, segment file, value offset)
+    for slot, (segment_id, _) in enumerate(manifest.segments):
+        name = fmt.segment_name(segment_id)
+        for offset, header, key in _records((store_path / name).read_bytes()):
+            if header.kind == fmt.KIND_PUT:
+                live[key] = (slot, name, offset + 32 + header.klen)
+            elif header.kind == fmt.KIND_DELETE:
+                live.pop(key, None)
+    sealed = len(manifest.segments) - 1
+    victim = max((k for k in live if live[k][0] < sealed), key=lambda k: live[k][::2])
+    assert sum(1 for slot, _, _ in live.values() if slot < sealed) > 1
+    _, victim_file, value_at = live[victim]
+    data = bytearray((store_path / victim_file).read_bytes())
+    data[value_at + 2] ^= 0xFF
+    (store_path / victim_file).write_bytes(bytes(data))
+
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
+        before = _files(store_path)
         with pytest.raises(logshelf.CorruptionError, match="compaction stopped"):
             db.compact()
+        after = _files(store_path)
         assert db.verify() != []
         with pytest.raises(logshelf.CorruptionError):
-            db[key]
-        others = [k for k in expected if k != key]
-        assert {k: db[k] for k in others} == {k: expected[k] for k in others}
-    after = sorted(n for n in os.listdir(store_path) if n != "quarantine")
-    # The compaction sealed the active segment before it copied, so the set
-    # may have grown by that rollover, but nothing was removed.
-    assert set(before) - {"quarantine"} <= set(after)
+            db[victim]
+        others = {k: v for k, v in expected.items() if k != victim}
+        assert {k: db[k] for k in others} == others
+    new_manifest = fmt.decode_manifest(after[fmt.MANIFEST_NAME], "MANIFEST")
+    old_active = fmt.segment_name(manifest.active_id)
+    rollover = {
+        fmt.segment_name(new_manifest.active_id),
+        fmt.hint_name(manifest.active_id),
+        fmt.COMPACT_LOCK_NAME,
+    }
+    assert set(before) <= set(after), "a file was removed"
+    assert set(after) - set(before) <= rollover, "a file other than the rollover's was left"
+    changed = {name for name in before if after[name] != before[name]}
+    # The sealed segment's hint is rewritten to cover its SEAL.
+    assert changed <= {fmt.MANIFEST_NAME, old_active, fmt.hint_name(manifest.active_id)}, changed
+    assert after[old_active].startswith(before[old_active])  # at most a SEAL appended
+    # The rollover kept every segment: the old set, then the new active one.
+    assert [sid for sid, _ in new_manifest.segments[:-1]] == [sid for sid, _ in manifest.segments]
+    with logshelf.open(store_path, "r") as db:
+        assert {k: db[k] for k in others} == others
+
+
+def _open_deleted_files(store: Path) -> list[str]:
+    """Files of ``store`` that this process still holds open after they were
+    deleted (Linux names them "... (deleted)" in /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # the descriptor listdir itself used, closed by now
+        if target.startswith(str(store)) and target.endswith(" (deleted)"):
+            held.append(target)
+    return held
 
 
 def test_other_handles_keep_working_and_adopt_the_new_segments(store_path: Path) -> None:
@@ -235,8 +298,8 @@ def test_other_handles_keep_working_and_adopt_the_new_segments(store_path: Path)
             writer["from-writer"] = 2
             assert reader["from-other"] == 1 and reader["from-writer"] == 2
             assert reader.stats()["generation"] == writer.stats()["generation"]
-            # Nobody in this process still holds a descriptor on a deleted input.
-            assert _open_deleted_segments(store_path) == []
+            # Every handle dropped its descriptors on the deleted inputs.
+            assert _open_deleted_files(store_path) == []
         finally:
             reader.close()
             other.close()
@@ -285,17 +348,3 @@ def test_garbage_of_a_crashed_compaction_is_collected(store_path: Path) -> None:
     with logshelf.open(store_path) as db:
         assert not stray.exists()
         assert dict(db) == {"a": 1}
-
-
-def _open_deleted_segments(store: Path) -> list[str]:
-    """Segment files of ``store`` this process holds open although they were
-    deleted (Linux: /proc names such a file "... (deleted)")."""
-    held = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(store)) and target.endswith(".log (deleted)"):
-            held.append(target)
-    return held

@@ -139,3 +139,51 @@ def test_rollover_failing_after_its_seal_never_strands_later_writes(
     with logshelf.open(store_path) as again:
         assert again["small"] == "s" and again["small2"] == "t"
         assert again.verify() == []
+
+
+class InterruptedFS(FileSystem):
+    """``append`` writes part of its data, then raises KeyboardInterrupt (a
+    Ctrl-C arriving in the middle of a write), when armed."""
+
+    def __init__(self) -> None:
+        self.interrupt = False
+
+    def append(self, fd: int, data: bytes) -> None:
+        if self.interrupt:
+            self.interrupt = False
+            os.write(fd, data[: len(data) // 2])
+            raise KeyboardInterrupt
+        super().append(fd, data)
+
+
+@pytest.mark.parametrize("operation", ["put", "update", "transaction"])
+def test_write_interrupted_by_keyboard_interrupt_is_cut_back(
+    store_path: Path, operation: str
+) -> None:
+    """docs/durability.md: a write that fails part-way, KeyboardInterrupt
+    included, is cut back before the lock is released. The interrupt
+    propagates; the handle keeps the previous value and writes on; the
+    files hold nothing of the interrupted write, and a reopen finds a clean
+    store (no torn tail to cut, verify() empty)."""
+    fs = InterruptedFS()
+    db = logshelf.open(store_path, _fs=fs)
+    db.update({"a": "old a", "b": "old b"})
+    before = _segment_bytes(store_path)
+    fs.interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        if operation == "put":
+            db["a"] = "new a"
+        elif operation == "update":
+            db.update({"a": "new a", "c": "new c"})
+        else:
+            with db.transaction():
+                db["a"] = "new a"
+                del db["b"]
+    assert _segment_bytes(store_path) == before
+    assert dict(db) == {"a": "old a", "b": "old b"}
+    db["d"] = "after"
+    db.close()
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again) == {"a": "old a", "b": "old b", "d": "after"}
+        assert again.verify() == []
+    assert not (store_path / "quarantine").exists()  # nothing was left to cut

@@ -458,6 +458,33 @@ def test_sync_is_called_per_write_only_when_asked(
         assert len(calls) == 1
 
 
+def test_interval_durability_syncs_once_the_interval_has_passed(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durability="interval": a write fdatasyncs when ``sync_interval``
+    seconds have passed since the last sync (checked at write time). With an
+    interval of 0 every write syncs; with an hour none of a few quick writes
+    does (no clock is read by the test: the outcome shows it)."""
+    calls: list[int] = []
+    from logshelf import _fs
+
+    real = _fs.FileSystem.datasync
+    monkeypatch.setattr(
+        _fs.FileSystem, "datasync", lambda self, fd: (calls.append(fd), real(self, fd))[1]
+    )
+    with logshelf.open(store_path, durability="interval", sync_interval=0.0) as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        db.update({"a": 1, "b": 2})
+        assert len(calls) == 6
+    with logshelf.open(store_path, durability="interval", sync_interval=3600.0) as db:
+        calls.clear()
+        for i in range(5):
+            db[f"k{i}"] = i
+        assert calls == []
+
+
 def test_segments_roll_over(store_path: Path) -> None:
     """Past max_segment_size writing moves to a new segment, and everything reads back."""
     with logshelf.open(store_path, max_segment_size=8192) as db:
@@ -498,10 +525,10 @@ def test_other_handles_follow_rollovers_without_reloading(store_path: Path) -> N
         logshelf.open(store_path, max_segment_size=4096, auto_compact=None, _fs=other_fs) as other,
         logshelf.open(store_path, "r", _fs=reader_fs) as reader,
     ):
-        writer.update({f"k{i}": i for i in range(20)})
+        model = {f"k{i}": i for i in range(20)}
+        writer.update(model)
         assert len(reader) == 20 and len(other) == 20
         other_fs.hints = reader_fs.hints = 0
-        model = {f"k{i}": i for i in range(20)}
         for i in range(20, 200):
             writer[f"k{i}"] = model[f"k{i}"] = "v" * (50 + i % 50)
             if i % 7 == 0:
@@ -516,6 +543,8 @@ def test_other_handles_follow_rollovers_without_reloading(store_path: Path) -> N
         writer.compact()
         assert dict(reader) == dict(other) == dict(writer) == model
         assert other_fs.hints > 0 and reader_fs.hints > 0
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again) == model
 
 
 def test_deletes_write_only_what_they_delete(store_path: Path) -> None:
@@ -583,3 +612,124 @@ def test_writeback_sync_empties_the_cache(store_path: Path) -> None:
         db.close()
     with logshelf.open(store_path, "r") as check:
         assert check["a"] == 2  # closing wrote back only what was read after the sync
+
+
+# -- documented behaviour of transactions and bulk calls ------------------------
+
+
+def test_nested_transactions_join_the_outermost(store_path: Path) -> None:
+    """Shelf.transaction(): "Nested transactions join the outermost one" and
+    "On an exception nothing is written". Writes of an inner block become
+    visible to other handles only when the outermost block ends, and an
+    exception that leaves the outermost block discards the writes of every
+    level."""
+    with logshelf.open(store_path) as db, logshelf.open(store_path, "r") as other:
+        db["base"] = 0
+        with db.transaction():
+            db["outer"] = 1
+            with db.transaction():
+                db["inner"] = 2
+                assert db["outer"] == 1  # the inner block sees the outer's writes
+            assert db["inner"] == 2
+            assert "inner" not in other and "outer" not in other  # nothing committed yet
+        assert dict(other) == {"base": 0, "outer": 1, "inner": 2}
+        before = _files(store_path)
+        with pytest.raises(KeyError, match="raised inside"), db.transaction():
+            db["outer-2"] = 3
+            with db.transaction():
+                db["inner-2"] = 4
+                del db["base"]
+                raise KeyError("raised inside the inner block")
+        assert _files(store_path) == before
+        assert dict(db) == dict(other) == {"base": 0, "outer": 1, "inner": 2}
+
+
+def test_set_many_with_a_repeated_key_keeps_the_later_value(store_path: Path) -> None:
+    """A batch that names a key twice stores the later value (as dict.update
+    would), in the handle that wrote it and after a reopen."""
+    with logshelf.open(store_path) as db:
+        db.set_many([("a", "first"), ("b", 1), ("a", "second"), ("b", 2), ("a", "third")])
+        assert dict(db) == {"a": "third", "b": 2}
+    with logshelf.open(store_path, "r") as db:
+        assert dict(db) == {"a": "third", "b": 2}
+
+
+def test_delete_many_returns_how_many_were_present(store_path: Path) -> None:
+    """delete_many() returns the number of the given keys that were present
+    (counting a transaction's own writes), and deletes exactly those."""
+    with logshelf.open(store_path) as db:
+        db.update({"a": 1, "b": 2, "c": 3})
+        assert db.delete_many(["a", "missing", "c"]) == 2
+        assert db.delete_many(["a", "missing"]) == 0
+        assert db.delete_many([]) == 0
+        with db.transaction():
+            db["new"] = 4
+            assert db.delete_many(["new", "b", "gone"]) == 2
+        assert dict(db) == {}
+
+
+def test_get_many_maps_absent_keys_to_default(db: logshelf.Shelf) -> None:
+    """get_many(): absent keys map to ``default`` (None unless given)."""
+    db.update({"a": 1, "n": None})
+    assert db.get_many(["a", "x", "n"]) == {"a": 1, "x": None, "n": None}
+    assert db.get_many(["a", "x", "n"], default="d") == {"a": 1, "x": "d", "n": None}
+    assert db.get_many([], default="d") == {}
+
+
+def _codecs_on_disk(path: Path) -> dict[str, int]:
+    """Key -> codec id in the flags of its last record, parsed from the segment files."""
+    found: dict[str, int] = {}
+    for segment in sorted(path.glob("seg-*.log")):
+        data = segment.read_bytes()
+        pos = fmt.SEGMENT_HEADER.size
+        while pos < len(data):
+            header = fmt.RecordHeader._make(fmt.RECORD_HEADER.unpack_from(data, pos))
+            key = data[pos + 32 : pos + 32 + header.klen].decode()
+            found[key] = fmt.codec_of(header.flags)
+            pos += 32 + header.klen + header.vlen
+    return found
+
+
+def test_values_below_compress_min_are_stored_uncompressed(store_path: Path) -> None:
+    """open(compress_min=N): a value whose pickle is shorter than N bytes is
+    stored raw (codec 0 in its record's flags) even though it would shrink;
+    one at least N bytes long is compressed. The default N is 256."""
+    small = "a" * 150  # pickles to about 160 bytes
+    medium = "m" * 600  # about 610 bytes
+    large = "l" * 3000
+    with logshelf.open(store_path, compression="zlib", compress_min=1000) as db:
+        db.update({"small": small, "medium": medium, "large": large})
+    with logshelf.open(store_path, compression="zlib") as db:  # default compress_min
+        db.update({"small-default": small, "medium-default": medium})
+    zlib_id = int(_codecs.Codec.ZLIB)
+    assert _codecs_on_disk(store_path) == {
+        "small": 0,
+        "medium": 0,
+        "large": zlib_id,
+        "small-default": 0,
+        "medium-default": zlib_id,
+    }
+    with logshelf.open(store_path, "r") as db:
+        assert db["medium"] == medium and db["large"] == large and db["small-default"] == small
+
+
+def test_reading_a_record_whose_codec_is_missing_raises_codec_unavailable(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record compressed with lz4 read where the lz4 module is missing
+    raises CodecUnavailableError (an ImportError that names the package), not
+    CorruptionError; asking for lz4 compression there raises it too, and
+    records of the other codecs still read."""
+    with logshelf.open(store_path, compression="lz4") as db:
+        db["lz4"] = "compressible " * 100
+        db["raw"] = 1
+    assert _codecs_on_disk(store_path)["lz4"] == int(_codecs.Codec.LZ4)
+    # What a missing lz4 package looks like to _codecs: its module is None.
+    monkeypatch.setattr(_codecs, "_lz4_block", None)
+    with logshelf.open(store_path, "r") as db:
+        with pytest.raises(logshelf.CodecUnavailableError, match="pip install lz4") as info:
+            db["lz4"]
+        assert isinstance(info.value, ImportError)
+        assert db["raw"] == 1
+    with pytest.raises(logshelf.CodecUnavailableError, match="lz4"):
+        logshelf.open(store_path, compression="lz4")

@@ -83,10 +83,17 @@ def test_damaged_header_mid_segment_refuses_open_and_salvage_recovers(
         assert copy.verify() == []
 
 
-@pytest.mark.parametrize("damage", ["first-record-zeroed", "first-record-flags-flipped"])
+@pytest.mark.parametrize(
+    "damage", ["first-record-zeroed", "first-record-flags-flipped", "first-record-txid-flipped"]
+)
 def test_salvage_never_copies_part_of_a_batch(filled: Path, tmp_path: Path, damage: str) -> None:
     """A batch whose first record is damaged is skipped whole: its surviving
-    records (and commit) are not copied alone, and the batches after it are."""
+    records (and commit) are not copied alone, and the batches after it are.
+
+    The txid flip is the case that only the COMMIT condition of salvage's
+    gap check catches: the damaged record's lengths still describe the gap
+    exactly and its txid now differs from the batch's, so without that
+    condition the gap would pass for a whole batch of its own."""
     with logshelf.open(filled) as db:
         db["x"] = "old x"
         db.update({"x": "new x", "y": "new y", "z": "new z"})  # one batch
@@ -98,6 +105,8 @@ def test_salvage_never_copies_part_of_a_batch(filled: Path, tmp_path: Path, dama
     data = bytearray(segment.read_bytes())
     if damage == "first-record-zeroed":
         data[first : first + 40] = bytes(40)
+    elif damage == "first-record-txid-flipped":
+        data[first + 8] ^= 0x01  # the low byte of the txid: the header checksum fails
     else:
         data[first + 31] |= fmt.FLAG_COMMIT  # claims to end a batch: checksum fails
     segment.write_bytes(bytes(data))
