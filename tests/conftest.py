@@ -1,8 +1,10 @@
-"""Shared fixtures: a fresh store path per test."""
+"""Shared fixtures (a fresh store path per test, open descriptors) and the
+per-test timeouts of the crash and concurrency tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,49 @@ def db(store_path: Path) -> Iterator[logshelf.Shelf]:
     shelf = logshelf.open(store_path)
     yield shelf
     shelf.close()
+
+
+#: Per-test timeouts for the tests of these directories that name none. The
+#: global timeout (300 s in pyproject.toml) is the last resort; a hang in one
+#: of these tests should fail within seconds. The slowest unmarked crash test
+#: (every truncation offset of the last batch) takes about 8 s on the
+#: project's 2-core machine, the concurrency tests about a second; tests
+#: that take longer carry their own mark, a few times their measured duration.
+DEFAULT_TIMEOUTS = {"crash": 30.0, "concurrency": 20.0}
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        timeout = DEFAULT_TIMEOUTS.get(item.path.parent.name)
+        if (
+            timeout is not None
+            and item.path.parent.parent == HERE
+            and item.get_closest_marker("timeout") is None
+        ):
+            item.add_marker(pytest.mark.timeout(timeout))
+
+
+def _open_files(store: Path, deleted: bool = False) -> list[str]:
+    """Files under ``store`` this process holds open (Linux /proc/self/fd);
+    with ``deleted``, only those deleted since (named "... (deleted)")."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    held = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # the descriptor that listed the directory, closed by now
+        if target.startswith(str(store) + os.sep) and (
+            not deleted or target.endswith(" (deleted)")
+        ):
+            held.append(target)
+    return held
+
+
+@pytest.fixture
+def open_files() -> Callable[..., list[str]]:
+    """``open_files(store, deleted=False)``: see :func:`_open_files`."""
+    return _open_files

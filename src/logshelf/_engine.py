@@ -206,7 +206,7 @@ class Engine:
             if txn is not None and key in txn.records and txn.thread == _get_ident():
                 return txn.value(key)
             view = self._view
-            if view.counter[_COUNTER] != view.seen:  # type: ignore[index]
+            if view.counter[_COUNTER] != view.seen:
                 view.follow_writers()
             loc = view.index.get(key)
             if loc is None:
@@ -240,7 +240,7 @@ class Engine:
         mutex = self._acquire()
         try:
             view = self._view
-            if view.counter[_COUNTER] != view.seen:  # type: ignore[index]
+            if view.counter[_COUNTER] != view.seen:
                 view.follow_writers()
             txn = self._txn
             if txn is not None and txn.mine():
@@ -453,11 +453,6 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def fs(self) -> object:
-        """The file-system layer every file operation of this handle goes through."""
-        return self._fs
 
     # -- compaction: the engine drives the steps of _compaction ------------------
 

@@ -17,6 +17,7 @@ from . import _format as fmt
 from ._fs import FileSystem
 from ._index import snapshot
 from ._segment import Segment
+from ._view import View
 from .errors import FormatError, StoreNotFoundError
 
 __all__ = [
@@ -129,25 +130,18 @@ def write_manifest(fs: FileSystem, path: str, manifest: fmt.Manifest, mode: int)
     )
 
 
-def write_hint(
-    fs: FileSystem,
-    path: str,
-    seg: Segment,
-    covered: int,
-    max_txid: int,
-    index: dict[str, int],
-    slot: int,
-    deleted: list[str],
-    mode: int,
-    seal_next: int = 0,
-) -> bool:
-    """Snapshot the index entries of the segment in ``slot`` (best effort:
-    False when it could not be written; the next open then scans)."""
-    keys, offsets = snapshot(index, slot)
+def write_hint(view: View, mode: int, seal_next: int = 0) -> bool:
+    """Snapshot the index entries of ``view``'s active segment, up to the end
+    it has parsed (best effort: False when it could not be written; the next
+    open then scans). ``seal_next``: the successor its SEAL names."""
+    seg = view.active
+    keys, offsets = snapshot(view.index, view.active_slot)
     try:
-        hint = seg.make_hint(covered, max_txid, keys, offsets, deleted, seal_next)
-        fs.write_file_atomic(
-            os.path.join(path, fmt.hint_name(seg.id)),
+        hint = seg.make_hint(
+            view.end, view.txid, keys, offsets, list(view.active_deletes), seal_next
+        )
+        view.fs.write_file_atomic(
+            os.path.join(view.path, fmt.hint_name(seg.id)),
             fmt.encode_hint(hint),
             sync_dir=False,
             mode=mode,

@@ -10,6 +10,7 @@ compaction or a reset).
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -82,7 +83,7 @@ class View:
         self._unparsed: tuple[int, int] = (-1, -1)
         self.changes: ChangeCounter | None = None
         #: The change counter's map (or an odd stand-in); see follow_writers.
-        self.counter: object = _NO_COUNTER
+        self.counter: mmap.mmap | bytes = _NO_COUNTER
         #: The last even counter value read before this view was brought up to date.
         self.seen = b""
 
@@ -298,7 +299,7 @@ class View:
         remembered. The single-write path also sets ``seen``, to the value
         its own hold ended on.
         """
-        raw = self.counter[_COUNTER]  # type: ignore[index]
+        raw = self.counter[_COUNTER]
         if raw == self.seen:
             return
         # Remembered only when the active segment ends exactly where this

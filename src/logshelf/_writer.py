@@ -370,18 +370,7 @@ class Writer:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
             # would skip the SEAL and append after it.
-            write_hint(
-                self.fs,
-                self.path,
-                old,
-                view.end,
-                view.txid,
-                view.index,
-                view.active_slot,
-                list(view.active_deletes),
-                self.options.mode,
-                seal_next=new.id,
-            )
+            write_hint(view, self.options.mode, seal_next=new.id)  # ``old`` is still active
         if replace is not None:
             # Every slot after the replaced segments moved. Rather than
             # renumber in place, follow our own SEAL like any other handle,
@@ -429,18 +418,7 @@ class Writer:
         """At close: a hint of the active segment, unless one covers it already."""
         view = self.view
         if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
-            slot = view.active_slot
-            write_hint(
-                self.fs,
-                self.path,
-                view.active,
-                view.end,
-                view.txid,
-                view.index,
-                slot,
-                list(view.active_deletes),
-                self.options.mode,
-            )
+            write_hint(view, self.options.mode)
             view.hinted_end = view.end
 
     def compaction_lock(self) -> ExclusiveFileLock:

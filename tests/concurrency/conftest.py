@@ -189,21 +189,6 @@ class WorkerPool:
             raise errors[0]
 
 
-#: Per-test timeout of the tests here that name none. The global one (300 s
-#: in pyproject.toml) is the last resort; these tests take about a second on
-#: the project's 2-core machine, so a hang should fail within seconds. Tests
-#: that take longer carry their own mark, a few times their duration.
-DEFAULT_TIMEOUT = 20.0
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Called with every collected item of the session: touch only this directory's.
-    for item in items:
-        if item.path.parent == HERE and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
-
-
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[WorkerPool]:
     """A pool of child interpreters, all killed and reaped at teardown."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -257,23 +256,9 @@ class _CountingSyncs(FileSystem):
         super().datasync(fd)
 
 
-def _open_files_under(store: Path) -> list[str]:
-    """Files under ``store`` this process holds open (Linux /proc/self/fd)."""
-    fds = Path("/proc/self/fd")
-    if not fds.is_dir():
-        pytest.skip("needs /proc/self/fd")
-    held = []
-    for fd in fds.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue  # the descriptor that listed the directory, closed by now
-        if target.startswith(str(store) + os.sep):
-            held.append(target)
-    return held
-
-
-def test_handle_left_unclosed_is_closed_by_garbage_collection(workers: Any, tmp_path: Path) -> None:
+def test_handle_left_unclosed_is_closed_by_garbage_collection(
+    workers: Any, tmp_path: Path, open_files: Any
+) -> None:
     """A writable handle dropped without close() is closed when it is
     collected, as shelve's are: its writes are synced, the active segment's
     hint is written, every descriptor (the lock's too) is released, and
@@ -284,14 +269,14 @@ def test_handle_left_unclosed_is_closed_by_garbage_collection(workers: Any, tmp_
     db.update({f"k{i}": i for i in range(50)})
     db["last"] = "written, never closed"
     hint = store / fmt.hint_name(1)
-    assert not hint.exists() and _open_files_under(store)
+    assert not hint.exists() and open_files(store)
     syncs = fs.syncs
     del db
     gc.collect()
     assert fs.syncs > syncs
     decoded = fmt.decode_hint(hint.read_bytes())
     assert decoded is not None and decoded.covered == (store / fmt.segment_name(1)).stat().st_size
-    assert _open_files_under(store) == []
+    assert open_files(store) == []
     prober = workers.spawn("try_filelock", path=str(store / "LOCK"), timeout=10)
     assert prober.result(timeout=60)["acquired"] is True
     writer = workers.spawn("try_write", store=str(store), key="other", value=2, lock_timeout=10)

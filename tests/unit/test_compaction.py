@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -266,24 +266,9 @@ def test_damaged_input_stops_compaction_and_changes_nothing(store_path: Path) ->
         assert {k: db[k] for k in others} == others
 
 
-def _open_deleted_files(store: Path) -> list[str]:
-    """Files of ``store`` that this process still holds open after they were
-    deleted (Linux names them "... (deleted)" in /proc/self/fd)."""
-    fds = Path("/proc/self/fd")
-    if not fds.is_dir():
-        pytest.skip("needs /proc/self/fd")
-    held = []
-    for fd in fds.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue  # the descriptor listdir itself used, closed by now
-        if target.startswith(str(store)) and target.endswith(" (deleted)"):
-            held.append(target)
-    return held
-
-
-def test_other_handles_keep_working_and_adopt_the_new_segments(store_path: Path) -> None:
+def test_other_handles_keep_working_and_adopt_the_new_segments(
+    store_path: Path, open_files: Any
+) -> None:
     with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer:
         model = overwrite_heavy(writer, rounds=10)
         reader = logshelf.open(store_path, "r")
@@ -299,7 +284,7 @@ def test_other_handles_keep_working_and_adopt_the_new_segments(store_path: Path)
             assert reader["from-other"] == 1 and reader["from-writer"] == 2
             assert reader.stats()["generation"] == writer.stats()["generation"]
             # Every handle dropped its descriptors on the deleted inputs.
-            assert _open_deleted_files(store_path) == []
+            assert open_files(store_path, deleted=True) == []
         finally:
             reader.close()
             other.close()

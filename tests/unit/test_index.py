@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import zlib
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _log_records import append_batch, delete, put, seal
 
 from logshelf import _format as fmt
 from logshelf import _index
@@ -37,30 +37,7 @@ def make_hint(puts: dict[str, int], deleted: list[str]) -> fmt.Hint:
 
 
 # --------------------------------------------------------------------------
-# Building segments with the format's own packers.
-
-EngineRecord = tuple[int, object, bytes, int, bytes, int, int]
-
-
-def put(key: str | bytes, value: bytes = b"v") -> EngineRecord:
-    raw = key.encode() if isinstance(key, str) else key
-    return (fmt.KIND_PUT, key, raw, 0, value, zlib.crc32(value), 0)
-
-
-def delete(key: str) -> EngineRecord:
-    return (fmt.KIND_DELETE, key, key.encode(), 0, b"", 0, 0)
-
-
-def seal(next_id: int) -> EngineRecord:
-    value = fmt.SEAL_VALUE.pack(next_id)
-    return (fmt.KIND_SEAL, "", b"", 0, value, zlib.crc32(value), 0)
-
-
-def append_batch(segment: Segment, txid: int, records: list[EngineRecord]) -> list[int]:
-    """Append one committed batch; return the offset of each record."""
-    data, positions = fmt.pack_batch(segment.salt, txid, records, segment.size())
-    segment.append(data)
-    return positions
+# Building segments with the format's own packers (builders: _log_records.py).
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _log_records import EngineRecord, append_batch, delete, put, seal
 
 from logshelf import _format as fmt
 from logshelf._fs import FileSystem
@@ -33,34 +34,12 @@ def open_segment(directory: Path, segment_id: int = 1, writable: bool = False) -
 
 
 # --------------------------------------------------------------------------
-# Record builders: the engine's record tuples, packed by _format.
-
-EngineRecord = tuple[int, object, bytes, int, bytes, int, int]
+# Record builders live in _log_records.py (shared with test_index.py).
 
 # Larger than the segment's remap step (256 KiB), so that exposing it makes
 # the next read map the file.
 FILLER = 300 << 10
 HEADER = fmt.SEGMENT_HEADER.size
-
-
-def put(key: str, value: bytes) -> EngineRecord:
-    return (fmt.KIND_PUT, key, key.encode(), 0, value, zlib.crc32(value), 0)
-
-
-def delete(key: str) -> EngineRecord:
-    return (fmt.KIND_DELETE, key, key.encode(), 0, b"", 0, 0)
-
-
-def seal(next_id: int) -> EngineRecord:
-    value = fmt.SEAL_VALUE.pack(next_id)
-    return (fmt.KIND_SEAL, "", b"", 0, value, zlib.crc32(value), 0)
-
-
-def append_batch(segment: Segment, txid: int, records: list[EngineRecord]) -> list[int]:
-    """Append one committed batch; return the offset of each record."""
-    data, positions = fmt.pack_batch(segment.salt, txid, records, segment.size())
-    segment.append(data)
-    return positions
 
 
 def append_record(segment: Segment, txid: int, record: EngineRecord, commit: bool = True) -> int:
