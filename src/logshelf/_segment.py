@@ -187,7 +187,7 @@ class Segment:
             self._remap()
         m = self.mapping
         if m is not None and offset + _HEADER_SIZE <= self.mapped_end:
-            record = self._verified(m, offset, self.mapped_end, offset)
+            record = self.verified(m, offset, self.mapped_end, offset)
             if record is not None:
                 return record
         data = self.fs.pread(self.fd, _SPECULATIVE_READ, offset)
@@ -202,7 +202,7 @@ class Segment:
                         "past the end of the file"
                     )
                 data = self.fs.pread(self.fd, total, offset)
-            record = self._verified(data, 0, len(data), offset)
+            record = self.verified(data, 0, len(data), offset)
             if record is not None:
                 return record
         raise CorruptionError(f"{self.path}: record at offset {offset} is cut short")
@@ -213,12 +213,17 @@ class Segment:
         header = fmt.RecordHeader._make(_unpack_from(self._read(offset, _HEADER_SIZE)))
         return header, key, value
 
-    def _verified(
+    def verified(
         self, buf: bytes | mmap.mmap, at: int, available: int, offset: int
     ) -> tuple[int, int, int, int, int, bytes, bytes] | None:
-        """The one check of a record's checksums: the record at ``at`` in
-        ``buf`` (file offset ``offset``), or None when ``buf`` ends before
-        ``available`` holds all of it."""
+        """The one check of a record's checksums, for every read path: the
+        record at ``at`` in ``buf`` (the map of committed bytes, or bytes read
+        at file offset ``offset``) as :meth:`read_raw` returns it, or None
+        when it does not end within the first ``available`` bytes of ``buf``.
+
+        Raises:
+            CorruptionError: a checksum fails (naming file and offset).
+        """
         hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(buf, at)
         keyend = at + _HEADER_SIZE + klen
         end = keyend + vlen
@@ -248,18 +253,7 @@ class Segment:
             CorruptionError: a checksum fails, the lengths are impossible, the
                 record is not a PUT, or it holds another key.
         """
-        record = None
-        m = self.mapping
-        if (
-            m is not None
-            and offset + _HEADER_SIZE <= self.mapped_end
-            and self.readable_end - self.mapped_end < _REMAP_STEP
-        ):
-            # read_raw's common case, one call shorter: db[key] comes here.
-            record = self._verified(m, offset, self.mapped_end, offset)
-        if record is None:
-            record = self.read_raw(offset)
-        kind, _, flags, rawlen, _, stored_key, value = record
+        kind, _, flags, rawlen, _, stored_key, value = self.read_raw(offset)
         if kind != fmt.KIND_PUT or stored_key != key:
             raise CorruptionError(
                 f"{self.path}: offset {offset} does not hold the value of {key!r} "

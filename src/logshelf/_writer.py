@@ -166,7 +166,14 @@ class Writer:
                 self.undo(active, start)
                 raise
             view.txid = txid
-            view.apply_written(records, locations)
+            if len(records) == 1 and records[0].kind == _PUT:
+                # The common write, without the call (View.apply_written
+                # handles every other batch the same way).
+                view.index[records[0].key] = locations[0]
+                if view.active_deletes:
+                    view.active_deletes.discard(records[0].key)
+            else:
+                view.apply_written(records, locations)
             view.end = end = start + len(data)
             active.readable_end = end
             if self._syncs:
