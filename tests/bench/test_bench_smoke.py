@@ -129,3 +129,24 @@ def test_compaction_script_runs_and_reports_lock_holds(tmp_path: Path) -> None:
     holds = [line for line in done.stdout.splitlines() if "held the writer lock" in line]
     assert len(holds) == 1, done.stdout
     assert holds[0].rsplit(":", 1)[1].strip(), holds  # at least one hold was timed
+
+
+def test_hot_paths_script_runs_against_another_tree() -> None:
+    """bench_hot_paths.py compares two trees; here the checkout with itself,
+    one process each (its timings are not looked at)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_hot_paths.py"),
+            "--runs",
+            "1",
+            "--against",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("  insert")]
+    assert len(rows) == 2 and all("read" in r and "tx" in r for r in rows), proc.stdout
