@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import sys
+import time
 
 try:
     import fcntl
@@ -172,6 +173,10 @@ class FileSystem:
         with SIGBUS.
         """
         return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
+
+    def monotonic(self) -> float:
+        """The clock of ``durability="interval"`` (tests pass a fake one)."""
+        return time.monotonic()
 
     def map_shared(self, fd: int, length: int, writable: bool) -> mmap.mmap:
         """Map a small shared file (the change counter) for reading or writing."""

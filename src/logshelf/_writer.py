@@ -61,8 +61,8 @@ class Writer:
         self.poisoned: BaseException | None = None
         #: Set by a rollover: check whether to compact once the write returned its locks.
         self.compact_due = False
-        #: The clock of ``durability="interval"`` (tests replace it).
-        self.clock: Callable[[], float] = time.monotonic
+        #: The clock of ``durability="interval"``: the FileSystem's, so a test's fake reaches it.
+        self.clock: Callable[[], float] = self.fs.monotonic
         self.last_sync = self.clock()
         # Read on every write.
         self._max_size = options.max_segment_size

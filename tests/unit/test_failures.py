@@ -187,3 +187,82 @@ def test_write_interrupted_by_keyboard_interrupt_is_cut_back(
         assert dict(again) == {"a": "old a", "b": "old b", "d": "after"}
         assert again.verify() == []
     assert not (store_path / "quarantine").exists()  # nothing was left to cut
+
+
+READER = """
+import sys, logshelf
+with logshelf.open(sys.argv[1], "r") as db:
+    print(db.get("b"))
+"""
+
+
+def test_a_write_whose_sync_failed_stays_visible_everywhere(store_path: Path) -> None:
+    """Issue 19, item 8: under durability="always" a failed fdatasync makes
+    the write raise, but the record was committed before the sync: this
+    handle, another process and a reopen all see it (docs/durability.md says
+    why it is not cut back), and the handle refuses further writes."""
+    import subprocess
+    import sys
+
+    fs = FlakyFS()
+    db = logshelf.open(store_path, durability="always", _fs=fs)
+    db["a"] = 1
+    fs.fail_sync = True
+    with pytest.raises(OSError):
+        db["b"] = 2
+    fs.fail_sync = False
+    assert db["b"] == 2
+    other = subprocess.run(
+        [sys.executable, "-c", READER, str(store_path)], capture_output=True, text=True, timeout=60
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "2"
+    with pytest.raises(logshelf.HandlePoisonedError):
+        db["c"] = 3
+    db.close()
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again) == {"a": 1, "b": 2}
+
+
+class ClockFS(FileSystem):
+    """A fake monotonic clock and a count of fdatasyncs (segments only use those)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.syncs = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def datasync(self, fd: int) -> None:
+        self.syncs += 1
+        super().datasync(fd)
+
+
+@pytest.mark.parametrize("durability", ["none", "always", "interval"])
+def test_interval_syncs_by_the_clock_and_close_syncs_in_every_mode(
+    store_path: Path, durability: str
+) -> None:
+    """Issue 19, item 9: "interval" syncs at the first write at least
+    ``sync_interval`` after the last sync (on a fake clock, no sleeps);
+    "always" at every write, "none" never; close() syncs in every mode."""
+    fs = ClockFS()
+    db = logshelf.open(store_path, durability=durability, sync_interval=10.0, _fs=fs)
+    fs.syncs = 0
+    synced = []
+    for now in (1.0, 9.9, 10.0, 15.0, 19.9, 20.5, 21.0):
+        fs.now = now
+        before = fs.syncs
+        db[f"k{now}"] = now
+        synced.append(fs.syncs - before)
+    expected = {
+        "none": [0] * 7,
+        "always": [1] * 7,
+        "interval": [0, 0, 1, 0, 0, 1, 0],
+    }[durability]
+    assert synced == expected
+    before = fs.syncs
+    db.close()
+    assert fs.syncs == before + 1
+    with logshelf.open(store_path, "r") as again:
+        assert len(again) == 7
