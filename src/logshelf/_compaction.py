@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from . import _format as fmt
 from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
-from ._records import Record
+from ._records import Record, new_record
 from ._segment import Segment
 from ._view import HEADER_END, View
 from ._writer import Writer
@@ -224,7 +224,7 @@ def copy(
                 if current is not None:
                     _finish(target, current)
                 current = _start(target, ids, txid - 1, outputs)
-        batch.append(Record(fmt.KIND_PUT, key, kb, fmt.codec_of(flags), value, vcrc, rawlen))
+        batch.append(new_record((fmt.KIND_PUT, key, kb, fmt.codec_of(flags), value, vcrc, rawlen)))
         batch_keys.append(key)
         batch_size += fmt.RECORD_HEADER.size + len(kb) + len(value)
     if batch:

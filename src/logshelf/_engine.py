@@ -24,7 +24,6 @@ Concurrency model (details in ``docs/concurrency.md``):
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -37,7 +36,7 @@ from . import _compaction, _forking
 from . import _format as fmt
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
-from ._records import Record, delete_record, encode_key
+from ._records import Record, delete_record, encode_key, new_record
 from ._segment_set import ensure_store, remove_segments
 from ._txn import Transaction
 from ._view import HEADER_END, View
@@ -64,9 +63,6 @@ _RECORD_SIZE = fmt.RECORD_HEADER.size
 _CODEC_MASK = fmt.CODEC_MASK
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
-# Record(...) runs a Python-level __new__; the put path builds its record with
-# the C-level tuple constructor instead (same object, a third of the cost).
-_new_record = functools.partial(tuple.__new__, Record)
 # Automatic compaction waits for at least this much dead data (or one
 # max_segment_size, if that is smaller).
 _AUTO_COMPACT_MIN_DEAD = 64 << 20
@@ -310,7 +306,7 @@ class Engine:
             kb = encode_key(key)  # raises the ValueError that names the key
         if len(kb) > _MAX_KEY_BYTES:
             encode_key(key)
-        self._write((_new_record((_PUT, key, kb, codec, data, _crc32(data), rawlen)),))
+        self._write((new_record((_PUT, key, kb, codec, data, _crc32(data), rawlen)),))
 
     def delete(self, key: str) -> bool:
         """Delete a key; return False when it was not present (nothing written)."""

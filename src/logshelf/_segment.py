@@ -236,7 +236,8 @@ class Segment:
             raise CorruptionError(
                 f"{self.path}: value checksum mismatch in the record at offset {offset}"
             )
-        return kind, txid, flags, rawlen, vcrc, bytes(buf[at + _HEADER_SIZE : keyend]), value
+        # Slices of bytes and of an mmap are bytes already: no copy to make.
+        return kind, txid, flags, rawlen, vcrc, buf[at + _HEADER_SIZE : keyend], value
 
     def _header_mismatch(self, offset: int) -> CorruptionError:
         return CorruptionError(f"{self.path}: record header checksum mismatch at offset {offset}")
