@@ -337,7 +337,7 @@ class Engine:
                 # when it began): buffer until commit.
                 index = self._view.index
                 if len(records) == 1:
-                    return int(txn.buffer(records[0], index))
+                    return txn.buffer(records[0], index)  # a bool is the count 0 or 1
                 return sum(txn.buffer(record, index) for record in records)
             writer = self._writer
             if writer is None or writer.poisoned is not None:

@@ -107,11 +107,14 @@ class View:
         self.hinted_end = 0
         self._unparsed = (-1, -1)
 
-    def apply_written(self, records: Sequence[Record], locations: list[int]) -> None:
+    def apply_written(
+        self, records: Sequence[Record], locations: list[int], all_puts: bool
+    ) -> None:
         """Index a batch this handle just appended to the active segment;
-        ``locations`` are the records' packed index entries."""
+        ``locations`` are the records' packed index entries; ``all_puts``
+        says the batch holds no delete (the writer knows it already)."""
         index, deletes = self.index, self.active_deletes
-        if len(records) > 1 and all(r.kind == _PUT for r in records):
+        if all_puts:
             # Transactions and bulk puts: one C-level update.
             keys = [r.key for r in records]
             index.update(zip(keys, locations, strict=True))

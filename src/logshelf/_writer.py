@@ -127,10 +127,14 @@ class Writer:
             if (at != view.seen and self.fs.size(segments[-1].fd) != view.end) or view.seal_next:
                 self.prepare()
             index = view.index
+            all_puts = True
             if len(records) == 1:
-                if records[0].kind != _PUT and records[0].key not in index:
-                    return 0
-            elif any(r.kind != _PUT and r.key not in index for r in records):
+                if records[0].kind != _PUT:
+                    if records[0].key not in index:
+                        return 0
+                    all_puts = False
+            elif not all(r.kind == _PUT for r in records):
+                all_puts = False
                 records = [r for r in records if r.kind == _PUT or r.key in index]
                 if not records:
                     return 0
@@ -166,14 +170,14 @@ class Writer:
                 self.undo(active, start)
                 raise
             view.txid = txid
-            if len(records) == 1 and records[0].kind == _PUT:
+            if len(records) == 1 and all_puts:
                 # The common write, without the call (View.apply_written
                 # handles every other batch the same way).
-                view.index[records[0].key] = locations[0]
+                index[records[0].key] = locations[0]
                 if view.active_deletes:
                     view.active_deletes.discard(records[0].key)
             else:
-                view.apply_written(records, locations)
+                view.apply_written(records, locations, all_puts)
             view.end = end = start + len(data)
             active.readable_end = end
             if self._syncs:
