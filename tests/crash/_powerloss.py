@@ -25,9 +25,9 @@ file modes (applied to each file on its own)
     whose data never reached the disk: zeros (an ext4 delayed allocation
     whose size update made it but whose data blocks did not) or random
     bytes (stale blocks). ``"reorder"``: no order at all within the file:
-    each 4 KiB page of the current contents reached the disk or kept its
-    synced bytes, independently (page cache writeback, which no file system
-    orders within a file).
+    each 512-byte sector of the current contents reached the disk or kept
+    its synced bytes, independently (page cache writeback, which no file
+    system orders within a file, nor a disk within a page).
 
 directory modes (applied to each directory on its own)
     ``"drop"``: only synced entries: every create, rename and unlink since
@@ -72,8 +72,9 @@ __all__ = [
 ]
 
 FILE_MODES = ("none", "all", "prefix", "zeros", "garbage", "reorder")
-#: The page size of "reorder" images.
-PAGE = 4096
+#: The unit of "reorder" images: a sector, smaller than a page, so that the
+#: small segments of the tests get many units that survive or not.
+PAGE = 512
 DIR_MODES = ("drop", "keep", "prefix", "subset", "last")
 
 # A pending change of a file: ("append", data), ("truncate", length) or
@@ -265,6 +266,19 @@ class SimulatedDisk(FileSystem):
         if number is None:
             raise FileNotFoundError(path)
         return number
+
+    def file_versions(self, path: str) -> tuple[bytes, list[bytes]]:
+        """(current contents, every version a power loss could leave whole) of
+        a file: its synced contents, and each pending change applied in turn."""
+        node = self._inodes[self.inode_at(path)]
+        versions = [node.durable]
+        for change in node.pending:
+            versions.append(_apply(versions[-1], change))
+        return node.current, versions
+
+    def durable_contents(self, path: str) -> bytes:
+        """What a file holds on the modelled disk: its synced contents."""
+        return self._inodes[self.inode_at(path)].durable
 
     def snapshot(self) -> CrashState:
         """Freeze what a power loss right now could leave (see :class:`CrashState`)."""
@@ -490,7 +504,7 @@ def _torn_file(
     if mode == "all":
         return current
     if mode == "reorder":
-        # Writeback in no order within the file: each page of the current
+        # Writeback in no order within the file: each sector of the current
         # contents reached the disk or kept its synced bytes (zeros past the
         # synced size), on its own; the size made it.
         old = durable + bytes(max(0, len(current) - len(durable)))
