@@ -841,7 +841,7 @@ def test_damage_inside_the_synced_prefix_is_refused(tmp_path: Path, how: str) ->
     damage to synced bytes, not what a power loss leaves. Opening refuses,
     for readers and writers alike, and nothing is cut; without an intact
     mark for the segment likewise (as before the mark existed)."""
-    disk, state = _synced_store(tmp_path)
+    _, state = _synced_store(tmp_path)
     image = build_image(state, "all", "keep", random.Random(0))
     segment = f"{STORE}/{fmt.segment_name(1)}"
     data = image[segment]
@@ -864,10 +864,10 @@ def test_reordered_writeback_without_an_intact_mark_is_refused(tmp_path: Path, h
     or names another file of that id: nothing tells unsynced from synced, so
     opening refuses as it did before the mark (never accepts the damage)."""
     store = _in_flight_batch_reordered(tmp_path)
-    image: dict[str, bytes | None] = {f"{STORE}/{fmt.SYNCED_NAME}": None}
-    image[f"{STORE}/{fmt.SYNCED_NAME}"] = (store / fmt.SYNCED_NAME).read_bytes()
+    name = f"{STORE}/{fmt.SYNCED_NAME}"
+    image: dict[str, bytes | None] = {name: (store / fmt.SYNCED_NAME).read_bytes()}
     _mark_variant(image, how)
-    data = image[f"{STORE}/{fmt.SYNCED_NAME}"] if f"{STORE}/{fmt.SYNCED_NAME}" in image else None
+    data = image.get(name)
     if data is None:
         (store / fmt.SYNCED_NAME).unlink()
     else:
