@@ -807,8 +807,9 @@ def test_power_loss_with_writeback_in_no_order(
 
 
 def _synced_store(tmp_path: Path) -> tuple[SimulatedDisk, CrashState]:
-    """durability "always": ten synced single puts (each sync moves the mark),
-    frozen after the last one."""
+    """durability "always": ten synced single puts and a ``sync()`` (which
+    moves the mark to the end; the puts' own syncs move it at most every
+    50 ms), frozen after it."""
     (tmp_path / "live").mkdir()
     disk = SimulatedDisk(tmp_path / "live")
     with logshelf.open(
@@ -816,6 +817,7 @@ def _synced_store(tmp_path: Path) -> tuple[SimulatedDisk, CrashState]:
     ) as db:
         for i in range(10):
             db[f"k{i}"] = bytes([i]) * 200
+        db.sync()
         state = disk.snapshot()
     return disk, state
 
