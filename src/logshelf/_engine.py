@@ -451,6 +451,8 @@ class Engine:
                 "segment_bytes": sum(seg.readable_end for seg in view.segments),
                 "generation": view.manifest.generation,
                 "last_txid": view.txid,
+                # Bytes of an unsynced tail a power loss damaged (docs/durability.md).
+                "unsynced_tail_bytes": view.unsynced_tail,
             }
         finally:
             mutex.release()

@@ -8,6 +8,7 @@ A store is a directory::
 
     LOCK                     the writer lock (empty; never deleted)
     CHANGES                  change counter, 16 bytes (docs/format.md §6.1)
+    SYNCED                   how far the active segment is known durable (§6.2)
     COMPACT.LOCK             held while a compaction runs (empty; no data)
     MANIFEST                 the live segments in replay order, last = active
     seg-<id:016x>.log        a segment: SEGMENT_HEADER then packed records
@@ -77,6 +78,7 @@ MANIFEST_NAME = "MANIFEST"
 LOCK_NAME = "LOCK"
 COMPACT_LOCK_NAME = "COMPACT.LOCK"
 CHANGES_NAME = "CHANGES"
+SYNCED_NAME = "SYNCED"
 QUARANTINE_DIR = "quarantine"
 
 
@@ -109,6 +111,28 @@ assert CHANGES.size == 16
 def encode_changes(counter: int) -> bytes:
     """A new CHANGES file holding ``counter``."""
     return CHANGES.pack(CHANGES_MAGIC, counter)
+
+
+# --------------------------------------------------------------------------
+# SYNCED: the synced mark, 32 bytes, rewritten in place (pwrite at offset 0):
+#   magic b"LSHFSYN\0" (8), segment id (8), end (8), salt (4), crc32 of bytes
+#   0..27 (4). Written only after an fdatasync of that segment returned: every
+#   intact copy that reaches the disk says "durable in [0, end)", a lower bound.
+SYNCED = struct.Struct("<8sQQII")
+SYNCED_MAGIC = b"LSHFSYN\x00"
+
+
+def encode_synced(segment_id: int, salt: int, end: int) -> bytes:
+    body = SYNCED.pack(SYNCED_MAGIC, segment_id, end, salt, 0)[:28]
+    return body + _U32.pack(zlib.crc32(body))
+
+
+def decode_synced(data: bytes) -> tuple[int, int, int] | None:
+    """``(segment id, salt, end)``, or None for anything but an intact mark."""
+    if len(data) != SYNCED.size or zlib.crc32(data[:28]) != _U32.unpack_from(data, 28)[0]:
+        return None
+    magic, segment_id, end, salt, _ = SYNCED.unpack(data)
+    return (segment_id, salt, end) if magic == SYNCED_MAGIC else None
 
 
 # --------------------------------------------------------------------------

@@ -87,6 +87,13 @@ class FileSystem:
                 raise OSError(f"write made no progress on fd {fd}")
             view = view[written:]
 
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        """Write all of ``data`` at ``offset`` (never on an ``O_APPEND``
+        descriptor: Linux would append instead)."""
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], offset + done)
+
     def truncate(self, fd: int, length: int) -> None:
         os.ftruncate(fd, length)
 

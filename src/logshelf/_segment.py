@@ -13,7 +13,7 @@ import os
 import re
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from . import _format as fmt
@@ -337,10 +337,15 @@ class Segment:
         return bytes(data[_HEADER_SIZE:keyend])
 
     def scan(
-        self, start: int, limit: int, last_txid: int, verify_values: bool = True
+        self,
+        start: int,
+        limit: int,
+        last_txid: int,
+        verify_values: bool = True,
+        floor: Callable[[], int | None] | None = None,
     ) -> SegmentScan:
         """Scan records in ``[start, limit)``; see :class:`SegmentScan`."""
-        return SegmentScan(self, start, limit, last_txid, verify_values)
+        return SegmentScan(self, start, limit, last_txid, verify_values, floor)
 
     def find_valid_record(self, start: int, limit: int) -> int | None:
         """Offset of the first complete record with a valid header checksum in
@@ -389,15 +394,25 @@ class SegmentScan:
     * ``damaged``: offsets of records whose header is valid but whose value
       fails its checksum while valid records follow (bit rot, not a torn
       write); they stay indexed and reading them raises CorruptionError.
+      Not at or after ``floor()`` (the synced mark, see ``_synced``), where
+      a power loss may have kept a header's page and lost its value's: the
+      scan stops there instead, as at any other unsynced damage.
 
     Raises FormatError for a checksum-valid record that uses flag bits this
     version does not know (written by a newer logshelf).
     """
 
     def __init__(
-        self, segment: Segment, start: int, limit: int, last_txid: int, verify_values: bool
+        self,
+        segment: Segment,
+        start: int,
+        limit: int,
+        last_txid: int,
+        verify_values: bool,
+        floor: Callable[[], int | None] | None = None,
     ) -> None:
         self.segment = segment
+        self._floor = floor
         self.start = start
         self.limit = limit
         self.verify_values = verify_values
@@ -458,6 +473,11 @@ class SegmentScan:
             )
         return header, key
 
+    def _unsynced(self, pos: int) -> bool:
+        """Is ``pos`` at or after the synced mark? (Asked only on damage.)"""
+        floor = self._floor() if self._floor is not None else None
+        return floor is not None and pos >= floor
+
     def __iter__(self) -> Iterator[list[ScannedRecord]]:
         pos = self.start
         pending: list[ScannedRecord] = []
@@ -483,7 +503,11 @@ class SegmentScan:
             if self.verify_values and self._value_crc(value_at, header.vlen) != header.vcrc:
                 # A torn write ends the data; bit rot is followed by valid records.
                 nxt = pos + total
-                if nxt < self.limit and not isinstance(self._check(nxt), str):
+                if (
+                    nxt < self.limit
+                    and not isinstance(self._check(nxt), str)
+                    and not self._unsynced(pos)
+                ):
                     self.damaged.append(pos)
                 else:
                     self.problem = "value checksum mismatch"

@@ -89,7 +89,15 @@ def create_store(fs: FileSystem, path: str, mode: int) -> None:
         fs.write_file_atomic(
             os.path.join(tmp, fmt.CHANGES_NAME), fmt.encode_changes(0), sync_dir=False, mode=mode
         )
-        Segment.create(fs, tmp, 1, 0, mode).close()
+        first = Segment.create(fs, tmp, 1, 0, mode)
+        first.close()
+        # The first segment's header is durable: the first mark (see _synced).
+        fs.write_file_atomic(
+            os.path.join(tmp, fmt.SYNCED_NAME),
+            fmt.encode_synced(first.id, first.salt, fmt.SEGMENT_HEADER.size),
+            sync_dir=False,
+            mode=mode,
+        )
         manifest = fmt.Manifest(1, 2, ((1, fmt.ACTIVE),))
         fs.write_file_atomic(
             os.path.join(tmp, fmt.MANIFEST_NAME), fmt.encode_manifest(manifest), mode=mode

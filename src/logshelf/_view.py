@@ -21,6 +21,7 @@ from ._fs import FileSystem
 from ._locking import ChangeCounter
 from ._records import Record, encode_key
 from ._segment import Segment, SegmentScan
+from ._synced import read_mark
 from .errors import CorruptionError, StoreNotFoundError
 
 __all__ = ["HEADER_END", "MissingSegmentError", "View"]
@@ -86,6 +87,9 @@ class View:
         self.counter: mmap.mmap | bytes = _NO_COUNTER
         #: The last even counter value read before this view was brought up to date.
         self.seen = b""
+        #: Bytes after damage past the synced mark of the active segment (what a
+        #: power loss left of unsynced writes): ignored, or cut by a writer.
+        self.unsynced_tail = 0
 
     # -- the active segment ------------------------------------------------
 
@@ -257,16 +261,19 @@ class View:
                 # The range the hint covers ends with a SEAL (a rollover whose
                 # MANIFEST switch this handle has not read yet): nothing follows.
                 return _Loaded(txid, start, hint.seal_next, hinted), txid
-        scan = seg.scan(start, limit, txid, verify_values=not sealed)
+        floor = None if sealed else self.floor_of(seg)
+        scan = seg.scan(start, limit, txid, verify_values=not sealed, floor=floor)
         seal_next = _index.apply_scan(scan, slot, index, deletes)
         if scan.stop < limit or scan.end < limit:
-            if sealed:
+            if floor is None:  # a sealed segment: all of it was synced before it was sealed
                 raise CorruptionError(
                     f"{seg.path}: sealed segment damaged at offset {scan.stop} "
                     f"({scan.problem}); copy what is intact with "
                     "logshelf.salvage(source, destination)"
                 )
-            check_tail(seg, scan, limit)
+            if check_tail(seg, scan, limit, floor):
+                # Readers read up to the damage; a writer cuts it (Writer.prepare).
+                self.unsynced_tail = limit - scan.end
         # Txids of uncommitted records are burnt too (the second value): a new
         # batch must never reuse the txid of a record that might resurface.
         return _Loaded(max(txid, scan.last_committed), scan.end, seal_next, hinted), scan.max_txid
@@ -288,6 +295,33 @@ class View:
         ):
             return None
         return hint
+
+    def floor_of(self, seg: Segment) -> Callable[[], int | None]:
+        """A lazy :meth:`synced_floor` of the active segment ``seg``: read only
+        when a scan meets damage, then remembered for that scan."""
+        found: list[int | None] = []
+
+        def floor() -> int | None:
+            if not found:
+                found.append(self.synced_floor(seg))
+            return found[0]
+
+        return floor
+
+    def synced_floor(self, seg: Segment) -> int | None:
+        """Where the known-durable part of the active segment ``seg`` ends: its
+        intact synced mark (``_synced``), raised to the end of an intact hint
+        (written at close after a sync); None without such a mark (a store
+        from before marks, a torn or lost mark): then damage followed by valid
+        records is refused as corruption, as it always was."""
+        mark = read_mark(self.fs, self.path)
+        if mark is None or mark[:2] != (seg.id, seg.salt):
+            return None
+        floor = mark[2]
+        hint = self._read_hint(seg, seg.size(), sealed=False)
+        if hint is not None:
+            floor = max(floor, hint.covered)
+        return floor
 
     # -- following other writers ---------------------------------------------
 
@@ -363,7 +397,7 @@ class View:
                 )
             self.load_latest(manifest)
             return None
-        scan = active.scan(self.end, size, self.txid)
+        scan = active.scan(self.end, size, self.txid, floor=self.floor_of(active))
         seal_next = _index.apply_scan(scan, self.active_slot, self.index, self.active_deletes)
         self.end = scan.end
         active.readable_end = scan.end
@@ -499,16 +533,28 @@ class View:
             self.changes = None
 
 
-def check_tail(seg: Segment, scan: SegmentScan, limit: int) -> None:
+def check_tail(
+    seg: Segment, scan: SegmentScan, limit: int, floor: Callable[[], int | None]
+) -> bool:
     """Tell a torn tail (nothing valid after the stop) from damage in the
     middle of the active segment (valid records follow). The first is normal
-    after a crash; the second must never be silently cut away."""
+    after a crash; the second must never be silently cut away, unless it lies
+    at or after the synced mark (``floor()``): then it is what a power loss
+    leaves when the kernel wrote a later page back before an earlier one, and
+    True says so (the caller ignores or cuts it like a torn tail, and reports
+    it). Raises :class:`CorruptionError` for damage before the mark, or with
+    no mark at all."""
     if scan.stop >= limit:
-        return
+        return False
     found = seg.find_valid_record(scan.stop + 1, limit)
-    if found is not None:
-        raise CorruptionError(
-            f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}) is "
-            f"followed by valid records (offset {found}); the store needs "
-            "logshelf.salvage(source, destination) to copy what is intact"
-        )
+    if found is None:
+        return False
+    synced = floor()
+    if synced is not None and scan.stop >= synced:
+        return True
+    where = "" if synced is None else f" before the synced mark ({synced})"
+    raise CorruptionError(
+        f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}){where} is "
+        f"followed by valid records (offset {found}); the store needs "
+        "logshelf.salvage(source, destination) to copy what is intact"
+    )

@@ -30,8 +30,9 @@ from ._segment_set import (
     write_hint,
     write_manifest,
 )
+from ._synced import MarkWriter
 from ._view import HEADER_END, View, check_tail
-from .errors import HandlePoisonedError
+from .errors import HandlePoisonedError, LockTimeoutError
 
 __all__ = ["Writer"]
 
@@ -46,6 +47,11 @@ _QUARANTINE_MAX = 16 << 20
 # this many rounds have not got there: writers that outpace the parse).
 _LOCK_BACKLOG = 64 << 10
 _CATCH_UP_ROUNDS = 8
+# The syncs of durability="always" rewrite the synced mark at most this often
+# (seconds). The mark reaches the disk only with the kernel's writeback,
+# seconds later, so a fresher one buys nothing; at thousands of syncs a second
+# its pwrite was 1-2 us each (bench_synced_mark.py).
+_MARK_EVERY = 0.05
 
 
 class Writer:
@@ -64,6 +70,9 @@ class Writer:
         #: The clock of ``durability="interval"``: the FileSystem's, so a test's fake reaches it.
         self.clock: Callable[[], float] = self.fs.monotonic
         self.last_sync = self.clock()
+        #: The synced mark (``_synced``): rewritten after every sync made under the lock.
+        self.marks = MarkWriter(self.fs, self.path, options.mode)
+        self._marked_at = float("-inf")
         # Read on every write.
         self._max_size = options.max_segment_size
         self._syncs = options.durability != "none"
@@ -87,6 +96,7 @@ class Writer:
         self.lock = self._new_lock()
 
     def close(self) -> None:
+        self.marks.close()
         self.lock.close()
 
     def check(self) -> None:
@@ -202,17 +212,50 @@ class Writer:
         now = self.clock()
         opts = self.options
         if opts.durability == "always" or now - self.last_sync >= opts.sync_interval:
-            self.sync_active()
+            self.sync_active(now)
             self.last_sync = now
 
-    def sync_active(self) -> None:
+    def sync_active(self, now: float | None = None) -> None:
+        """fdatasync the active segment, then rewrite the synced mark (for a
+        write's sync, at ``now``: at most every ``_MARK_EVERY`` seconds)."""
+        view = self.view
+        active, end = view.active, view.end
         try:
-            self.view.active.sync()
+            active.sync()
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages
             # and a retry can "succeed": never trust this handle again.
             self.poisoned = exc
             raise
+        # Only now, after the sync returned: the mark must never name bytes
+        # that are not durable yet (see _synced). It is not synced itself: it
+        # reaches the disk with the kernel's writeback (until then an older,
+        # lower mark stands), at no cost to this write.
+        if now is not None:
+            if now - self._marked_at >= _MARK_EVERY:
+                self._marked_at = now
+                self.marks.record(active.id, active.salt, end)
+        elif self.lock.busy():
+            self.marks.record(active.id, active.salt, end)
+        else:
+            self._mark_unlocked(active, end)
+
+    def _mark_unlocked(self, active: Segment, end: int) -> None:
+        """``sync()`` and ``close()`` sync without the writer lock: take it only
+        if it is free at once, and write the mark only if this view is still
+        the store's current one (another writer may have rolled over, and a
+        mark of our sealed segment would replace the mark of its successor)."""
+        lock = self.lock
+        try:
+            lock.enter_held(time.monotonic())
+        except (LockTimeoutError, OSError):
+            return  # another process is writing; its own syncs keep the mark
+        try:
+            view = self.view
+            if active is view.active and not view.seal_next and self.fs.size(active.fd) == end:
+                self.marks.record(active.id, active.salt, end)
+        finally:
+            lock.exit_held()
 
     # -- catching up, torn tails ---------------------------------------------
 
@@ -240,8 +283,8 @@ class Writer:
             if scan is None or view.active is not active or view.seal_next:
                 continue  # the segment set changed: look at the new active segment
             if view.end < size:
-                check_tail(active, scan, size)
-                self._cut_tail(active, view.end, size)
+                unsynced = check_tail(active, scan, size, view.floor_of(active))
+                self._cut_tail(active, view.end, size, unsynced)
 
     def catch_up_before_locking(self) -> None:
         """Parse what other writers appended, outside the writer lock, until
@@ -259,8 +302,10 @@ class Writer:
             if view.seal_next or self.fs.size(view.active.fd) - view.end <= _LOCK_BACKLOG:
                 return
 
-    def _cut_tail(self, seg: Segment, end: int, size: int) -> None:
-        """Quarantine and cut bytes after the last committed batch: never append after garbage."""
+    def _cut_tail(self, seg: Segment, end: int, size: int, unsynced: bool = False) -> None:
+        """Quarantine and cut bytes after the last committed batch: never append
+        after garbage. ``unsynced``: they hold damage past the synced mark,
+        followed by valid records (see ``check_tail``), which go too."""
         fs = self.fs
         qdir = os.path.join(self.path, fmt.QUARANTINE_DIR)
         try:
@@ -275,6 +320,20 @@ class Writer:
             pass  # Quarantine is forensics only; cutting the tail is what matters.
         seg.truncate(end)
         seg.sync()
+        self.marks.record(seg.id, seg.salt, end)
+        if unsynced:
+            self.view.unsynced_tail = size - end
+            _log.warning(
+                "cut %d bytes from %s at offset %d: damage after the synced mark, "
+                "followed by valid records, as a power loss leaves writes that were "
+                "not synced (written back out of order); the batches in them are "
+                "lost, none in part (copy kept in %s)",
+                size - end,
+                seg.path,
+                end,
+                qdir,
+            )
+            return
         _log.warning(
             "cut %d bytes of torn tail from %s at offset %d (copy kept in %s)",
             size - end,
@@ -340,6 +399,12 @@ class Writer:
                 # the MANIFEST, should the switch below have happened).
                 view.seal_next = new_id
             self.sync_active()
+            # The new segment's first mark, durable before the MANIFEST names
+            # it: every active segment has one from its start (its header
+            # was fsynced by Segment.create). A sync here costs little next to
+            # the rollover's own, and the mark then never depends on writeback.
+            self.marks.record(new.id, new.salt, HEADER_END)
+            self.marks.make_durable()
             sealed = tuple(
                 (seg.id, length)
                 for seg, (_, length) in zip(view.segments[:-1], manifest.segments[:-1], strict=True)

@@ -150,3 +150,22 @@ def test_hot_paths_script_runs_against_another_tree() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("  insert")]
     assert len(rows) == 2 and all("read" in r and "tx" in r for r in rows), proc.stdout
+
+
+def test_synced_mark_script_runs_every_mode(tmp_path: Path) -> None:
+    """benchmarks/bench_synced_mark.py --quick: a line per durability mode."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_synced_mark.py"),
+            "--quick",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["always", "interval", "none"], lines

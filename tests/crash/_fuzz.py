@@ -23,7 +23,8 @@
   When a range of the active segment was cut out or duplicated (records
   moved), it scans the damaged bytes itself by the rules of docs/format.md
   section 3.4: the store must show exactly what that scan commits, or raise
-  when a valid record follows the point where the scan stops; only records
+  when a valid record follows the point where the scan stops (unless that
+  point is at or after the synced mark of section 6.2); only records
   the scan passed over as bit rot (or could not match to the template) may
   fail to read; and verify() must report what a scan without the hint finds.
 * **Sabotage** (``_inject``): reads, scans, the torn-tail decision, the index
@@ -1018,6 +1019,9 @@ def _active_states(t: Template, files: dict[str, bytes]) -> list[Allowed]:
     intact = {r.offset: same(r.offset, r.end) for r in records}
     following = {a.offset: b for a, b in itertools.pairwise(records)}
     salt = _salt(t, t.active)
+    # Damage at or after the synced mark is an unsynced tail (section 6.2):
+    # no value rot there, and valid records may follow it.
+    floor = _synced_floor(t, files, new, salt) if same(0, HEADER) else None
 
     def forged_in_place(r: Record) -> bool:
         """A header rewritten with its checksum recomputed (a forged field)
@@ -1038,7 +1042,8 @@ def _active_states(t: Template, files: dict[str, bytes]) -> list[Allowed]:
             return True
         nxt = following.get(r.offset)
         return (
-            r.end <= len(new)
+            (floor is None or r.offset < floor)
+            and r.end <= len(new)
             and same(*head(r))
             and nxt is not None
             and nxt.end <= len(new)
@@ -1066,7 +1071,8 @@ def _active_states(t: Template, files: dict[str, bytes]) -> list[Allowed]:
             batch = t.batches[j]
             if all(intact[r.offset] for r in batch.records):
                 continue
-            if any(intact[r.offset] for r in records if r.offset >= batch.end):
+            unsynced = floor is not None and end >= floor
+            if not unsynced and any(intact[r.offset] for r in records if r.offset >= batch.end):
                 continue
         allowed.append(Allowed(f"after {j} of {len(t.batches)} active batches", t.states[j], end))
     return allowed
@@ -1087,7 +1093,9 @@ def _active_states(t: Template, files: dict[str, bytes]) -> list[Allowed]:
 # * committed batches before the stop are the store's contents; what lies
 #   after the last one is a torn tail only when no record with a valid
 #   header starts anywhere after the stopping point ("damage passes for a
-#   torn tail only where nothing valid follows it"); otherwise opening must
+#   torn tail only where nothing valid follows it"), or when the stopping
+#   point is at or after the synced mark (section 6.2: an unsynced tail,
+#   where no value rot is passed over either); otherwise opening must
 #   raise CorruptionError, whatever the flag.
 
 _RECORD_LAYOUT = struct.Struct("<IIQQIHBB")
@@ -1153,8 +1161,10 @@ class _Scan:
     refuses: bool
 
 
-def _scan(data: bytes, start: int, last_txid: int, salt: int) -> _Scan:
-    """Scan ``data`` (a whole segment file) from ``start`` by section 3.4."""
+def _scan(data: bytes, start: int, last_txid: int, salt: int, floor: int | None = None) -> _Scan:
+    """Scan ``data`` (a whole segment file) from ``start`` by section 3.4;
+    ``floor``: the synced mark (section 6.2), at or after which damage is an
+    unsynced tail (the scan stops there, and nothing that follows refuses)."""
     pos = start
     pending: list[_Head] = []
     batches: list[list[_Head]] = []
@@ -1172,7 +1182,8 @@ def _scan(data: bytes, start: int, last_txid: int, salt: int) -> _Scan:
         elif not last_txid < head.txid <= last_txid + fmt.TXID_WINDOW:
             break
         if not head.value_ok:
-            if head.end < len(data) and _valid_head(data, head.end, salt) is not None:
+            synced = floor is None or pos < floor
+            if synced and head.end < len(data) and _valid_head(data, head.end, salt) is not None:
                 rot.append(pos)
             else:
                 break
@@ -1187,7 +1198,18 @@ def _scan(data: bytes, start: int, last_txid: int, salt: int) -> _Scan:
         _valid_head(data, m.start() - 30, salt) is not None
         for m in _CANDIDATE.finditer(data, pos + 1 + 30)
     )
-    return _Scan(batches, end, pos, rot, follows or reserved)
+    return _Scan(batches, end, pos, rot, (follows and (floor is None or pos < floor)) or reserved)
+
+
+def _synced_floor(t: Template, files: dict[str, bytes], new: bytes, salt: int) -> int | None:
+    """The synced floor of the damaged active segment (docs/format.md section
+    6.2): the end its intact SYNCED mark names, raised to the end of its
+    usable hint; None without a mark for it."""
+    mark = fmt.decode_synced(files.get(fmt.SYNCED_NAME, b""))
+    if mark is None or mark[:2] != (int(t.active[4:20], 16), salt):
+        return None
+    hint = _usable_hint(t, files, new, salt)
+    return mark[2] if hint is None else max(mark[2], hint[0])
 
 
 def _usable_hint(
@@ -1244,8 +1266,9 @@ def _moved_states(t: Template, files: dict[str, bytes]) -> list[Allowed] | None:
         state = t.states[ends.index(covered)]
         starts.append(("hint", covered, max(base_txid, max_txid), state))
     allowed = []
+    floor = _synced_floor(t, files, new, salt)
     for how, start, last_txid, base in starts:
-        scan = _scan(new, start, last_txid, salt)
+        scan = _scan(new, start, last_txid, salt, floor)
         if scan.refuses:
             continue  # valid records follow the damage: opening must raise
         state = dict(base)

@@ -24,7 +24,10 @@ file modes (applied to each file on its own)
     ``"garbage"``: such a prefix, then the file size extended over bytes
     whose data never reached the disk: zeros (an ext4 delayed allocation
     whose size update made it but whose data blocks did not) or random
-    bytes (stale blocks).
+    bytes (stale blocks). ``"reorder"``: no order at all within the file:
+    each 512-byte sector of the current contents reached the disk or kept
+    its synced bytes, independently (page cache writeback, which no file
+    system orders within a file, nor a disk within a page).
 
 directory modes (applied to each directory on its own)
     ``"drop"``: only synced entries: every create, rename and unlink since
@@ -68,11 +71,15 @@ __all__ = [
     "write_image",
 ]
 
-FILE_MODES = ("none", "all", "prefix", "zeros", "garbage")
+FILE_MODES = ("none", "all", "prefix", "zeros", "garbage", "reorder")
+#: The unit of "reorder" images: a sector, smaller than a page, so that the
+#: small segments of the tests get many units that survive or not.
+PAGE = 512
 DIR_MODES = ("drop", "keep", "prefix", "subset", "last")
 
-# A pending change of a file: ("append", data) or ("truncate", length).
-FileChange = tuple[str, bytes | int]
+# A pending change of a file: ("append", data), ("truncate", length) or
+# ("write", (offset, data)) (a pwrite in place: the synced mark).
+FileChange = tuple[str, bytes | int | tuple[int, bytes]]
 # A pending change of a directory, applied atomically: (name, inode or None
 # for removal) pairs. A rename within one directory is one change of two pairs.
 DirChange = tuple[tuple[str, int | None], ...]
@@ -260,6 +267,19 @@ class SimulatedDisk(FileSystem):
             raise FileNotFoundError(path)
         return number
 
+    def file_versions(self, path: str) -> tuple[bytes, list[bytes]]:
+        """(current contents, every version a power loss could leave whole) of
+        a file: its synced contents, and each pending change applied in turn."""
+        node = self._inodes[self.inode_at(path)]
+        versions = [node.durable]
+        for change in node.pending:
+            versions.append(_apply(versions[-1], change))
+        return node.current, versions
+
+    def durable_contents(self, path: str) -> bytes:
+        """What a file holds on the modelled disk: its synced contents."""
+        return self._inodes[self.inode_at(path)].durable
+
     def snapshot(self) -> CrashState:
         """Freeze what a power loss right now could leave (see :class:`CrashState`)."""
         files: dict[int, tuple[bytes, tuple[FileChange, ...], bytes]] = {}
@@ -360,6 +380,14 @@ class SimulatedDisk(FileSystem):
         if number is not None:
             self._change_file(number, ("append", bytes(data)))
 
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        number = self._fds.get(fd)
+        if number is not None:
+            self._before(f"pwrite {len(data)} bytes at {offset}")
+        super().pwrite(fd, data, offset)
+        if number is not None:
+            self._change_file(number, ("write", (offset, bytes(data))))
+
     def truncate(self, fd: int, length: int) -> None:
         number = self._fds.get(fd)
         if number is not None:
@@ -447,8 +475,20 @@ def _apply(data: bytes, change: FileChange) -> bytes:
     if kind == "append":
         assert isinstance(arg, bytes)
         return data + arg
+    if kind == "write":
+        assert isinstance(arg, tuple)
+        offset, new = arg
+        data = data + bytes(max(0, offset - len(data)))
+        return data[:offset] + new + data[offset + len(new) :]
     assert isinstance(arg, int)
     return data[:arg] + bytes(max(0, arg - len(data)))
+
+
+def _steps(arg: bytes | int | tuple[int, bytes]) -> int:
+    """Steps of a pending change: one per byte written, one for a truncation."""
+    if isinstance(arg, bytes):
+        return len(arg)
+    return len(arg[1]) if isinstance(arg, tuple) else 1
 
 
 def _torn_file(
@@ -463,9 +503,19 @@ def _torn_file(
         return durable
     if mode == "all":
         return current
+    if mode == "reorder":
+        # Writeback in no order within the file: each sector of the current
+        # contents reached the disk or kept its synced bytes (zeros past the
+        # synced size), on its own; the size made it.
+        old = durable + bytes(max(0, len(current) - len(durable)))
+        pages = []
+        for at in range(0, len(current), PAGE):
+            new, before = current[at : at + PAGE], old[at : at + PAGE]
+            pages.append(new if new == before or rng.random() < 0.5 else before)
+        return b"".join(pages)
     # A random point in the stream of pending changes: each appended byte is
     # one step, each truncation one step. Changes before it reached the disk.
-    steps = sum(len(arg) if isinstance(arg, bytes) else 1 for _, arg in pending)
+    steps = sum(_steps(arg) for _, arg in pending)
     left = rng.randint(0, steps)
     data = durable
     for kind, arg in pending:
@@ -474,8 +524,11 @@ def _torn_file(
         if isinstance(arg, bytes) and len(arg) > left:
             data += arg[:left]  # a torn append
             break
+        if isinstance(arg, tuple) and len(arg[1]) > left:
+            data = _apply(data, (kind, (arg[0], arg[1][:left])))  # a torn pwrite
+            break
         data = _apply(data, (kind, arg))
-        left -= len(arg) if isinstance(arg, bytes) else 1
+        left -= _steps(arg)
     if mode in ("zeros", "garbage") and len(current) > len(data):
         # The size grew further than the data: the rest reads as zeros, or as
         # whatever the newly allocated blocks held before.

@@ -281,6 +281,8 @@ def _recorder(
             # Nothing may change the files behind the layer's back (checked
             # every few operations: it reads every file).
             assert disk.differences_from_real_files() == [], (number, description)
+        problem = mark_overstates(disk)
+        assert problem is None, f"before operation {number} ({description}): {problem}"
         points.append(
             CrashPoint(
                 number - 1,
@@ -292,6 +294,34 @@ def _recorder(
         )
 
     return before
+
+
+def mark_overstates(disk: SimulatedDisk) -> str | None:
+    """What is wrong with the synced mark now, if anything: every intact
+    version of ``SYNCED`` a power loss could leave (the synced one, and each
+    pending rewrite) must name only bytes of its segment that are synced and
+    equal to what the store holds (a lower bound, docs/format.md section 6.2)."""
+    store = disk_path(disk)
+    try:
+        _, versions = disk.file_versions(str(store / fmt.SYNCED_NAME))
+    except FileNotFoundError:
+        return None
+    for version in versions:
+        mark = fmt.decode_synced(version)
+        if mark is None:
+            continue
+        segment_id, salt, end = mark
+        path = str(store / fmt.segment_name(segment_id))
+        try:
+            current, _ = disk.file_versions(path)
+        except FileNotFoundError:
+            continue  # deleted by a compaction or a reset: the mark names nothing
+        if current[12:16] != salt.to_bytes(4, "little"):
+            continue  # a file of that id being created again (a rollover finished again)
+        durable = disk.durable_contents(path)
+        if len(durable) < end or durable[:end] != current[:end]:
+            return f"the mark {mark} names bytes of {path} that are not synced"
+    return None
 
 
 def _final_point(disk: SimulatedDisk, progress: Progress) -> CrashPoint:
@@ -670,17 +700,12 @@ def _reordered_image(tmp_path: Path, disk: SimulatedDisk, state: CrashState) -> 
     return root / STORE
 
 
-@pytest.mark.xfail(
-    reason="known limitation: a later page that reaches the disk before an earlier "
-    "one looks like damage in the middle of the segment, so open() refuses",
-    raises=logshelf.CorruptionError,
-    strict=True,  # a fix must update docs/durability.md, which states the limitation
-)
 def test_reordered_writeback_of_unsynced_batches_keeps_a_prefix(tmp_path: Path) -> None:
     """durability "none": batches A and B are unsynced; the page holding the end
     of A and all of B reaches the disk, the page holding the start of A does
-    not. The docs promise a consistent prefix (here: neither A nor B), but the
-    engine sees a valid record after an invalid one and refuses to open."""
+    not. A valid record follows an invalid one, but after the synced mark: the
+    store opens with the consistent prefix (neither A nor B), the writer cuts
+    the rest and says so in ``stats()``."""
     (tmp_path / "live").mkdir()
     disk = SimulatedDisk(tmp_path / "live")
     with logshelf.open(disk_path(disk), max_segment_size=1 << 20, _fs=disk) as db:
@@ -690,8 +715,19 @@ def test_reordered_writeback_of_unsynced_batches_keeps_a_prefix(tmp_path: Path) 
         db["b"] = b"B" * 300  # batch B: in page 1
         state = disk.snapshot()
     store = _reordered_image(tmp_path, disk, state)
+    with logshelf.open(store, "r") as reader:
+        assert read_all(reader) == {"base": 0}
+        assert reader.stats()["unsynced_tail_bytes"] > 6000
+    size = (store / fmt.segment_name(1)).stat().st_size
+    assert len(_first_segment(disk, state)[1]) == size, "a reader changed nothing"
     with logshelf.open(store, "w") as reopened:
         assert read_all(reopened) == {"base": 0}
+        assert reopened.stats()["unsynced_tail_bytes"] > 6000
+        reopened["after"] = 1
+    with logshelf.open(store, "r") as again:
+        assert read_all(again) == {"base": 0, "after": 1}
+        assert again.verify() == []
+        assert again.stats()["unsynced_tail_bytes"] == 0
 
 
 def _in_flight_batch_reordered(tmp_path: Path) -> Path:
@@ -714,30 +750,147 @@ def _in_flight_batch_reordered(tmp_path: Path) -> Path:
     return _reordered_image(tmp_path, disk, state)
 
 
-@pytest.mark.xfail(
-    reason="known limitation: an unacknowledged multi-record batch written back out of "
-    "order makes open() refuse although every acknowledged write is intact",
-    raises=logshelf.CorruptionError,
-    strict=True,  # a fix must update docs/durability.md, which states the limitation
-)
 def test_reordered_writeback_of_the_batch_in_flight_keeps_acknowledged_writes(
     tmp_path: Path,
 ) -> None:
     """The image of ``_in_flight_batch_reordered``: nothing acknowledged is
-    missing, yet the store no longer opens."""
+    missing, and the half-written batch {x, y} is dropped whole (``y`` is
+    intact, ``x`` is not)."""
     store = _in_flight_batch_reordered(tmp_path)
+    with logshelf.open(store, "r") as reader:
+        assert read_all(reader) == {"base": 0}
     with logshelf.open(store, "w") as reopened:
         assert read_all(reopened) == {"base": 0}
+        assert reopened.verify() == []
 
 
 def test_salvage_after_reordered_writeback_copies_no_half_batch(tmp_path: Path) -> None:
-    """The documented way out of that ``CorruptionError`` is ``logshelf.salvage()``.
-    It must not make half of the unacknowledged batch {x, y} visible (it used
-    to copy ``y`` without ``x``)."""
+    """Such an image opens now; ``logshelf.salvage()`` of it (the way out
+    before the synced mark) must still not make half of the unacknowledged
+    batch {x, y} visible (it used to copy ``y`` without ``x``)."""
     store = _in_flight_batch_reordered(tmp_path)
-    with pytest.raises(logshelf.CorruptionError):
-        logshelf.open(store, "r")
     logshelf.salvage(store, tmp_path / "salvaged.db")
     with logshelf.open(tmp_path / "salvaged.db", "r") as db:
         content = read_all(db)
     assert sorted(content) in (["base"], ["base", "x", "y"]), sorted(content)
+
+
+# ----------------------------------------------------------------------------
+# writeback in no order within a file: the synced mark (issue 17)
+
+
+@pytest.mark.parametrize(("durability", "seed"), [("always", 1), ("none", 2)])
+def test_power_loss_with_writeback_in_no_order(
+    scratch: Path, durability: str, seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every crash point of a workload with rollovers, compactions, syncs and
+    reopens, in images where each unsynced page of each file reached the disk
+    or not, on its own (``"reorder"``), so later records survive earlier lost
+    ones; also a power loss between any two steps of a rollover or a
+    compaction. The store must open (never ``CorruptionError``), hold a
+    prefix of the batches with everything synced, verify clean and stay
+    writable: damage after the synced mark is cut as an unsynced tail. The
+    recorder also checks, before every operation, that no version of the
+    mark a power loss could leave claims more than is synced."""
+    actions, states = make_workload(seed, 30)
+    recording = record(scratch / f"live-{durability}-{seed}", actions, durability)
+    assert recording.segments_deleted > 0  # compactions committed
+    assert any(op.startswith("pwrite") for op in recording.operations)
+    checker = Checker(scratch, states, durability)
+    rng = random.Random(seed)
+    for point in recording.points:
+        for _ in range(3 if point.state.unsynced else 1):
+            checker.check(point, "reorder", rng.choice(DIR_MODES), rng.getrandbits(32))
+    assert checker.opened > len(recording.points) // 2
+    cut = [r for r in caplog.records if "damage after the synced mark" in r.getMessage()]
+    assert len(cut) > 10, "the images exercised the unsynced-tail cut"
+
+
+def _synced_store(tmp_path: Path) -> tuple[SimulatedDisk, CrashState]:
+    """durability "always": ten synced single puts and a ``sync()`` (which
+    moves the mark to the end; the puts' own syncs move it at most every
+    50 ms), frozen after it."""
+    (tmp_path / "live").mkdir()
+    disk = SimulatedDisk(tmp_path / "live")
+    with logshelf.open(
+        disk_path(disk), durability="always", max_segment_size=1 << 20, _fs=disk
+    ) as db:
+        for i in range(10):
+            db[f"k{i}"] = bytes([i]) * 200
+        db.sync()
+        state = disk.snapshot()
+    return disk, state
+
+
+def _mark_variant(image: dict[str, bytes | None], how: str) -> None:
+    """Make the image's synced mark intact (``"kept"``), torn, lost, or name the
+    right segment with another salt (a leftover of an earlier file)."""
+    name = f"{STORE}/{fmt.SYNCED_NAME}"
+    data = image[name]
+    assert isinstance(data, bytes) and fmt.decode_synced(data) is not None
+    if how == "torn":
+        image[name] = data[:16] + bytes(16)
+    elif how == "lost":
+        del image[name]
+    elif how == "other salt":
+        segment_id, salt, end = fmt.decode_synced(data)  # type: ignore[misc]
+        image[name] = fmt.encode_synced(segment_id, salt ^ 1, end)
+
+
+@pytest.mark.parametrize("how", ["kept", "torn", "lost", "other salt"])
+def test_damage_inside_the_synced_prefix_is_refused(tmp_path: Path, how: str) -> None:
+    """A record zeroed before the synced mark, valid records after it: real
+    damage to synced bytes, not what a power loss leaves. Opening refuses,
+    for readers and writers alike, and nothing is cut; without an intact
+    mark for the segment likewise (as before the mark existed)."""
+    _, state = _synced_store(tmp_path)
+    image = build_image(state, "all", "keep", random.Random(0))
+    segment = f"{STORE}/{fmt.segment_name(1)}"
+    data = image[segment]
+    assert isinstance(data, bytes)
+    mark = fmt.decode_synced(image[f"{STORE}/{fmt.SYNCED_NAME}"] or b"")
+    assert mark is not None and mark[2] == len(data), "the mark covers every synced put"
+    image[segment] = data[:300] + bytes(40) + data[340:]  # inside the third record
+    _mark_variant(image, how)
+    write_image(image, tmp_path / "damaged")
+    store = tmp_path / "damaged" / STORE
+    for flag in ("r", "w"):
+        with pytest.raises(logshelf.CorruptionError, match="followed by valid records"):
+            logshelf.open(store, flag)
+    assert (store / fmt.segment_name(1)).read_bytes() == image[segment]
+
+
+@pytest.mark.parametrize("how", ["torn", "lost", "other salt"])
+def test_reordered_writeback_without_an_intact_mark_is_refused(tmp_path: Path, how: str) -> None:
+    """The reordered image of the in-flight batch, but the mark is torn, lost
+    or names another file of that id: nothing tells unsynced from synced, so
+    opening refuses as it did before the mark (never accepts the damage)."""
+    store = _in_flight_batch_reordered(tmp_path)
+    name = f"{STORE}/{fmt.SYNCED_NAME}"
+    image: dict[str, bytes | None] = {name: (store / fmt.SYNCED_NAME).read_bytes()}
+    _mark_variant(image, how)
+    data = image.get(name)
+    if data is None:
+        (store / fmt.SYNCED_NAME).unlink()
+    else:
+        assert isinstance(data, bytes)
+        (store / fmt.SYNCED_NAME).write_bytes(data)
+    for flag in ("r", "w"):
+        with pytest.raises(logshelf.CorruptionError, match="followed by valid records"):
+            logshelf.open(store, flag)
+
+
+def test_a_store_without_a_mark_file_opens_as_before(tmp_path: Path) -> None:
+    """A store written before the mark existed (no SYNCED file) opens and
+    works unchanged; its first writer's syncs start a mark."""
+    store = tmp_path / "old.db"
+    with logshelf.open(store, durability="always") as db:
+        db["a"] = 1
+    (store / fmt.SYNCED_NAME).unlink()
+    with logshelf.open(store, "r") as db:
+        assert read_all(db) == {"a": 1}
+    assert not (store / fmt.SYNCED_NAME).exists(), "a reader wrote nothing"
+    with logshelf.open(store, "w", durability="always") as db:
+        db["b"] = 2
+    mark = fmt.decode_synced((store / fmt.SYNCED_NAME).read_bytes())
+    assert mark is not None and mark[2] == (store / fmt.segment_name(1)).stat().st_size

@@ -257,8 +257,10 @@ def test_damaged_input_stops_compaction_and_changes_nothing(store_path: Path) ->
     assert set(before) <= set(after), "a file was removed"
     assert set(after) - set(before) <= rollover, "a file other than the rollover's was left"
     changed = {name for name in before if after[name] != before[name]}
-    # The sealed segment's hint is rewritten to cover its SEAL.
-    assert changed <= {fmt.MANIFEST_NAME, old_active, fmt.hint_name(manifest.active_id)}, changed
+    # The sealed segment's hint is rewritten to cover its SEAL; the synced
+    # mark names the new active segment.
+    rolled = {fmt.MANIFEST_NAME, old_active, fmt.hint_name(manifest.active_id), fmt.SYNCED_NAME}
+    assert changed <= rolled, changed
     assert after[old_active].startswith(before[old_active])  # at most a SEAL appended
     # The rollover kept every segment: the old set, then the new active one.
     assert [sid for sid, _ in new_manifest.segments[:-1]] == [sid for sid, _ in manifest.segments]
