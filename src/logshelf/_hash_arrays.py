@@ -209,7 +209,7 @@ def _enc_values(sink: Sink, values: Any) -> None:
     if isinstance(dtype, np.dtype):
         enc_ndarray(sink, np.asarray(values))
         return
-    sink.out += b"x"
+    sink.out += b"j"
     sink.encode(dtype)
     backing = getattr(values, "_ndarray", None)  # datetimes, categoricals, strings
     if isinstance(backing, np.ndarray):
@@ -231,10 +231,9 @@ def enc_index(sink: Sink, index: Any) -> None:
     out += b"X"
     sink.encode(list(index.names))
     if isinstance(index, pd.RangeIndex):
-        out += b"g"
         sink.encode(range(index.start, index.stop, index.step))
     elif isinstance(index, pd.MultiIndex):
-        out += TAG_LEN(b"M", index.nlevels)
+        out += TAG_LEN(b"K", index.nlevels)
         for level in range(index.nlevels):
             _enc_values(sink, index.get_level_values(level).array)
     else:

@@ -8,6 +8,22 @@ the value's canonical, type-tagged bytes to ``sink.out``; anything nested goes
 back through ``sink.encode``. Every tag and layout here is part of the
 encoding: a change invalidates every digest a user's cache holds, and must
 come with a new ``_PERSON`` in ``_hashing``.
+
+Tags (one byte each, each used for one thing, so the stream parses one way;
+every variable-length part carries its length or count)::
+
+    \x01-\x04 the stream's header (arguments/value, untyped/typed)
+    N None   . Ellipsis   ! NotImplemented
+    i int64  I longer int   f IEEE double   q exact fraction   c complex
+    D Decimal NaN   s str   b bytes inline   B length + tree digest
+    w other memoryview   t tuple   l list   d mapping   e set   R back-reference
+    y class   F function   C code   M bound method   W builtin function
+    L reconstructor by name   m module   E enum member
+    k datetime   a date   h time   z timedelta   U UUID   p/u posix/windows path
+    g range   x slice   o object state   S builtin subclass   r reduction
+    G global by name   Z registered substitute
+    n ndarray   O its elements   v numpy scalar   j pandas extension values
+    X pandas Index   K MultiIndex levels   Q Series   P DataFrame
 """
 
 from __future__ import annotations
@@ -316,7 +332,7 @@ def enc_uuid(enc: Sink, v: uuid.UUID) -> None:
 
 def enc_path(enc: Sink, v: pathlib.PurePath) -> None:
     # PurePosixPath("a") == PosixPath("a"): the flavour matters, not concreteness.
-    enc.out += b"p" if isinstance(v, pathlib.PurePosixPath) else b"P"
+    enc.out += b"p" if isinstance(v, pathlib.PurePosixPath) else b"u"
     enc_str(enc, str(v))
 
 
@@ -399,9 +415,8 @@ def enc_method(enc: Sink, method: types.MethodType) -> None:
 def enc_builtin(enc: Sink, fn: types.BuiltinFunctionType) -> None:
     enc_named(enc, b"W", fn)
     owner = fn.__self__
-    if owner is not None and not isinstance(owner, types.ModuleType):
-        try:
-            enc.encode(owner)  # [].append, ZoneInfo._unpickle
-        except Refused as exc:
-            exc.parts.append(".__self__")
-            raise
+    try:  # [].append, ZoneInfo._unpickle; a module function has none
+        enc.encode(None if isinstance(owner, types.ModuleType) else owner)
+    except Refused as exc:
+        exc.parts.append(".__self__")
+        raise
