@@ -159,7 +159,7 @@ def enter(enc: Sink, obj: object) -> bool:
     return True
 
 
-_PACK_INT = struct.Struct("<cq").pack
+PACK_INT = struct.Struct("<cq").pack
 _PACK_FLOAT = struct.Struct("<cd").pack
 _NAN = _PACK_FLOAT(b"f", float("nan"))
 _PACK_DATETIME = struct.Struct("<ciBBBBBIB").pack
@@ -169,7 +169,7 @@ _PACK_TIMEDELTA = struct.Struct("<ciii").pack
 
 def enc_int(enc: Sink, value: int) -> None:
     try:
-        enc.out += _PACK_INT(b"i", value)
+        enc.out += PACK_INT(b"i", value)
     except struct.error:  # outside 64 bits: length-prefixed two's complement
         data = value.to_bytes(value.bit_length() // 8 + 1, "little", signed=True)
         enc.out += TAG_LEN(b"I", len(data))

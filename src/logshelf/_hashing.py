@@ -80,12 +80,13 @@ import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from hashlib import blake2b
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import Any
 
 from logshelf import _hash_arrays
 from logshelf._hash_arrays import freeze, remember
 from logshelf._hash_types import (
+    PACK_INT,
     TAG_LEN,
     Refused,
     constant,
@@ -205,30 +206,44 @@ def _attr_part(name: object) -> str:
     return f".{name}" if isinstance(name, str) else _key_part(name)
 
 
+def _code(enc: _Encoder, value: object) -> bytes:
+    """The encoding of a dict key or set element alone; str and int inline."""
+    if type(value) is str:
+        data = value.encode("utf-8", "surrogatepass")
+        return TAG_LEN(b"s", len(data)) + data
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return PACK_INT(b"i", value)
+    return enc.sub(value)
+
+
 def _enc_mapping(
     enc: _Encoder, items: Iterable[tuple[object, object]], part: Callable[[object], str]
 ) -> None:
     """Entries sorted by encoded key, so insertion order never matters. Keys
-    that encode alike (distinct NaN objects) are ordered by their value too."""
+    that encode alike (distinct NaN objects, or objects equal only to
+    themselves with equal state) are ordered by their value too."""
     entries = []
     for key, value in items:
         try:
-            entries.append((enc.sub(key), key, value))
+            entries.append((_code(enc, key), key, value))
         except Refused as exc:
             exc.parts.append(f"<key of {part(key)}>")
             raise
     entries.sort(key=itemgetter(0))
-    enc.out += TAG_LEN(b"d", len(entries))
-    if any(entries[i][0] == entries[i + 1][0] for i in range(len(entries) - 1)):
+    out = enc.out
+    out += TAG_LEN(b"d", len(entries))
+    codes = [entry[0] for entry in entries]
+    if any(map(eq, codes, codes[1:])):
         pairs = sorted((key_code, enc.sub(value)) for key_code, _, value in entries)
         for key_code, value_code in pairs:
-            enc.out += key_code
-            enc.out += value_code
+            out += key_code
+            out += value_code
         return
+    encode = enc.encode
     for key_code, key, value in entries:
-        enc.out += key_code
+        out += key_code
         try:
-            enc.encode(value)
+            encode(value)
         except Refused as exc:
             exc.parts.append(part(key))
             raise
@@ -242,7 +257,7 @@ def _enc_set(enc: _Encoder, value: set[object] | frozenset[object]) -> None:
     codes = []
     for item in value:
         try:
-            codes.append(enc.sub(item))
+            codes.append(_code(enc, item))
         except Refused as exc:
             exc.parts.append("<set element>")
             raise
