@@ -204,11 +204,13 @@ def _fraction(numerator: int, denominator: int) -> object:
 def _enc_values(sink: Sink, values: Any) -> None:
     """A column's or an index's values: numpy-backed through the array encoder;
     extension arrays by their dtype and backing arrays (element-wise last)."""
-    np = sys.modules["numpy"]
-    dtype = values.dtype
-    if isinstance(dtype, np.dtype):
+    np, pd = sys.modules["numpy"], sys.modules["pandas"]
+    # .array wraps a plain ndarray in NumpyExtensionArray (PandasArray before 2.1).
+    wrapper = getattr(pd.arrays, "NumpyExtensionArray", None) or pd.arrays.PandasArray
+    if isinstance(values, (np.ndarray, wrapper)):
         enc_ndarray(sink, np.asarray(values))
         return
+    dtype = values.dtype
     sink.out += b"j"
     sink.encode(dtype)
     backing = getattr(values, "_ndarray", None)  # datetimes, categoricals, strings

@@ -55,7 +55,10 @@ weak reference, checked on every use together with the data pointer, shape,
 strides and dtype (all of which can be reassigned on a live array). Any other
 array (it owns its memory, or sits on a ``bytearray``, an ``mmap``, another
 array) is hashed again each time: marking it read-only proves nothing, since
-``arr.flags.writeable = True`` or a writable view can undo it.
+``arr.flags.writeable = True`` or a writable view can undo it. Only plain
+``ndarray`` objects of 64 KiB or more are remembered, themselves or inside
+lists, tuples and dict values: a pandas object is hashed afresh each time
+(its column arrays are new view objects on every access).
 
 So the cache should decode arrays onto ``bytes``. An in-band protocol-5
 pickle does not (its arrays sit on a ``bytearray``, writable); pickling with
