@@ -251,9 +251,7 @@ def _version(top: str) -> str:
     return f"{top}=={getattr(sys.modules.get(top), '__version__', '?')}"
 
 
-@functools.lru_cache(maxsize=1)
-def _packages_distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+_packages_distributions = functools.cache(importlib.metadata.packages_distributions)
 
 
 def _module_of(obj: object) -> str:
