@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from ._compaction import CompactionResult
+from ._compaction import CompactionResult, Drop
 from ._records import Record
 
 __all__ = ["BytesStore"]
@@ -71,7 +71,9 @@ class BytesStore(Protocol):
 
     def verify(self, progress: Callable[[str], None] | None = None) -> list[str]: ...
 
-    def compact(self, wait: bool = True) -> CompactionResult: ...
+    def compact(
+        self, wait: bool = True, max_inputs: int | None = None, drop: Drop | None = None
+    ) -> CompactionResult: ...
 
     def locate(self, key: str) -> tuple[str, int] | None:
         """Where the live value of ``key`` is stored (inspection only)."""

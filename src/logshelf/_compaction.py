@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import _format as fmt
 from ._fs import FileSystem
@@ -100,6 +102,18 @@ class Plan:
         self.segments = []
 
 
+class Drop(Protocol):
+    """Which live records of the inputs a compaction leaves out (eviction)."""
+
+    def select(self, keys: list[str], sizes: list[int], read: Callable[[str], bytes]) -> None:
+        """Called once before copying, with the live keys of the inputs in
+        log order, the bytes each record takes (up to the next live one) and
+        ``read(key)``, the stored value of a key (checksums verified)."""
+
+    def __call__(self, key: str, value: bytes, codec: int) -> bool:
+        """True: leave this record out."""
+
+
 @dataclass
 class _Output:
     """The output segment being filled."""
@@ -113,12 +127,23 @@ class _Output:
     buffered: int = 0
 
 
-def plan(view: View, writer: Writer) -> Plan | None:
+def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | None:
     """Step 1, under the writer lock (the engine holds it, after
     ``Writer.prepare``): seal the active segment if it holds records,
     reserve ids for the outputs, snapshot the live entries of the sealed
-    segments. None when nothing is sealed."""
+    segments. None when nothing is sealed.
+
+    ``max_inputs`` limits the inputs to the oldest segments (the cache's
+    eviction rewrites only those); when at least that many are sealed, the
+    active segment is left as it is."""
     view.refresh_manifest()
+    sealed = len(view.segments) - 1
+    if max_inputs is not None and 0 < max_inputs <= sealed:
+        # Only a prefix: no segment needs sealing. Replacing a prefix keeps
+        # every later segment in place, and dropping a prefix's tombstones is
+        # safe: no older segment holds a record they could hide.
+        writer.reserve_ids(max_inputs + 1)
+        return _plan_inputs(view, max_inputs, max_inputs + 1)
     # Next-fit packing of a subset of the records needs no more segments
     # than the inputs used; one spare for mixed sizes.
     reserve = len(view.segments) + 1
@@ -130,7 +155,11 @@ def plan(view: View, writer: Writer) -> Plan | None:
     else:
         return None
     # Every segment but the (new) active one is an input.
-    count = len(view.segments) - 1
+    return _plan_inputs(view, len(view.segments) - 1, reserve)
+
+
+def _plan_inputs(view: View, count: int, reserve: int) -> Plan:
+    """The plan compacting the first ``count`` segments into ids reserved last."""
     manifest = view.manifest
     inputs = manifest.segments[:count]
     result = Plan(
@@ -166,10 +195,21 @@ def switch(view: View, writer: Writer, plan: Plan, entries: tuple[tuple[int, int
 
 
 def copy(
-    fs: FileSystem, directory: str, plan: Plan, max_segment_size: int, mode: int, created: list[str]
+    fs: FileSystem,
+    directory: str,
+    plan: Plan,
+    max_segment_size: int,
+    mode: int,
+    created: list[str],
+    drop: Drop | None = None,
 ) -> tuple[tuple[tuple[int, int], ...], int, int]:
     """Step 2, holding no lock: write the live records of the inputs into
     output segments.
+
+    ``drop``, when given, first sees every live key with its size, then is
+    asked about each record; those it answers True for are left out, which
+    deletes them from the store when the outputs replace the inputs (the
+    cache evicts so).
 
     Returns the MANIFEST entries of the outputs, the number of records and
     the bytes copied. Every file made is listed in ``created`` as soon as it
@@ -181,6 +221,13 @@ def copy(
     live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
     # Log order: by input, then offset. A packed entry sorts exactly that way.
     keys = sorted(live, key=live.__getitem__)
+    if drop is not None:
+
+        def read(key: str) -> bytes:
+            loc = live[key]
+            return plan.segments[loc >> SLOT_SHIFT].read_raw(loc & OFFSET_MASK)[6]
+
+        drop.select(keys, _sizes(keys, live, plan), read)
     outputs: list[_Output] = []
     current: _Output | None = None
     # Records keep their batches (one txid, COMMIT on the last record), but
@@ -209,6 +256,8 @@ def copy(
                 f"compaction stopped, the store is unchanged: the index entry of key "
                 f"{key!r} points at another record ({seg.path}, offset {offset})"
             )
+        if drop is not None and drop(key, value, fmt.codec_of(flags)):
+            continue
         if record_txid != old_txid:
             # A new input batch: write out the previous one, and start a new
             # output first if this one is full (a batch never spans segments).
@@ -235,7 +284,22 @@ def copy(
     if outputs:
         fs.sync_directory(directory)
     entries = tuple((out.segment.id, out.size) for out in outputs)
-    return entries, len(keys), copied_bytes
+    copied = sum(len(out.keys) for out in outputs)
+    return entries, copied, copied_bytes
+
+
+def _sizes(keys: list[str], live: dict[str, int], plan: Plan) -> list[int]:
+    """Bytes from each live record to the next live one (or its segment's
+    end): the record's size, plus dead records behind it."""
+    sizes = []
+    for i, key in enumerate(keys):
+        loc = live[key]
+        following = live[keys[i + 1]] if i + 1 < len(keys) else -1
+        if following >> SLOT_SHIFT == loc >> SLOT_SHIFT:
+            sizes.append(following - loc)
+        else:
+            sizes.append(plan.inputs[loc >> SLOT_SHIFT][1] - (loc & OFFSET_MASK))
+    return sizes
 
 
 @dataclass(frozen=True)

@@ -41,13 +41,7 @@ from ._segment_set import ensure_store, remove_segments
 from ._txn import Transaction
 from ._view import HEADER_END, View
 from ._writer import Writer
-from .errors import (
-    CorruptionError,
-    LockTimeoutError,
-    ReadOnlyError,
-    StoreClosedError,
-    StoreError,
-)
+from .errors import CorruptionError, LockTimeoutError, ReadOnlyError, StoreClosedError, StoreError
 
 __all__ = ["Engine"]
 
@@ -477,10 +471,16 @@ class Engine:
 
     # -- compaction: the engine drives the steps of _compaction ------------------
 
-    def compact(self, wait: bool = True) -> _compaction.CompactionResult:
+    def compact(
+        self,
+        wait: bool = True,
+        max_inputs: int | None = None,
+        drop: _compaction.Drop | None = None,
+    ) -> _compaction.CompactionResult:
         """Rewrite the live records of all sealed segments (sealing the active
         one first) and drop everything dead. Other handles keep reading and
-        writing meanwhile; see ``_compaction.py``.
+        writing meanwhile; see ``_compaction.py``. ``max_inputs`` and ``drop``
+        rewrite only the oldest segments and leave records out (eviction).
 
         ``wait=False`` returns at once (``compacted=False``) when another
         compaction holds the compaction lock. With ``lock_timeout`` set, the
@@ -507,14 +507,16 @@ class Engine:
         created: list[str] = []
         plan: _compaction.Plan | None = None
         try:
-            plan = self._locked_step(deadline, lambda w: _compaction.plan(self._view, w))
+            plan = self._locked_step(
+                deadline, lambda w: _compaction.plan(self._view, w, max_inputs)
+            )
             if plan is None:
                 return _compaction.CompactionResult(
                     False, "there are no sealed segments to compact"
                 )
             opts = self.options
             entries, copied, copied_bytes = _compaction.copy(
-                self._fs, self.path, plan, opts.max_segment_size, opts.mode, created
+                self._fs, self.path, plan, opts.max_segment_size, opts.mode, created, drop
             )
             try:
                 switched = self._locked_step(

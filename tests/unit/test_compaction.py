@@ -335,3 +335,48 @@ def test_garbage_of_a_crashed_compaction_is_collected(store_path: Path) -> None:
     with logshelf.open(store_path) as db:
         assert not stray.exists()
         assert dict(db) == {"a": 1}
+
+
+def _value(key: str) -> bytes:
+    return f"value of {key} ".encode() * 20
+
+
+class _DropOdd:
+    """A ``Drop`` leaving out keys whose number is odd; records what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.sizes: list[int] = []
+
+    def select(self, keys: list[str], sizes: list[int], read: Any) -> None:
+        self.seen = list(keys)
+        self.sizes = list(sizes)
+        assert all(read(key) == _value(key) for key in keys)
+
+    def __call__(self, key: str, value: bytes, codec: int) -> bool:
+        return int(key[1:]) % 2 == 1
+
+
+def test_compacting_only_the_oldest_segments_with_a_drop(store_path: Path) -> None:
+    """Eviction's compaction: only the first segments are rewritten, without the
+    records the drop chose; later segments and the active one are untouched."""
+    with logshelf.open(store_path, max_segment_size=4096, auto_compact=None) as db:
+        engine = db._engine
+        for i in range(100):
+            engine.put(f"k{i}", 0, _value(f"k{i}"), 0)
+        before = engine.stats()
+        assert before["segments"] >= 4
+        later = {f"k{i}": engine.get(f"k{i}") for i in range(100)}
+        drop = _DropOdd()
+        result = engine.compact(max_inputs=2, drop=drop)
+        assert result.compacted
+        # The drop saw the live keys of exactly the two oldest segments, in log order.
+        assert drop.seen == [f"k{i}" for i in range(len(drop.seen))]
+        assert all(size > 0 for size in drop.sizes)
+        gone = {key for key in drop.seen if int(key[1:]) % 2}
+        assert gone and set(db.keys()) == set(later) - gone
+        for key in set(later) - gone:
+            assert engine.get(key) == later[key]
+        assert engine.verify() == []
+    with logshelf.open(store_path, "r") as again:  # and so it stays after reopening
+        assert set(again.keys()) == set(later) - gone

@@ -679,3 +679,28 @@ def test_hint_with_a_check_offset_outside_its_range_does_not_match(tmp_path: Pat
         assert not seg.hint_matches(hint._replace(check_offset=0))
     finally:
         seg.close()
+
+
+def test_newest_records_read_often_get_mapped(tmp_path: Path) -> None:
+    """Fewer than _REMAP_STEP bytes past the map are read by pread, until they
+    have been read often enough that a remap is the cheaper way."""
+    from logshelf import _segment
+
+    writer = create_segment(tmp_path, 1)
+    try:
+        append_batch(writer, 1, [put("old", b"x" * 100)])
+        reader = open_segment(tmp_path, 1)
+        try:
+            late = append_batch(writer, 2, [put("late", b"y" * 100)])
+            reader.readable_end = reader.size()
+            end = reader.mapped_end
+            assert end <= late[0]  # far less than _REMAP_STEP committed: no map yet
+            for _ in range(_segment._REMAP_AFTER_PREADS - 1):
+                assert reader.read_raw(late[0])[5] == b"late"
+            assert reader.mapped_end == end  # still pread
+            assert reader.read_raw(late[0])[5] == b"late"
+            assert reader.mapped_end == reader.readable_end > end
+        finally:
+            reader.close()
+    finally:
+        writer.close()
