@@ -17,8 +17,8 @@ Hashed: the *normalized* code, never the source text.
   loads it, and only constants that instructions load are hashed. Nested code
   (inner functions, lambdas, comprehensions before 3.12 inlined them) is
   hashed the same way. Sets are hashed in sorted order: PYTHONHASHSEED-free.
-* Per function also its defaults, keyword-only defaults, closure cell
-  contents (by value) and ``__wrapped__`` (left by ``functools.wraps``).
+* Per function also its defaults, keyword-only defaults and closure cell
+  contents (by value); a wrapper with ``__wrapped__`` stands for the wrapped.
 * Dependencies, recursively: globals the code loads, modules it imports in its
   body, attributes it reads of user modules (``helpers.scale`` follows
   ``scale``, not the rest of ``helpers``), the class owning a method. User
@@ -33,19 +33,17 @@ Hashed: the *normalized* code, never the source text.
 
 Not tracked:
 
-* A decorator expression (``@lru_cache(maxsize=8)``); a wrapper is followed
-  to the function it wraps through ``__wrapped__`` or its closure cells.
-* What code reaches dynamically (``getattr(obj, name)``, ``eval``), methods of
-  non-user classes called on ``self``, and the state of ``self``.
-* Values neither the local encoder (literals, containers, references to code)
-  nor ``value_hasher`` can hash: they are "opaque:<type>", content unseen.
+* A decorator (``@lru_cache(maxsize=8)``) and a wrapper's own state; a
+  wrapper is followed to the function it wraps (``__wrapped__``, or its cells).
+* What code reaches dynamically (``getattr``, ``eval``), methods of non-user
+  classes called on ``self``, the state of ``self``, and values no encoder
+  can hash (they are "opaque:<type>", content unseen).
 * Edits to third-party or standard-library code that keep the version.
 * Beyond ``MAX_DEPTH`` references or ``MAX_OBJECTS`` objects from the function
   (``parts["<truncated>"]`` then says so).
 * A fingerprint is computed once per function object per process: a helper
-  redefined or a global rebound later (a notebook cell run again, a reload)
-  is seen after ``clear_cache()``; the memoized function redefined is a new
-  object, so it is seen.
+  redefined later (a notebook cell run again, a reload) is seen after
+  ``clear_cache()``; a redefined memoized function is a new object, so seen.
 """
 
 from __future__ import annotations
@@ -70,8 +68,7 @@ from typing import Any
 ValueHasher = Callable[[object], bytes]
 
 #: Bounds of the walk: references followed from the function, and objects
-#: visited in all. A real program's helpers are far within both; a walk into
-#: a large user library (or a pathological chain) stops instead of hashing it.
+#: visited in all; a walk into a large user library stops instead of hashing it.
 MAX_DEPTH = 24
 MAX_OBJECTS = 2000
 
@@ -95,9 +92,8 @@ class Fingerprint:
     """The code identity of a function: ``digest`` goes into cache keys,
     ``parts`` (dependency name -> short hex digest, "name==version" or
     "stdlib") is stored with entries so a miss can be explained with ``diff``.
-    ``digest`` is a function of ``parts``, so equality of one means the other.
-    ``parts`` is a plain dict (picklable, to store with entries); it is shared
-    by every caller of the cached fingerprint, so copy it before changing it."""
+    ``digest`` is a function of ``parts``. ``parts`` is a plain dict (picklable),
+    shared by every caller of the cached fingerprint: copy it to change it."""
 
     digest: bytes
     parts: Mapping[str, str] = field(hash=False)
@@ -426,7 +422,15 @@ class _Walker:
 
     def function(self, func: types.FunctionType, uses: _Uses, refs: list[object]) -> bytes:
         """A function's normalized code, defaults, closure values and
-        ``__wrapped__``; references among them are appended to ``refs``."""
+        ``__wrapped__``; references among them are appended to ``refs``.
+
+        A wrapper (``functools.wraps`` set ``__wrapped__``) stands for the
+        function it wraps: its own closure holds the decorator's state (a
+        memoized function's cache and hit counts), which is no part of what
+        the function computes and would change the digest at every call."""
+        wrapped = vars(func).get("__wrapped__")
+        if wrapped is not None:
+            return b"w" + self.encode(wrapped, refs)
         pieces = [self.code(func.__code__, uses), self.encode(func.__defaults__, refs)]
         pieces.append(self.encode(func.__kwdefaults__, refs))
         for cell in func.__closure__ or ():
@@ -434,8 +438,6 @@ class _Walker:
                 pieces.append(self.encode(cell.cell_contents, refs))
             except ValueError:  # an empty cell (a name assigned after the def)
                 pieces.append(b"<empty cell>")
-        if "__wrapped__" in vars(func):
-            pieces.append(self.encode(vars(func)["__wrapped__"], refs))
         return b"".join(_frame(p) for p in pieces)
 
     def visit_class(self, cls: type, depth: int) -> None:

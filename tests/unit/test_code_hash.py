@@ -521,3 +521,26 @@ def test_fingerprints_are_safe_to_compute_from_threads(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(set(results)) == 1 and len(results) == 4
+
+
+def test_a_wrapper_stands_for_the_function_it_wraps() -> None:
+    """A functools.wraps wrapper's own state (a memoizer's counters) is no part of
+    the fingerprint: it would change the digest at every call."""
+    state = {"calls": 0}
+
+    def inner(x):
+        return x + 1
+
+    @functools.wraps(inner)
+    def wrapper(*args):
+        state["calls"] += 1
+        return inner(*args)
+
+    def caller(x):
+        return wrapper(x)
+
+    _code_hash.clear_cache()
+    first = fingerprint(caller)
+    wrapper(1)
+    _code_hash.clear_cache()
+    assert fingerprint(caller).digest == first.digest
