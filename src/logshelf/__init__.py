@@ -17,7 +17,9 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._compaction import CompactionResult
+from ._memoize import CacheInfo
 from ._salvage import SalvageReport, salvage
+from .cache import Cache, memoize
 from .errors import (
     CodecUnavailableError,
     CorruptionError,
@@ -38,6 +40,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "DEFAULT_PROTOCOL",
+    "Cache",
+    "CacheInfo",
     "CodecUnavailableError",
     "CompactionResult",
     "CorruptionError",
@@ -51,6 +55,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "__version__",
+    "memoize",
     "open",
     "salvage",
 ]
