@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__
+from . import __version__, _cli_cache
 from ._salvage import salvage
 from .errors import CorruptionError, StoreError
 from .store import open as open_store
@@ -189,6 +189,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "verify": _cmd_verify,
     "compact": _cmd_compact,
     "salvage": _cmd_salvage,
+    "cache": _cli_cache.run,
 }
 
 
@@ -237,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rescue.add_argument("source", help="the damaged store (only read)")
     rescue.add_argument("destination", help="where to create the copy (must not exist)")
+    _cli_cache.add_parser(sub)
     return parser
 
 
