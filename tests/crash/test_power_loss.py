@@ -592,6 +592,7 @@ def test_power_loss_sweep(scratch: Path, durability: str, seed: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(200)  # 30 to 50 s on the 2-core machine since the synced mark
 @pytest.mark.parametrize("durability", ["always"])
 def test_power_loss_while_recovering_sweep(scratch: Path, durability: str) -> None:
     """Second power losses during recovery, on a longer workload."""
