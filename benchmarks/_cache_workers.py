@@ -78,13 +78,24 @@ def cold_caller(system: str, path: str, x: int, counter: str, barrier: Any, queu
 
     Opens the cache and builds the key (the code fingerprint) before the
     barrier, so only the call itself is timed. Puts ``(pid, start, end,
-    result, computed)`` on ``queue``; times are ``time.monotonic()``, one clock
-    for every process of the machine."""
+    result, computed, stored)`` on ``queue``: ``stored`` is when the first
+    ``Cache.store`` of this process returned (the commit of the result; it is
+    wrapped on the instance, ``src/`` is not touched), None when it stored
+    nothing. Times are ``time.monotonic()``, one clock for every process of
+    the machine."""
+    stored: list[float] = []
     try:
         if system == "logshelf":
             import logshelf
 
             cache: Any = logshelf.Cache(path)
+            store = cache.store
+
+            def timed_store(key: str, entry: bytes) -> None:
+                store(key, entry)
+                stored.append(time.monotonic())
+
+            cache.store = timed_store
             func = cache.memoize()(cold)
             func.cache_key(x, counter)
         else:
@@ -98,9 +109,9 @@ def cold_caller(system: str, path: str, x: int, counter: str, barrier: Any, queu
         end = time.monotonic()
         computed = func.cache_info().misses if system == "logshelf" else -1
         cache.close()
-        queue.put((os.getpid(), start, end, result, computed))
+        queue.put((os.getpid(), start, end, result, computed, stored[0] if stored else None))
     except BaseException as exc:  # report it rather than hang the parent
-        queue.put((os.getpid(), 0.0, 0.0, repr(exc), -2))
+        queue.put((os.getpid(), 0.0, 0.0, repr(exc), -2, None))
         raise
 
 

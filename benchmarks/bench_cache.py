@@ -25,9 +25,12 @@ Five checks, one Markdown table, each row with its target and PASS/FAIL
 4. **8 processes, one cold key**: 8 processes wait on a barrier, then call a
    memoized function (0.3 s of sleep, then a line appended to a counter file)
    with one cold key. Targets: exactly 1 computation; every waiter returns
-   within 10 ms of the computing process's return (which comes right after
-   its store and the release of the key's flight lock). diskcache's
-   ``memoize`` is run the same way for reference.
+   within 10 ms of the commit, the moment ``Cache.store`` returned in the
+   computing process (wrapped on its instance). The latency from the
+   computing call's return is printed too: a waiter may return before it,
+   when the computing process loses its core between releasing the key's
+   flight lock and returning. diskcache's ``memoize`` is run the same way
+   for reference (it has no single flight).
 5. **LRU reads scale**: random hits on a ``Cache(max_bytes=..., policy="lru")``
    of 20,000 small entries for ``--seconds`` in 1, 2 and 4 processes.
    Target: 4 processes >= 3x one process in aggregate. With fewer than 4
@@ -338,6 +341,7 @@ class Run:
         for system in systems:
             counts: list[int] = []
             latencies: list[float] = []
+            after_return: list[float] = []
             path = self.path(f"cold-{system}")
             for repeat in range(self.args.repeat):
                 counter = self.path(f"cold-{system}-{repeat}.count")
@@ -363,10 +367,16 @@ class Run:
                     counts.append(len(f.read().splitlines()))
                 if system == "logshelf":
                     computing = [r for r in reports if r[4] == 1]
-                    if len(computing) == 1:
-                        commit = computing[0][2]
-                        latencies += [r[2] - commit for r in reports if r is not computing[0]]
-            found[system] = {"computations": counts, "latencies_s": latencies}
+                    if len(computing) == 1 and computing[0][5] is not None:
+                        commit, returned = computing[0][5], computing[0][2]
+                        waiters = [r for r in reports if r is not computing[0]]
+                        latencies += [r[2] - commit for r in waiters]
+                        after_return += [r[2] - returned for r in waiters]
+            found[system] = {
+                "computations": counts,
+                "latencies_s": latencies,
+                "after_computing_return_s": after_return,
+            }
         self.results["cold_key"] = found
         counts = found["logshelf"]["computations"]
         self.row(
@@ -380,12 +390,20 @@ class Run:
         if lat:
             worst = lat[-1]
             self.row(
-                f"4. waiter latency after the computing call returns ({len(lat)} waiters)",
-                f"p50 {benchlib.percentile(lat, 50) * 1e3:.2f} ms, max {worst * 1e3:.2f} ms "
-                f"(min {lat[0] * 1e3:.2f} ms)",
+                f"4. waiter latency from the commit to its return ({len(lat)} waiters)",
+                f"p50 {benchlib.percentile(lat, 50) * 1e3:.2f} ms, max {worst * 1e3:.2f} ms",
                 "max ≤ 10 ms",
                 "—",
                 worst <= 0.010,
+            )
+            rel = sorted(found["logshelf"]["after_computing_return_s"])
+            self.row(
+                "4. the same, from the computing call's return instead (reference)",
+                f"p50 {benchlib.percentile(rel, 50) * 1e3:.2f} ms, max {rel[-1] * 1e3:.2f} ms, "
+                f"min {rel[0] * 1e3:.2f} ms",
+                "—",
+                "—",
+                None,
             )
         else:
             missing = "not measured (no single computing process)"
