@@ -185,6 +185,7 @@ class Run:
             raise benchlib.BenchmarkFailure("a timed hit ran the function")
         hit = {name: benchlib.median(s) for name, s in samples.items()}
         self.results["hit"] = {"per_call_s": hit, "samples": samples, "calls": counts}
+        self.other_hits(hit["logshelf"])
         for peer_name, target in (("diskcache", 0.5), ("joblib", 0.05)):
             label = f'1. hit `f(1, y="a")`, {self.args.entries:,} other entries: vs {peer_name}'
             if peer_name not in hit:
@@ -197,6 +198,44 @@ class Run:
                 f"≤ {target}x {peer_name}",
                 f"{ratio:.3f}x",
                 ratio <= target,
+            )
+
+    def other_hits(self, logshelf_hit: float) -> None:
+        """Reference rows for docs/caching.md's table: functools.lru_cache (one
+        process, memory only) and cachier (when installed; its pickle backend
+        rewrites one file per function, so it gets a tenth of the entries)."""
+        import functools
+
+        systems: dict[str, Any] = {"functools.lru_cache": functools.lru_cache(maxsize=None)}
+        entries = {"functools.lru_cache": self.args.entries}
+        try:
+            import cachier
+        except ImportError:
+            self.row("1. hit, cachier (reference)", "skip (not installed)", "—", "—", None)
+        else:
+            decorate = cachier.cachier(cache_dir=self.path("cachier"))
+            systems["cachier"] = decorate
+            entries["cachier"] = max(10, self.args.entries // 10)
+        for name, decorate in systems.items():
+            func = decorate(workers.small)
+            for i in range(entries[name]):
+                func(i + 1000, y="b")
+            func(1, y="a")
+
+            def loop(n: int, func: Any = func) -> None:
+                for _ in range(n):
+                    func(1, y="a")
+
+            loop(50)
+            count = calibrate(loop, self.args.sample_seconds)
+            per = benchlib.median([timed(loop, count) / count for _ in range(self.args.repeat)])
+            self.results.setdefault("hit_reference", {})[name] = per
+            self.row(
+                f"1. hit, {name}, {entries[name]:,} other entries (reference)",
+                us(per),
+                "—",
+                f"logshelf is {logshelf_hit / per:.2f}x",
+                None,
             )
 
     def misses(self, systems: dict[str, tuple[Any, Any, Any]]) -> None:
