@@ -19,6 +19,7 @@ is from exact LRU.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,10 +27,12 @@ from collections.abc import Callable
 from . import _cache_format as cfmt
 from ._access import AccessMap
 from ._engine import Engine
+from .errors import StoreError
 
 __all__ = ["POLICIES", "Evictor"]
 
 _now = time.time
+_log = logging.getLogger("logshelf")
 
 POLICIES = ("lru", "lrs", "none")
 # Evicting down to this fraction of max_bytes, rather than to just under it,
@@ -62,13 +65,19 @@ class Evictor:
         evicts or compacts, this waits for it and then checks again: the
         bound holds after every write, whoever's eviction brought it back."""
         if self._engine.stats()["segment_bytes"] > max_bytes:
-            self.evict(self.low_water(max_bytes), wait=True)
+            try:
+                self.evict(self.low_water(max_bytes), wait=True)
+            except (OSError, StoreError) as exc:
+                # The write succeeded; a failed eviction (a lock timeout, a
+                # full disk) changed nothing and must not look like a failed
+                # write. The next write tries again.
+                _log.warning("eviction in %s failed: %s", self._engine.path, exc)
 
     def evict(self, to_bytes: int, wait: bool) -> int:
         """Rewrite the oldest segments without evicted entries until the
         store takes at most ``to_bytes``; return the bytes reclaimed."""
         engine = self._engine
-        start = disk = engine.stats()["segment_bytes"]
+        start = engine.stats()["segment_bytes"]
         for _ in range(_MAX_PASSES):
             stats = engine.stats()
             disk = stats["segment_bytes"]
@@ -86,7 +95,7 @@ class Evictor:
             result = engine.compact(wait=wait, max_inputs=inputs, drop=drop)
             if not result.compacted or self._policy == "none":
                 break  # another compaction runs (wait=False), or nothing may go
-        return max(0, start - disk)
+        return max(0, start - engine.stats()["segment_bytes"])
 
 
 class _Selection:

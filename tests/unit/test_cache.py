@@ -320,3 +320,21 @@ def test_read_only_cache_reads_and_refuses_writes(tmp_path):
         assert ro["a"] == 1
         with pytest.raises(logshelf.ReadOnlyError):
             ro["b"] = 2
+
+
+def test_a_failed_eviction_does_not_fail_the_write(tmp_path, monkeypatch, caplog):
+    with Cache(tmp_path / "c", max_bytes=20_000) as cache:
+
+        def busy(*args, **kwargs):
+            raise logshelf.LockTimeoutError("another compaction holds the lock")
+
+        monkeypatch.setattr(cache.engine, "compact", busy)
+        with caplog.at_level(logging.WARNING, logger="logshelf"):
+            for i in range(40):
+                cache[f"k{i}"] = os.urandom(1000)
+        assert cache["k39"] is not None  # every write landed
+        assert any("eviction" in r.getMessage() for r in caplog.records)
+        monkeypatch.undo()
+        cache["one-more"] = 1  # the next write evicts
+        segment = cache.engine.options.max_segment_size
+        assert cache.engine.stats()["segment_bytes"] <= 20_000 + segment
