@@ -70,9 +70,12 @@ class _FlightFile:
 
     def forget_after_fork(self) -> None:
         # A child holds none of its parent's record locks, and no thread of
-        # the parent exists in it: every slot starts free.
+        # the parent exists in it: every slot starts free, and so does the
+        # registry's mutex (a parent thread may have held it at the fork).
+        global _files_mutex
         self.mutex = threading.Lock()
         self.slots = {}
+        _files_mutex = threading.Lock()
 
 
 _files: dict[tuple[int, int], _FlightFile] = {}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 
 import pytest
@@ -476,3 +477,35 @@ def test_a_waiter_computes_when_the_holder_raises(cache):
     assert sorted(results) == ["first caller fails", "second"]
     assert len(calls) == 2
     assert flaky(1) == "second"
+
+
+def test_a_forked_child_computes_while_the_parent_holds_the_key(cache):
+    """Flight state is per process: a child forked while a parent thread holds a
+    key's lock does not wait for it (it waits on the kernel lock, which the
+    parent really holds), and computes once the parent lets go."""
+
+    @cache.memoize()
+    def square(x):
+        return x * x
+
+    ticket = cache.flights.acquire(square.cache_key(3))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute and report, whatever happens
+        code = 1
+        try:
+            os.write(write_end, str(square(3)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        time.sleep(0.3)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # blocked on the parent's record lock
+        cache.flights.release(ticket)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.read(read_end, 100) == b"9"
+    finally:
+        os.close(read_end)
+    assert square(3) == 9 and square.cache_info().misses == 0
