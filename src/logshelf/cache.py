@@ -377,8 +377,10 @@ class Cache(MutableMapping[str, Any]):
         return self._evictor.evict(to_bytes, wait=True)
 
     def stats(self) -> dict[str, Any]:
-        """This handle's hits and misses, what its evictions removed, and the
-        store's keys and bytes (expired entries included until removed)."""
+        """This handle's hits and misses (of ``get`` and ``[]``; memoized
+        functions count theirs in ``cache_info()``), what its evictions
+        removed, and the store's keys and bytes (expired entries included
+        until removed)."""
         store = self._engine.stats()
         return {
             "hits": self.hits,
