@@ -14,13 +14,16 @@ import os
 import pickle
 from collections.abc import (
     Callable,
+    ItemsView,
     Iterable,
     Iterator,
+    KeysView,
     Mapping,
     MutableMapping,
+    ValuesView,
 )
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from . import _codecs
 from ._bytes_store import BytesStore
@@ -43,6 +46,10 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 #: pickle.loads's own defaults for ``encoding``, ``errors`` and ``fix_imports``.
 _DEFAULT_UNPICKLING = ("ASCII", "strict", True)
+#: Keys read per engine.get_many() by a prefix scan: each chunk comes from one
+#: state of the store, without holding every matching value in memory at once.
+_SCAN_CHUNK = 256
+
 #: A function from stored pickle bytes to the object.
 Loads = Callable[[bytes], Any]
 
@@ -217,6 +224,66 @@ class Shelf(MutableMapping[str, Any]):
         if self._writeback:
             self._cache[key] = value
         return value
+
+    # -- prefix scans: a filter over the key snapshot ------------------------
+
+    @overload
+    def keys(self, prefix: None = None) -> KeysView[str]: ...
+    @overload
+    def keys(self, prefix: str) -> list[str]: ...
+
+    def keys(self, prefix: str | None = None) -> KeysView[str] | list[str]:
+        """Without ``prefix``: a live view of the keys, as every mapping's.
+        With one: a list (a snapshot) of the keys starting with ``prefix``,
+        in no promised order; ``""`` matches every key.
+
+        There is no index by prefix: this filters a snapshot of all keys, so
+        it costs O(number of keys in the store), not O(matches).
+        """
+        if prefix is None:
+            return KeysView(self)
+        return self._prefixed(prefix)
+
+    @overload
+    def items(self, prefix: None = None) -> ItemsView[str, Any]: ...
+    @overload
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]: ...
+
+    def items(self, prefix: str | None = None) -> ItemsView[str, Any] | Iterator[tuple[str, Any]]:
+        """Without ``prefix``: a live view of the items, as every mapping's.
+        With one: an iterator of ``(key, value)`` for the keys starting with
+        ``prefix``, each value read and unpickled once.
+
+        The keys are a snapshot taken by this call (O(number of keys), as
+        :meth:`keys`); values are read in chunks, each chunk from one state
+        of the store, and a key deleted meanwhile is skipped.
+        """
+        if prefix is None:
+            return ItemsView(self)
+        return self._scan(self._prefixed(prefix))
+
+    @overload
+    def values(self, prefix: None = None) -> ValuesView[Any]: ...
+    @overload
+    def values(self, prefix: str) -> Iterator[Any]: ...
+
+    def values(self, prefix: str | None = None) -> ValuesView[Any] | Iterator[Any]:
+        """Without ``prefix``: a live view of the values. With one: an
+        iterator of the values of the keys starting with ``prefix``, read as
+        :meth:`items` reads them."""
+        if prefix is None:
+            return ValuesView(self)
+        return (value for _, value in self._scan(self._prefixed(prefix)))
+
+    def _prefixed(self, prefix: str) -> list[str]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+        keys = self._engine.keys()  # one snapshot, under the engine's lock
+        return [key for key in keys if key.startswith(prefix)]
+
+    def _scan(self, keys: list[str]) -> Iterator[tuple[str, Any]]:
+        for start in range(0, len(keys), _SCAN_CHUNK):
+            yield from self._load_many(keys[start : start + _SCAN_CHUNK], self._loads).items()
 
     def _load_many(self, keys: list[str], loads: Loads) -> dict[str, Any]:
         """The present ones of ``keys`` and their values, read from one state of
