@@ -8,6 +8,7 @@ frozen :class:`Options` and never validate again.
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ __all__ = [
     "check_compress_min",
     "check_compression",
     "check_protocol",
+    "check_unpickling",
     "make_options",
 ]
 
@@ -160,6 +162,36 @@ def check_compress_min(compress_min: object) -> int:
     if not isinstance(compress_min, int) or isinstance(compress_min, bool) or compress_min < 0:
         raise ValueError(f"compress_min must be an int >= 0, not {compress_min!r}")
     return compress_min
+
+
+def check_unpickling(encoding: object, errors: object, fix_imports: object) -> None:
+    """Check ``encoding=``, ``errors=`` and ``fix_imports=`` as :func:`pickle.loads`
+    takes them, so a typo fails at open() rather than at the first read of
+    a Python 2 string.
+
+    Raises:
+        ValueError: ``encoding`` is not a codec name and not ``"bytes"``, or
+            ``errors`` not a registered error handler.
+        TypeError: ``encoding`` or ``errors`` is not a str, or ``fix_imports``
+            not a bool.
+    """
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a str, not {type(encoding).__name__}: {encoding!r}")
+    if encoding != "bytes":  # pickle's own value: Python 2 str stays bytes
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"encoding {encoding!r} is not a known codec (nor 'bytes')") from None
+    if not isinstance(errors, str):
+        raise TypeError(f"errors must be a str, not {type(errors).__name__}: {errors!r}")
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise ValueError(f"errors {errors!r} is not a known error handler") from None
+    if not isinstance(fix_imports, bool):
+        raise TypeError(
+            f"fix_imports must be a bool, not {type(fix_imports).__name__}: {fix_imports!r}"
+        )
 
 
 def check_compression(compression: str | None) -> _codecs.Codec:

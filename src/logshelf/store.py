@@ -9,11 +9,21 @@ Pickling lives here and only here; everything below handles bytes.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from . import _codecs
 from ._bytes_store import BytesStore
@@ -25,6 +35,7 @@ from ._options import (
     check_compress_min,
     check_compression,
     check_protocol,
+    check_unpickling,
     make_options,
 )
 from ._records import put_record
@@ -33,6 +44,22 @@ __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
 _dumps = pickle.dumps
 _loads = pickle.loads
+#: pickle.loads's own defaults for ``encoding``, ``errors`` and ``fix_imports``.
+_DEFAULT_UNPICKLING = ("ASCII", "strict", True)
+#: Keys read per engine.get_many() by a prefix scan: each chunk comes from one
+#: state of the store, without holding every matching value in memory at once.
+_SCAN_CHUNK = 256
+
+#: A function from stored pickle bytes to the object.
+Loads = Callable[[bytes], Any]
+
+
+def _make_loads(encoding: str, errors: str, fix_imports: bool) -> Loads:
+    """``pickle.loads`` itself for its defaults, so the hot read path makes no
+    extra call; a partial carrying the settings otherwise."""
+    if (encoding, errors, fix_imports) == _DEFAULT_UNPICKLING:
+        return _loads
+    return functools.partial(_loads, encoding=encoding, errors=errors, fix_imports=fix_imports)
 
 
 def _check_key(key: object) -> str:
@@ -47,6 +74,10 @@ class Shelf(MutableMapping[str, Any]):
     Reading a key returns a *copy* of the stored object (it is unpickled on
     every read), so ``db["list"].append(1)`` changes nothing on disk unless the
     store was opened with ``writeback=True``, exactly as with :mod:`shelve`.
+
+    ``encoding``, ``errors`` and ``fix_imports`` are passed to
+    :func:`pickle.loads` for every value read; they matter only for pickles
+    written by Python 2 (see ``docs/objects.md``).
     """
 
     def __init__(
@@ -56,13 +87,21 @@ class Shelf(MutableMapping[str, Any]):
         writeback: bool = False,
         compression: str | None = None,
         compress_min: int = _codecs.COMPRESS_MIN,
+        *,
+        encoding: str = "ASCII",
+        errors: str = "strict",
+        fix_imports: bool = True,
     ) -> None:
         self._protocol = check_protocol(protocol)
         self._compress_min = check_compress_min(compress_min)
         self._codec = check_compression(compression)
+        check_unpickling(encoding, errors, fix_imports)
+        self._unpickling = (encoding, errors, fix_imports)
         self._engine = engine
-        # Bound once: db[key] is the "random read" the benchmarks measure.
+        # Bound once: db[key] is the "random read" the benchmarks measure, and
+        # with the default settings _loads is pickle.loads itself.
         self._get = engine.get
+        self._loads = _make_loads(encoding, errors, fix_imports)
         self._writeback = writeback
         self._cache: dict[str, Any] = {}
 
@@ -91,7 +130,12 @@ class Shelf(MutableMapping[str, Any]):
         data = self._get(key)
         if data is None:
             raise KeyError(key)
-        return _loads(data)
+        # Through a local: self._loads(data) would be an unspecialisable
+        # method lookup (an instance attribute, not a method), ~7 ns more on
+        # this benchmarked path; the attribute load plus call costs what the
+        # module-global pickle.loads call did.
+        loads = self._loads
+        return loads(data)
 
     def _cached(self, key: str) -> Any:
         """``self[key]`` under ``writeback=True``: each entry is read once and
@@ -103,8 +147,21 @@ class Shelf(MutableMapping[str, Any]):
         data = self._get(key)
         if data is None:
             raise KeyError(key)
-        value = self._cache[key] = _loads(data)
+        value = self._cache[key] = self._loads(data)
         return value
+
+    def _loads_for(
+        self, encoding: str | None, errors: str | None, fix_imports: bool | None
+    ) -> Loads:
+        """The loads function for one call's overrides (None: the handle's setting)."""
+        if encoding is None and errors is None and fix_imports is None:
+            return self._loads
+        default_encoding, default_errors, default_fix = self._unpickling
+        encoding = default_encoding if encoding is None else encoding
+        errors = default_errors if errors is None else errors
+        fix_imports = default_fix if fix_imports is None else fix_imports
+        check_unpickling(encoding, errors, fix_imports)
+        return _make_loads(encoding, errors, fix_imports)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
@@ -135,12 +192,120 @@ class Shelf(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._engine)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """``self[key]`` if present, else ``default``."""
-        try:
-            return self[key]
-        except KeyError:
+    def get(
+        self,
+        key: str,
+        default: Any = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        fix_imports: bool | None = None,
+    ) -> Any:
+        """``self[key]`` if present, else ``default``.
+
+        ``encoding``, ``errors`` and ``fix_imports`` override the handle's
+        settings for this read only, with :func:`pickle.loads`'s meaning
+        (None keeps the handle's). Under ``writeback=True`` an entry already
+        in the cache is returned as it is (it may hold unsaved changes);
+        otherwise the value read is cached as usual.
+
+        Raises:
+            ValueError, TypeError: a bad override (the message names it).
+        """
+        if encoding is None and errors is None and fix_imports is None:
+            try:
+                return self[key]
+            except KeyError:
+                return default
+        loads = self._loads_for(encoding, errors, fix_imports)
+        if type(key) is not str:
+            _check_key(key)
+        if self._writeback and key in self._cache:
+            return self._cache[key]
+        data = self._get(key)
+        if data is None:
             return default
+        value = loads(data)
+        if self._writeback:
+            self._cache[key] = value
+        return value
+
+    # -- prefix scans: a filter over the key snapshot ------------------------
+
+    @overload
+    def keys(self, prefix: None = None) -> KeysView[str]: ...
+    @overload
+    def keys(self, prefix: str) -> list[str]: ...
+
+    def keys(self, prefix: str | None = None) -> KeysView[str] | list[str]:
+        """Without ``prefix``: a live view of the keys, as every mapping's.
+        With one: a list (a snapshot) of the keys starting with ``prefix``,
+        in no promised order; ``""`` matches every key.
+
+        There is no index by prefix: this filters a snapshot of all keys, so
+        it costs O(number of keys in the store), not O(matches).
+        """
+        if prefix is None:
+            return KeysView(self)
+        return self._prefixed(prefix)
+
+    @overload
+    def items(self, prefix: None = None) -> ItemsView[str, Any]: ...
+    @overload
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]: ...
+
+    def items(self, prefix: str | None = None) -> ItemsView[str, Any] | Iterator[tuple[str, Any]]:
+        """Without ``prefix``: a live view of the items, as every mapping's.
+        With one: an iterator of ``(key, value)`` for the keys starting with
+        ``prefix``, each value read and unpickled once.
+
+        The keys are a snapshot taken by this call (O(number of keys), as
+        :meth:`keys`); values are read in chunks, each chunk from one state
+        of the store, and a key deleted meanwhile is skipped.
+        """
+        if prefix is None:
+            return ItemsView(self)
+        return self._scan(self._prefixed(prefix))
+
+    @overload
+    def values(self, prefix: None = None) -> ValuesView[Any]: ...
+    @overload
+    def values(self, prefix: str) -> Iterator[Any]: ...
+
+    def values(self, prefix: str | None = None) -> ValuesView[Any] | Iterator[Any]:
+        """Without ``prefix``: a live view of the values. With one: an
+        iterator of the values of the keys starting with ``prefix``, read as
+        :meth:`items` reads them."""
+        if prefix is None:
+            return ValuesView(self)
+        return (value for _, value in self._scan(self._prefixed(prefix)))
+
+    def _prefixed(self, prefix: str) -> list[str]:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+        keys = self._engine.keys()  # one snapshot, under the engine's lock
+        return [key for key in keys if key.startswith(prefix)]
+
+    def _scan(self, keys: list[str]) -> Iterator[tuple[str, Any]]:
+        for start in range(0, len(keys), _SCAN_CHUNK):
+            yield from self._load_many(keys[start : start + _SCAN_CHUNK], self._loads).items()
+
+    def _load_many(self, keys: list[str], loads: Loads) -> dict[str, Any]:
+        """The present ones of ``keys`` and their values, read from one state of
+        the store; under writeback, cached entries win and new reads are cached."""
+        found: dict[str, Any] = {}
+        if self._writeback:
+            cache = self._cache
+            for key in keys:
+                if key in cache:
+                    found[key] = cache[key]
+            keys = [k for k in keys if k not in found]
+        for key, data in zip(keys, self._engine.get_many(keys), strict=True):
+            if data is not None:
+                value = found[key] = loads(data)
+                if self._writeback:
+                    self._cache[key] = value
+        return found
 
     # -- bulk operations: one lock acquisition, one atomic batch -----------
 
@@ -170,25 +335,23 @@ class Shelf(MutableMapping[str, Any]):
         if self._writeback:
             self._cache.update(pairs)
 
-    def get_many(self, keys: Iterable[str], default: Any = None) -> dict[str, Any]:
+    def get_many(
+        self,
+        keys: Iterable[str],
+        default: Any = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        fix_imports: bool | None = None,
+    ) -> dict[str, Any]:
         """Read many keys from one state of the store (another process's
         batch is either wholly visible or not at all); absent keys map to
-        ``default``."""
+        ``default``. ``encoding``, ``errors`` and ``fix_imports`` override
+        the handle's settings for this call, as in :meth:`get`."""
+        loads = self._loads_for(encoding, errors, fix_imports)
         wanted = [_check_key(k) for k in keys]
-        result: dict[str, Any] = {}
-        if self._writeback:
-            for key in wanted:
-                if key in self._cache:
-                    result[key] = self._cache[key]
-            wanted = [k for k in wanted if k not in result]
-        for key, data in zip(wanted, self._engine.get_many(wanted), strict=True):
-            if data is None:
-                result[key] = default
-                continue
-            value = result[key] = _loads(data)
-            if self._writeback:
-                self._cache[key] = value
-        return result
+        found = self._load_many(wanted, loads)
+        return {key: found.get(key, default) for key in wanted}
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete many keys as one atomic batch; return how many were present."""
@@ -338,6 +501,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     max_segment_size: int = 128 << 20,
     auto_compact: float | None = 0.5,
     mode: int = 0o666,
+    encoding: str = "ASCII",
+    errors: str = "strict",
+    fix_imports: bool = True,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -372,10 +538,18 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         mode: permission bits of the files the store creates, less the umask
             (dbm's ``mode``; directories also get search permission where
             they are readable).
+        encoding, errors, fix_imports: passed to :func:`pickle.loads` for
+            every value read, with its meaning; they matter only for pickles
+            written by Python 2. ``encoding="latin1"`` reads Python 2 numpy
+            arrays and datetimes (and 8-bit ``str`` as text); ``"bytes"``
+            reads 8-bit ``str`` as ``bytes``. :meth:`Shelf.get` and
+            :meth:`Shelf.get_many` can override them per call.
 
     Raises:
-        ValueError: a bad flag, protocol, compression or other option (the
-            message names the value).
+        ValueError: a bad flag, protocol, compression, encoding or other
+            option (the message names the value).
+        TypeError: ``encoding`` or ``errors`` not a str, ``fix_imports`` not
+            a bool.
         StoreNotFoundError: flag "r" or "w" and no store at ``filename``.
         FormatError: ``filename`` is not a logshelf store, or a newer format.
         CorruptionError: the store is damaged beyond a torn tail.
@@ -396,9 +570,19 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_protocol(protocol)
     check_compress_min(compress_min)
     check_compression(compression)
+    check_unpickling(encoding, errors, fix_imports)
     engine = Engine(options)
     try:
-        return Shelf(engine, protocol, writeback, compression, compress_min)
+        return Shelf(
+            engine,
+            protocol,
+            writeback,
+            compression,
+            compress_min,
+            encoding=encoding,
+            errors=errors,
+            fix_imports=fix_imports,
+        )
     except BaseException:
         engine.close()
         raise
