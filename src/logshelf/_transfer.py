@@ -33,7 +33,7 @@ from typing import Any
 from ._options import DEFAULT_PROTOCOL
 from .store import open as open_store
 
-__all__ = ["KINDS", "ImportReport", "export", "import_from"]
+__all__ = ["FORMATS", "KINDS", "ImportReport", "export", "import_from"]
 
 #: The source kinds ``import_from`` accepts; "auto" detects one of the others.
 KINDS = ("auto", "shelve", "pickle", "sqlitedict", "diskcache", "jsonl")
