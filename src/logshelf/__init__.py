@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._compaction import CompactionResult
 from ._memoize import CacheInfo
 from ._salvage import SalvageReport, salvage
+from ._transfer import ImportReport, export, import_from
 from .cache import Cache, memoize
 from .errors import (
     CodecUnavailableError,
@@ -47,6 +48,7 @@ __all__ = [
     "CorruptionError",
     "FormatError",
     "HandlePoisonedError",
+    "ImportReport",
     "LockTimeoutError",
     "ReadOnlyError",
     "SalvageReport",
@@ -55,6 +57,8 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "__version__",
+    "export",
+    "import_from",
     "memoize",
     "open",
     "salvage",

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, _cli_cache
+from . import __version__, _cli_cache, _cli_objects
 from ._salvage import salvage
 from .errors import CorruptionError, StoreError
 from .store import open as open_store
@@ -116,11 +116,8 @@ def _mib(n: int) -> str:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     """Print what a store holds, opened read-only."""
-    path = os.path.abspath(args.path)
-    with open_store(path, "r") as db:
-        stats = db.stats()
-    files = sorted(f for f in os.listdir(path) if os.path.isfile(os.path.join(path, f)))
-    size = sum(os.path.getsize(os.path.join(path, f)) for f in files)
+    stats = _cli_objects.summary(args.path)
+    path, files, size = stats["store"], stats["files"], stats["file_bytes"]
     print(f"store       {path}")
     print(f"keys        {stats['keys']:,}")
     print(f"segments    {stats['segments']} ({_mib(stats['segment_bytes'])} committed)")
@@ -190,6 +187,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compact": _cmd_compact,
     "salvage": _cmd_salvage,
     "cache": _cli_cache.run,
+    **_cli_objects.COMMANDS,
 }
 
 
@@ -239,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     rescue.add_argument("source", help="the damaged store (only read)")
     rescue.add_argument("destination", help="where to create the copy (must not exist)")
     _cli_cache.add_parser(sub)
+    _cli_objects.add_parsers(sub)
     return parser
 
 
