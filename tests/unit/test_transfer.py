@@ -36,9 +36,23 @@ def _siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir())
 
 
-@pytest.mark.parametrize("flavour", ["dbm.dumb", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3"])
+def _flavours() -> list[str]:
+    """The dbm modules this interpreter has: gnu and ndbm depend on the build,
+    sqlite3 on the version (3.13+). Every one present is tested; the absent
+    ones cannot exist on this interpreter, so neither can their files."""
+    found = []
+    for name in ("dbm.dumb", "dbm.gnu", "dbm.ndbm", "dbm.sqlite3"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+@pytest.mark.parametrize("flavour", _flavours())
 def test_import_from_every_dbm_flavour(tmp_path: Path, flavour: str) -> None:
-    module = pytest.importorskip(flavour)  # gnu, ndbm, sqlite3 depend on the build
+    module = importlib.import_module(flavour)
     src = tmp_path / "old.shelf"
     with shelve.Shelf(module.open(str(src), "n"), protocol=2) as db:
         db.update(VALUES)
