@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._compaction import CompactionResult
 from ._memoize import CacheInfo
 from ._salvage import SalvageReport, salvage
+from ._serializers import Serializer, register_serializer
 from ._transfer import ImportReport, export, import_from
 from .cache import Cache, memoize
 from .errors import (
@@ -28,6 +29,7 @@ from .errors import (
     HandlePoisonedError,
     LockTimeoutError,
     ReadOnlyError,
+    SerializerUnavailableError,
     StoreClosedError,
     StoreError,
     StoreNotFoundError,
@@ -52,6 +54,8 @@ __all__ = [
     "LockTimeoutError",
     "ReadOnlyError",
     "SalvageReport",
+    "Serializer",
+    "SerializerUnavailableError",
     "Shelf",
     "StoreClosedError",
     "StoreError",
@@ -61,5 +65,6 @@ __all__ = [
     "import_from",
     "memoize",
     "open",
+    "register_serializer",
     "salvage",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "HandlePoisonedError",
     "LockTimeoutError",
     "ReadOnlyError",
+    "SerializerUnavailableError",
     "StoreClosedError",
     "StoreError",
     "StoreNotFoundError",
@@ -78,3 +79,9 @@ class HandlePoisonedError(StoreError, OSError):
 
 class CodecUnavailableError(StoreError, ImportError):
     """A record or an option needs a compression module that is not installed."""
+
+
+class SerializerUnavailableError(StoreError, ImportError):
+    """A record or an option needs a serializer that is not available here: a
+    package that is not installed ("dill", "cloudpickle"), or a custom
+    serializer this process has not been given (the message names it)."""

@@ -9,21 +9,17 @@ Pickling lives here and only here; everything below handles bytes.
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 from collections.abc import (
     Callable,
-    ItemsView,
     Iterable,
     Iterator,
-    KeysView,
     Mapping,
     MutableMapping,
-    ValuesView,
 )
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 from . import _codecs
 from ._bytes_store import BytesStore
@@ -38,28 +34,14 @@ from ._options import (
     check_unpickling,
     make_options,
 )
+from ._prefix_scans import PrefixScans
 from ._records import put_record
+from ._serializers import Loads, Serializer, enveloped, load_enveloped, make_loads, resolve
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
 _dumps = pickle.dumps
-_loads = pickle.loads
-#: pickle.loads's own defaults for ``encoding``, ``errors`` and ``fix_imports``.
-_DEFAULT_UNPICKLING = ("ASCII", "strict", True)
-#: Keys read per engine.get_many() by a prefix scan: each chunk comes from one
-#: state of the store, without holding every matching value in memory at once.
-_SCAN_CHUNK = 256
-
-#: A function from stored pickle bytes to the object.
-Loads = Callable[[bytes], Any]
-
-
-def _make_loads(encoding: str, errors: str, fix_imports: bool) -> Loads:
-    """``pickle.loads`` itself for its defaults, so the hot read path makes no
-    extra call; a partial carrying the settings otherwise."""
-    if (encoding, errors, fix_imports) == _DEFAULT_UNPICKLING:
-        return _loads
-    return functools.partial(_loads, encoding=encoding, errors=errors, fix_imports=fix_imports)
+_UnpicklingError = pickle.UnpicklingError
 
 
 def _check_key(key: object) -> str:
@@ -68,7 +50,7 @@ def _check_key(key: object) -> str:
     raise TypeError(f"keys must be str, not {type(key).__name__}: {key!r}")
 
 
-class Shelf(MutableMapping[str, Any]):
+class Shelf(PrefixScans, MutableMapping[str, Any]):
     """A persistent ``MutableMapping[str, Any]``; create one with :func:`open`.
 
     Reading a key returns a *copy* of the stored object (it is unpickled on
@@ -91,8 +73,11 @@ class Shelf(MutableMapping[str, Any]):
         encoding: str = "ASCII",
         errors: str = "strict",
         fix_imports: bool = True,
+        serializer: Serializer | None = None,
     ) -> None:
         self._protocol = check_protocol(protocol)
+        #: None: pickle (the stored bytes are the pickle stream).
+        self._serializer = serializer
         self._compress_min = check_compress_min(compress_min)
         self._codec = check_compression(compression)
         check_unpickling(encoding, errors, fix_imports)
@@ -101,7 +86,7 @@ class Shelf(MutableMapping[str, Any]):
         # Bound once: db[key] is the "random read" the benchmarks measure, and
         # with the default settings _loads is pickle.loads itself.
         self._get = engine.get
-        self._loads = _make_loads(encoding, errors, fix_imports)
+        self._loads = make_loads(encoding, errors, fix_imports)
         self._writeback = writeback
         self._cache: dict[str, Any] = {}
 
@@ -111,7 +96,10 @@ class Shelf(MutableMapping[str, Any]):
         """``(codec, stored bytes, rawlen)`` for a value. Pickling and
         compression happen before any lock is taken, so an unpicklable value
         fails here with nothing written."""
-        return self._encode_pickled(_dumps(value, self._protocol))
+        serializer = self._serializer
+        if serializer is None:
+            return self._encode_pickled(_dumps(value, self._protocol))
+        return self._encode_pickled(enveloped(serializer, value))
 
     def _encode_pickled(self, data: bytes) -> tuple[int, bytes, int]:
         if self._codec and len(data) >= self._compress_min:
@@ -135,7 +123,23 @@ class Shelf(MutableMapping[str, Any]):
         # this benchmarked path; the attribute load plus call costs what the
         # module-global pickle.loads call did.
         loads = self._loads
-        return loads(data)
+        try:
+            return loads(data)
+        except _UnpicklingError as exc:  # no cost unless raised: 3.11+
+            return self._enveloped(data, exc)
+
+    def _enveloped(self, data: bytes, exc: Exception) -> Any:
+        """A value that pickle refused: an envelope of another serializer
+        (read with it), or else the unpickling error, re-raised."""
+        if data[:1] != b"\x00":
+            raise exc
+        return load_enveloped(data, self._serializer, self._protocol)
+
+    def _decode(self, loads: Loads, data: bytes) -> Any:
+        try:
+            return loads(data)
+        except _UnpicklingError as exc:
+            return self._enveloped(data, exc)
 
     def _cached(self, key: str) -> Any:
         """``self[key]`` under ``writeback=True``: each entry is read once and
@@ -147,7 +151,7 @@ class Shelf(MutableMapping[str, Any]):
         data = self._get(key)
         if data is None:
             raise KeyError(key)
-        value = self._cache[key] = self._loads(data)
+        value = self._cache[key] = self._decode(self._loads, data)
         return value
 
     def _loads_for(
@@ -161,14 +165,15 @@ class Shelf(MutableMapping[str, Any]):
         errors = default_errors if errors is None else errors
         fix_imports = default_fix if fix_imports is None else fix_imports
         check_unpickling(encoding, errors, fix_imports)
-        return _make_loads(encoding, errors, fix_imports)
+        return make_loads(encoding, errors, fix_imports)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
             _check_key(key)
         # _encode() inlined for the common uncompressed case: this is the
         # "insert" path benchmarks/bench_store.py measures.
-        data = _dumps(value, self._protocol)
+        serializer = self._serializer
+        data = _dumps(value, self._protocol) if serializer is None else enveloped(serializer, value)
         if self._codec and len(data) >= self._compress_min:
             self._engine.put(key, *self._encode_pickled(data))
         else:
@@ -225,70 +230,10 @@ class Shelf(MutableMapping[str, Any]):
         data = self._get(key)
         if data is None:
             return default
-        value = loads(data)
+        value = self._decode(loads, data)
         if self._writeback:
             self._cache[key] = value
         return value
-
-    # -- prefix scans: a filter over the key snapshot ------------------------
-
-    @overload
-    def keys(self, prefix: None = None) -> KeysView[str]: ...
-    @overload
-    def keys(self, prefix: str) -> list[str]: ...
-
-    def keys(self, prefix: str | None = None) -> KeysView[str] | list[str]:
-        """Without ``prefix``: a live view of the keys, as every mapping's.
-        With one: a list (a snapshot) of the keys starting with ``prefix``,
-        in no promised order; ``""`` matches every key.
-
-        There is no index by prefix: this filters a snapshot of all keys, so
-        it costs O(number of keys in the store), not O(matches).
-        """
-        if prefix is None:
-            return KeysView(self)
-        return self._prefixed(prefix)
-
-    @overload
-    def items(self, prefix: None = None) -> ItemsView[str, Any]: ...
-    @overload
-    def items(self, prefix: str) -> Iterator[tuple[str, Any]]: ...
-
-    def items(self, prefix: str | None = None) -> ItemsView[str, Any] | Iterator[tuple[str, Any]]:
-        """Without ``prefix``: a live view of the items, as every mapping's.
-        With one: an iterator of ``(key, value)`` for the keys starting with
-        ``prefix``, each value read and unpickled once.
-
-        The keys are a snapshot taken by this call (O(number of keys), as
-        :meth:`keys`); values are read in chunks, each chunk from one state
-        of the store, and a key deleted meanwhile is skipped.
-        """
-        if prefix is None:
-            return ItemsView(self)
-        return self._scan(self._prefixed(prefix))
-
-    @overload
-    def values(self, prefix: None = None) -> ValuesView[Any]: ...
-    @overload
-    def values(self, prefix: str) -> Iterator[Any]: ...
-
-    def values(self, prefix: str | None = None) -> ValuesView[Any] | Iterator[Any]:
-        """Without ``prefix``: a live view of the values. With one: an
-        iterator of the values of the keys starting with ``prefix``, read as
-        :meth:`items` reads them."""
-        if prefix is None:
-            return ValuesView(self)
-        return (value for _, value in self._scan(self._prefixed(prefix)))
-
-    def _prefixed(self, prefix: str) -> list[str]:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
-        keys = self._engine.keys()  # one snapshot, under the engine's lock
-        return [key for key in keys if key.startswith(prefix)]
-
-    def _scan(self, keys: list[str]) -> Iterator[tuple[str, Any]]:
-        for start in range(0, len(keys), _SCAN_CHUNK):
-            yield from self._load_many(keys[start : start + _SCAN_CHUNK], self._loads).items()
 
     def _load_many(self, keys: list[str], loads: Loads) -> dict[str, Any]:
         """The present ones of ``keys`` and their values, read from one state of
@@ -302,7 +247,7 @@ class Shelf(MutableMapping[str, Any]):
             keys = [k for k in keys if k not in found]
         for key, data in zip(keys, self._engine.get_many(keys), strict=True):
             if data is not None:
-                value = found[key] = loads(data)
+                value = found[key] = self._decode(loads, data)
                 if self._writeback:
                     self._cache[key] = value
         return found
@@ -504,6 +449,8 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     encoding: str = "ASCII",
     errors: str = "strict",
     fix_imports: bool = True,
+    serializer: object = None,
+    deserializer: object = None,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -544,10 +491,19 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             arrays and datetimes (and 8-bit ``str`` as text); ``"bytes"``
             reads 8-bit ``str`` as ``bytes``. :meth:`Shelf.get` and
             :meth:`Shelf.get_many` can override them per call.
+        serializer: how new values become bytes: "pickle" (None, the
+            default), "json", "raw" (bytes as they are), "dill" or
+            "cloudpickle" (when installed), or an object with a stable
+            ``name`` and ``dumps``/``loads``; or, as CPython 3.15's shelve,
+            a callable ``serializer(obj, protocol) -> bytes`` together with
+            ``deserializer(data) -> obj``. Each record keeps its serializer's
+            name, so records of any serializer read back (docs/objects.md).
 
     Raises:
-        ValueError: a bad flag, protocol, compression, encoding or other
-            option (the message names the value).
+        ValueError: a bad flag, protocol, compression, encoding, serializer
+            or other option (the message names the value).
+        SerializerUnavailableError: serializer "dill" or "cloudpickle" is
+            not installed.
         TypeError: ``encoding`` or ``errors`` not a str, ``fix_imports`` not
             a bool.
         StoreNotFoundError: flag "r" or "w" and no store at ``filename``.
@@ -571,6 +527,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_compress_min(compress_min)
     check_compression(compression)
     check_unpickling(encoding, errors, fix_imports)
+    chosen = resolve(serializer, deserializer, check_protocol(protocol))
     engine = Engine(options)
     try:
         return Shelf(
@@ -582,6 +539,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             encoding=encoding,
             errors=errors,
             fix_imports=fix_imports,
+            serializer=chosen,
         )
     except BaseException:
         engine.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import logshelf
-from logshelf import store
+from logshelf import _prefix_scans
 
 RECORDS = {
     "user:alice": {"n": 1},
@@ -108,7 +108,7 @@ def test_another_handle_sees_committed_records(db: logshelf.Shelf, tmp_path: Pat
 def test_items_reads_in_chunks_and_skips_keys_deleted_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_SCAN_CHUNK", 3)
+    monkeypatch.setattr(_prefix_scans, "_SCAN_CHUNK", 3)
     with logshelf.open(tmp_path / "s") as db:
         db.update({f"k:{i:02}": i for i in range(10)})
         scan = db.items("k:")  # the key snapshot is taken here
