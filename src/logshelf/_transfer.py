@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import pickle
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -479,7 +480,12 @@ def export(
     parent = os.path.dirname(destination)
     with open_store(src, "r") as db:
         names = sorted(db.keys())
-        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(destination)}.", dir=parent)
+        # Not mkstemp: its 0600 would outlive the rename; 0666 less the
+        # umask is what a plain open() gives the user.
+        temp = os.path.join(
+            parent, f".{os.path.basename(destination)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        )
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 if format == "jsonl":

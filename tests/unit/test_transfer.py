@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pickle
 import shelve
 import shutil
@@ -270,3 +271,16 @@ def test_export_refuses_an_existing_file(tmp_path: Path) -> None:
     assert (tmp_path / "out.jsonl").read_text() == "mine"
     with pytest.raises(ValueError, match="format"):
         logshelf.export(src, tmp_path / "other", format="csv")
+
+
+def test_export_gives_the_file_the_usual_permissions(tmp_path: Path) -> None:
+    """The exported file gets 0666 less the umask, as any file the user writes,
+    not the 0600 of a temporary file."""
+    with logshelf.open(tmp_path / "db") as db:
+        db["k"] = 1
+    old = os.umask(0o022)
+    try:
+        logshelf.export(tmp_path / "db", tmp_path / "out.jsonl")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644
