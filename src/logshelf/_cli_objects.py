@@ -82,8 +82,7 @@ def _record_facts(db: Shelf, key: str) -> dict[str, Any]:
 def _cmd_ls(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path)
     with _open_existing(path) as db:
-        # Filtered here rather than by the store, which has no prefix scan yet.
-        keys = sorted(k for k in db if k.startswith(args.prefix))
+        keys = sorted(db.keys(args.prefix))
         rows: list[Any] = [_record_facts(db, k) for k in keys] if args.long else list(keys)
     if args.json:
         json.dump({"store": path, "count": len(rows), "keys": rows}, sys.stdout)
