@@ -33,6 +33,8 @@ from .errors import (
     StoreClosedError,
     StoreError,
     StoreNotFoundError,
+    UntrustedGlobalError,
+    UntrustedStoreError,
 )
 from .store import DEFAULT_PROTOCOL, Shelf, open
 
@@ -60,6 +62,8 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreNotFoundError",
+    "UntrustedGlobalError",
+    "UntrustedStoreError",
     "__version__",
     "export",
     "import_from",

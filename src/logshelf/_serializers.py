@@ -25,7 +25,8 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import CorruptionError, SerializerUnavailableError
+from ._restricted import RestrictedLoads
+from .errors import CorruptionError, SerializerUnavailableError, UntrustedGlobalError
 
 __all__ = [
     "ENVELOPE",
@@ -46,9 +47,17 @@ _DEFAULT_UNPICKLING = ("ASCII", "strict", True)
 Loads = Callable[[bytes], Any]
 
 
-def make_loads(encoding: str, errors: str, fix_imports: bool) -> Loads:
+def make_loads(
+    encoding: str,
+    errors: str,
+    fix_imports: bool,
+    trusted: frozenset[tuple[str, str]] | None = None,
+) -> Loads:
     """``pickle.loads`` itself for its defaults, so the hot read path makes no
-    extra call; a partial carrying the settings otherwise."""
+    extra call; a partial carrying the settings otherwise; with ``trusted``
+    (``safe=True``), the restricted unpickler of ``_restricted``."""
+    if trusted is not None:
+        return RestrictedLoads(trusted, encoding, errors, fix_imports)
     if (encoding, errors, fix_imports) == _DEFAULT_UNPICKLING:
         return pickle.loads
     return functools.partial(
@@ -259,15 +268,21 @@ def split_envelope(data: bytes) -> tuple[str, bytes]:
     return bytes(data[3:end]).decode("ascii", "replace"), bytes(data[end:])
 
 
-def load_enveloped(data: bytes, own: Serializer | None, protocol: int) -> Any:
+def load_enveloped(data: bytes, own: Serializer | None, protocol: int, safe: bool = False) -> Any:
     """The value of an envelope: with the handle's own serializer when the
     names match, else a built-in or registered one of that name.
 
     Raises:
         SerializerUnavailableError: no serializer of that name here (named).
+        UntrustedGlobalError: ``safe`` and a dill or cloudpickle record.
         CorruptionError: not an envelope.
     """
     name, payload = split_envelope(data)
+    if safe and name in _OPTIONAL:
+        raise UntrustedGlobalError(
+            f"safe=True does not load records of serializer {name!r}: loading them can "
+            "run any code, as pickle can"
+        )
     if own is not None and own.name == name:
         return own.loads(payload)
     found = _registered.get(name) or _builtin(name, protocol)

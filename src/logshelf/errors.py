@@ -23,6 +23,8 @@ a key that is not a ``str`` raises :class:`TypeError`.
 
 from __future__ import annotations
 
+import pickle
+
 __all__ = [
     "CodecUnavailableError",
     "CorruptionError",
@@ -34,6 +36,8 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreNotFoundError",
+    "UntrustedGlobalError",
+    "UntrustedStoreError",
 ]
 
 
@@ -85,3 +89,14 @@ class SerializerUnavailableError(StoreError, ImportError):
     """A record or an option needs a serializer that is not available here: a
     package that is not installed ("dill", "cloudpickle"), or a custom
     serializer this process has not been given (the message names it)."""
+
+
+class UntrustedGlobalError(StoreError, pickle.UnpicklingError):
+    """A value read under ``safe=True`` names a global outside the allow-list
+    (the message names it and the ``trusted=`` entry that would allow it);
+    nothing of the value was loaded past that point."""
+
+
+class UntrustedStoreError(StoreError, PermissionError):
+    """``safe=True`` refused a store that another user owns or that group or
+    others can write (``trusted_owner=True`` overrides)."""

@@ -9,6 +9,7 @@ Pickling lives here and only here; everything below handles bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from collections.abc import (
@@ -36,6 +37,7 @@ from ._options import (
 )
 from ._prefix_scans import PrefixScans
 from ._records import put_record
+from ._restricted import check_safety
 from ._serializers import Loads, Serializer, enveloped, load_enveloped, make_loads, resolve
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
@@ -74,8 +76,11 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         errors: str = "strict",
         fix_imports: bool = True,
         serializer: Serializer | None = None,
+        trusted: frozenset[tuple[str, str]] | None = None,
     ) -> None:
         self._protocol = check_protocol(protocol)
+        #: With safe=True, the trusted= globals (the allow-list adds its own).
+        self._trusted = trusted
         #: None: pickle (the stored bytes are the pickle stream).
         self._serializer = serializer
         self._compress_min = check_compress_min(compress_min)
@@ -86,7 +91,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         # Bound once: db[key] is the "random read" the benchmarks measure, and
         # with the default settings _loads is pickle.loads itself.
         self._get = engine.get
-        self._loads = make_loads(encoding, errors, fix_imports)
+        self._loads = make_loads(encoding, errors, fix_imports, trusted)
         self._writeback = writeback
         self._cache: dict[str, Any] = {}
 
@@ -133,7 +138,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         (read with it), or else the unpickling error, re-raised."""
         if data[:1] != b"\x00":
             raise exc
-        return load_enveloped(data, self._serializer, self._protocol)
+        return load_enveloped(data, self._serializer, self._protocol, self._trusted is not None)
 
     def _decode(self, loads: Loads, data: bytes) -> Any:
         try:
@@ -165,7 +170,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         errors = default_errors if errors is None else errors
         fix_imports = default_fix if fix_imports is None else fix_imports
         check_unpickling(encoding, errors, fix_imports)
-        return make_loads(encoding, errors, fix_imports)
+        return make_loads(encoding, errors, fix_imports, self._trusted)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
@@ -451,6 +456,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     fix_imports: bool = True,
     serializer: object = None,
     deserializer: object = None,
+    safe: bool = False,
+    trusted: Iterable[object] = (),
+    trusted_owner: bool = False,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -498,6 +506,16 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             a callable ``serializer(obj, protocol) -> bytes`` together with
             ``deserializer(data) -> obj``. Each record keeps its serializer's
             name, so records of any serializer read back (docs/objects.md).
+        safe: load values through an allow-list of globals (docs/security.md):
+            containers, scalars, datetime, Decimal, UUID, collections types
+            and numpy arrays; anything else raises
+            :class:`~logshelf.UntrustedGlobalError`. A store created so gets
+            a 0700 directory and 0600 files; an existing store that another
+            user owns, or that group or others can write, is refused unless
+            ``trusted_owner=True``.
+        trusted: with ``safe=True``, more globals this handle may load:
+            classes or functions, ``(module, qualname)`` tuples or
+            ``"module:qualname"`` strings.
 
     Raises:
         ValueError: a bad flag, protocol, compression, encoding, serializer
@@ -528,6 +546,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_compression(compression)
     check_unpickling(encoding, errors, fix_imports)
     chosen = resolve(serializer, deserializer, check_protocol(protocol))
+    allowed = check_safety(options.path, safe, trusted, trusted_owner)
+    if safe and mode == 0o666:
+        options = dataclasses.replace(options, mode=0o600)
     engine = Engine(options)
     try:
         return Shelf(
@@ -540,6 +561,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             errors=errors,
             fix_imports=fix_imports,
             serializer=chosen,
+            trusted=allowed,
         )
     except BaseException:
         engine.close()
