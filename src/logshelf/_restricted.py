@@ -4,8 +4,8 @@ A pickle is a program: each global it names (``os.system``, ``builtins.eval``)
 is imported and may be called. Under ``safe=True`` values load through an
 unpickler that resolves only the globals of an exact allow-list of
 ``(module, qualified name)`` pairs: builtin containers and scalars, the
-``datetime``, ``decimal``, ``fractions``, ``uuid``, ``zoneinfo``, ``pathlib``
-and ``collections`` types, and numpy's own array and scalar rebuilders, so
+``datetime``, ``decimal``, ``fractions``, ``uuid``, ``pathlib`` and
+``collections`` types, and numpy's own array and scalar rebuilders, so
 arrays load. A handle extends it with ``trusted=[...]``, never process-wide.
 Anything else raises :class:`~logshelf.UntrustedGlobalError`, naming the
 global and the exact ``trusted=`` entry that would allow it.
@@ -47,8 +47,12 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("decimal", "Decimal"),
         ("fractions", "Fraction"),
         ("uuid", "UUID"),
-        ("zoneinfo", "ZoneInfo._unpickle"),
-        *(("pathlib", n) for n in ("Path", "PosixPath", "PurePosixPath", "PureWindowsPath")),
+        # pathlib became a package in 3.13: its classes pickle from pathlib._local.
+        *(
+            (m, n)
+            for m in ("pathlib", "pathlib._local")
+            for n in ("Path", "PosixPath", "PurePosixPath", "PureWindowsPath")
+        ),
         *(("collections", n) for n in ("OrderedDict", "defaultdict", "deque", "Counter")),
         *((m, "_reconstruct") for m in _NUMPY_CORE),
         *((m, "scalar") for m in _NUMPY_CORE),
