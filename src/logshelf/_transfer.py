@@ -252,21 +252,11 @@ def _read_sqlitedict(path: str, keys: _Keys, loads: Callable[[str, bytes], Any])
     table = "unnamed" if "unnamed" in tables else (tables[0] if len(tables) == 1 else None)
     if table is None:
         raise ValueError(f"{path} has several tables and none is 'unnamed': {tables}")
-    try:
-        # import_module: the package is optional and ships no type hints.
-        SqliteDict = importlib.import_module("sqlitedict").SqliteDict
-    except ImportError:
-        # Its layout is simple and stable (key TEXT, value BLOB of a pickle),
-        # so the file is readable without the package.
-        yield from _read_sqlite_table(path, table, keys, loads)
-        return
-    db = SqliteDict(path, tablename=table, flag="r", decode=lambda data: data)
-    try:
-        for raw, data in db.items():
-            key = keys(raw)
-            yield key, loads(key, bytes(data))
-    finally:
-        db.close()
+    # Read directly, never through the sqlitedict package: its layout is
+    # simple and stable (key TEXT, value BLOB of a pickle), so the package
+    # is not needed, and its get_tablenames() leaves a connection unclosed
+    # (a ResourceWarning on Python 3.13).
+    yield from _read_sqlite_table(path, table, keys, loads)
 
 
 def _read_sqlite_table(

@@ -145,7 +145,7 @@ def test_sqlitedict_with_and_without_the_package(
         db.update(VALUES)
     report = logshelf.import_from(src, tmp_path / "new")
     assert report.kind == "sqlitedict" and _contents(tmp_path / "new") == VALUES
-    # Without the package, the table is read directly.
+    # The package is not needed to read its files.
     monkeypatch.setitem(sys.modules, "sqlitedict", None)
     logshelf.import_from(src, tmp_path / "direct", kind="sqlitedict")
     assert _contents(tmp_path / "direct") == VALUES
