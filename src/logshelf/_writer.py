@@ -182,8 +182,11 @@ class Writer:
             view.txid = txid
             if len(records) == 1 and all_puts:
                 # The common write, without the call (View.apply_written
-                # handles every other batch the same way).
-                index[records[0].key] = locations[0]
+                # handles every other batch the same way). view.index, not
+                # the local bound above: a rollover in the loop may have
+                # reloaded the view (a MANIFEST that another process's
+                # compaction plan had moved on), replacing the dict.
+                view.index[records[0].key] = locations[0]
                 if view.active_deletes:
                     view.active_deletes.discard(records[0].key)
             else:
