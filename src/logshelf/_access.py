@@ -80,8 +80,9 @@ class AccessMap:
         """Record a read of ``key`` now."""
         slots = self._slots
         if slots is not None and self.tracking:
-            # Plain encode(): a stored key has no lone surrogates (the engine
-            # refuses them), and for every other key the bytes are the same.
+            # cfmt.access_slot, inlined on the hit path. Plain encode(): a
+            # stored key has no lone surrogates (the engine refuses them), and
+            # for every other key the bytes are the same.
             slots[_crc32(key.encode()) & self._mask] = int(_time())
 
     def last(self, key: str) -> int:
@@ -90,7 +91,7 @@ class AccessMap:
         slots = self._slots
         if slots is None:
             return 0
-        return int(slots[_crc32(key.encode("utf-8", "surrogatepass")) & self._mask])
+        return int(slots[cfmt.access_slot(key, self._mask + 1)])
 
     def close(self) -> None:
         if self._slots is not None:

@@ -37,6 +37,8 @@ __all__ = [
     "encode_entry",
     "encode_oob",
     "flight_offset",
+    "is_dead",
+    "is_expired",
     "peek_entry",
 ]
 
@@ -205,6 +207,17 @@ def decode_entry(data: bytes, key: str) -> Entry:
     return Entry(
         codec, serializer, stored, expires, keep, cost, rawlen, tuple(tags), func, view[head_len:]
     )
+
+
+def is_expired(entry: Entry | Head, now: float) -> bool:
+    """Past its expiry: invisible (a memoized function may still serve it
+    stale until ``keep_until``)."""
+    return bool(entry.expires_at) and now >= entry.expires_at
+
+
+def is_dead(entry: Entry | Head, now: float) -> bool:
+    """Past its expiry and any stale window: of no use to anyone."""
+    return bool(entry.expires_at) and now >= max(entry.expires_at, entry.keep_until)
 
 
 def encode_oob(stream: bytes, buffers: list[memoryview]) -> bytes:

@@ -116,7 +116,7 @@ class _Selection:
         freed = 0
         for key, size in zip(keys, sizes, strict=True):
             head = cfmt.peek_entry(read(key))
-            if head is None or _dead(head, now):
+            if head is None or cfmt.is_dead(head, now):
                 self._chosen.add(key)  # expired, or not an entry of ours
                 freed += size
             elif evictor._policy != "none":
@@ -137,8 +137,3 @@ class _Selection:
         self._evictor.evicted += 1
         self._evictor.evicted_bytes += len(value) + len(key)
         return True
-
-
-def _dead(entry: cfmt.Head, now: float) -> bool:
-    """Past expiry and past any stale window."""
-    return bool(entry.expires_at) and now >= max(entry.expires_at, entry.keep_until)

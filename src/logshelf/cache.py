@@ -290,7 +290,7 @@ class Cache(MutableMapping[str, Any]):
         if not isinstance(key, str):
             return False
         entry = self._read(key)
-        return entry is not None and not _expired(entry, _time())
+        return entry is not None and not cfmt.is_expired(entry, _time())
 
     def entries(self) -> Iterator[tuple[str, cfmt.Entry]]:
         """``(key, entry header)`` of every visible entry (reads each one)."""
@@ -300,7 +300,7 @@ class Cache(MutableMapping[str, Any]):
             if key.startswith(INTERNAL_PREFIX):
                 continue
             entry = self._read(key)
-            if entry is not None and not _expired(entry, now):
+            if entry is not None and not cfmt.is_expired(entry, now):
                 yield key, entry
 
     def __iter__(self) -> Iterator[str]:
@@ -326,23 +326,25 @@ class Cache(MutableMapping[str, Any]):
         stored more than ``older_than`` seconds ago."""
         older = check_seconds(older_than, "older_than")
         name = None if func is None else func_name(func)
+        stored = self._engine.keys()
+        if tag is None and name is None and older is None:
+            return self._engine.delete_many(stored)  # the cache's own keys too
+        if name is not None:
+            # Memoized results are keyed "<name>:<code>:<arguments>": the
+            # name picks them without reading a single entry.
+            stored = [key for key in stored if key.startswith(name + ":")]
         now = _time()
         doomed = []
-        stored = self._engine.keys()
         for key in stored:
             if key.startswith(INTERNAL_PREFIX):
-                if tag is None and name is None and older is None:
-                    doomed.append(key)
                 continue
-            if tag is None and name is None and older is None:
+            if tag is None and older is None:
                 doomed.append(key)
                 continue
             entry = self._read(key)
             if entry is None:
                 continue
             if tag is not None and tag not in entry.tags:
-                continue
-            if name is not None and entry.func != name:
                 continue
             if older is not None and entry.stored_at > now - older:
                 continue
@@ -356,7 +358,7 @@ class Cache(MutableMapping[str, Any]):
         stored = self._engine.keys()
         for key in stored:
             entry = self._read(key)
-            if entry is not None and _dead(entry, now):
+            if entry is not None and cfmt.is_dead(entry, now):
                 doomed.append(key)
         return self._engine.delete_many(doomed)
 
@@ -442,17 +444,6 @@ class Cache(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"max_bytes={self.max_bytes}, policy={self.policy!r}"
         return f"<logshelf.Cache {self.path!r} {state}>"
-
-
-def _expired(entry: cfmt.Entry, now: float) -> bool:
-    return bool(entry.expires_at) and now >= entry.expires_at
-
-
-def _dead(entry: cfmt.Entry, now: float) -> bool:
-    """Past expiry and past any stale window: of no use to anyone."""
-    if not entry.expires_at or now < entry.expires_at:
-        return False
-    return not entry.keep_until or now >= entry.keep_until
 
 
 def _check_key(key: object) -> str:
