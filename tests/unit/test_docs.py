@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from logshelf import _format as fmt
+from logshelf import _hint_format
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every Markdown file a reader follows commands from.
@@ -38,8 +39,9 @@ def test_every_store_file_is_listed_in_format_docstring_and_format_md() -> None:
 
 
 def test_hint_layout_comment_names_the_hint_version_written() -> None:
-    """The hint layout comment in _format gives the version encode_hint writes."""
-    found = re.findall(r"hint version \((?:HINT_VERSION, )?(\d+)", inspect.getsource(fmt))
+    """The hint layout comment in _hint_format gives the version encode_hint writes."""
+    source = inspect.getsource(_hint_format)
+    found = re.findall(r"hint version \((?:HINT_VERSION, )?(\d+)", source)
     assert found == [str(fmt.HINT_VERSION)]
 
 
