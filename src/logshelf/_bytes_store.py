@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from ._buffer_format import Buffered
 from ._compaction import CompactionResult, Drop
 from ._records import Record
 
@@ -33,11 +34,13 @@ class BytesStore(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, copy: bool = True) -> bytes | Buffered | None:
         """The decompressed stored value of ``key``, or None if absent.
-        Raises CorruptionError (naming the key) rather than return damage."""
+        Raises CorruptionError (naming the key) rather than return damage.
+        A value put with out-of-band buffers comes back as a ``Buffered``;
+        ``copy=False`` may hand out read-only views instead of copies."""
 
-    def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
+    def get_many(self, keys: Iterable[str], copy: bool = True) -> list[bytes | Buffered | None]:
         """The values of ``keys``, from one state of the store (atomic)."""
 
     def contains(self, key: str) -> bool: ...
@@ -48,7 +51,8 @@ class BytesStore(Protocol):
     def __len__(self) -> int: ...
 
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
-        """Write one key; durable as the store's durability mode says when it returns."""
+        """Write one key; durable as the store's durability mode says when it
+        returns. With ``BUFFERS`` in ``codec``, ``data`` is an ``OutOfBand``."""
 
     def put_many(self, records: list[Record]) -> None:
         """Write PUT records as one atomic batch (a later record of a key wins)."""

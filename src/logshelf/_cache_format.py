@@ -20,6 +20,7 @@ import struct
 import zlib
 from typing import NamedTuple
 
+from ._buffer_format import Buffered
 from .errors import CorruptionError
 
 __all__ = [
@@ -169,14 +170,14 @@ def peek_entry(data: bytes) -> Head | None:
         magic, codec, serializer, head_len, stored, expires, keep, cost, rawlen, _, _ = (
             _unpack_head(data)
         )
-    except struct.error:
+    except (struct.error, TypeError):  # TypeError: a value with buffers, never an entry
         return None
     if magic != ENTRY_MAGIC or serializer not in _SERIALIZERS or head_len > len(data):
         return None
     return _new_head((codec, serializer, head_len, stored, expires, keep, cost, rawlen))
 
 
-def decode_entry(data: bytes, key: str) -> Entry:
+def decode_entry(data: bytes | Buffered, key: str) -> Entry:
     """Decode an entry; the engine has already checked its checksums.
 
     Raises:
@@ -185,11 +186,16 @@ def decode_entry(data: bytes, key: str) -> Entry:
     """
     try:
         magic, codec, serializer, head_len, stored, expires, keep, cost, rawlen, ntags, nlen = (
-            ENTRY_HEADER.unpack_from(data)
+            ENTRY_HEADER.unpack_from(data)  # type: ignore[arg-type]
         )
-    except struct.error:
+    except (struct.error, TypeError):  # TypeError: a value with buffers
         magic = b""
-    if magic != ENTRY_MAGIC or serializer not in _SERIALIZERS or head_len > len(data):
+    if (
+        isinstance(data, Buffered)
+        or magic != ENTRY_MAGIC
+        or serializer not in _SERIALIZERS
+        or head_len > len(data)
+    ):
         raise CorruptionError(
             f"the value of key {key!r} is not a cache entry of this version "
             "(written by logshelf.open rather than logshelf.Cache, or by a newer logshelf)"

@@ -70,11 +70,14 @@ def _record_facts(db: Shelf, key: str) -> dict[str, Any]:
         # A compaction may have removed the segment since locate(): report, go on.
         facts.update(bytes=None, raw_bytes=None, codec=None, error=str(exc))
         return facts
-    codec = fmt.codec_of(header.flags)
+    codec = header.flags & fmt.CODEC_MASK and fmt.codec_of(header.flags & fmt.CODEC_MASK)
+    buffers = bool(header.flags & fmt.FLAG_BUFFERS)
     facts.update(
         bytes=header.vlen,
-        raw_bytes=header.rawlen if codec else header.vlen,
+        # With out-of-band buffers, rawlen is the pickle stream's alone.
+        raw_bytes=header.rawlen if codec and not buffers else header.vlen,
         codec=Codec(codec).name.lower(),
+        buffers=buffers,
     )
     return facts
 

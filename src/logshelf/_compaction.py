@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import _format as fmt
+from ._buffer_format import ALIGN, OutOfBand, pack_parts
+from ._buffer_io import out_of_band
 from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._records import Record, new_record
@@ -247,6 +249,9 @@ def copy(
         offset = loc & OFFSET_MASK
         try:
             kind, record_txid, flags, rawlen, vcrc, kb, value = seg.read_raw(offset)
+            if flags & fmt.FLAG_BUFFERS and kind == fmt.KIND_PUT:
+                # Its buffers, checked, copied from maps when the batch is written.
+                value = out_of_band(seg.fs, seg.fd, offset, value)
         except CorruptionError as exc:
             raise CorruptionError(
                 f"compaction stopped, the store is unchanged: key {key!r}: {exc}"
@@ -258,6 +263,9 @@ def copy(
             )
         if drop is not None and drop(key, value, fmt.codec_of(flags)):
             continue
+        size = fmt.RECORD_HEADER.size + len(kb) + len(value)
+        if isinstance(value, OutOfBand):
+            size += ALIGN + value.span  # a bound: the pad is chosen when packed
         if record_txid != old_txid:
             # A new input batch: write out the previous one, and start a new
             # output first if this one is full (a batch never spans segments).
@@ -267,7 +275,6 @@ def copy(
                 batch, batch_keys, batch_size = [], [], 0
             old_txid = record_txid
             txid += 1
-            size = fmt.RECORD_HEADER.size + len(kb) + len(value)
             full = current is not None and current.size + size > max_segment_size
             if current is None or (full and current.size > HEADER_END and ids):
                 if current is not None:
@@ -275,7 +282,7 @@ def copy(
                 current = _start(target, ids, txid - 1, outputs)
         batch.append(new_record((fmt.KIND_PUT, key, kb, fmt.codec_of(flags), value, vcrc, rawlen)))
         batch_keys.append(key)
-        batch_size += fmt.RECORD_HEADER.size + len(kb) + len(value)
+        batch_size += size
     if batch:
         assert current is not None
         copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
@@ -319,18 +326,33 @@ def _add_batch(
     keys: list[str],
     size: int,
 ) -> int:
-    """Append one batch to an output's buffer and record where its keys went."""
-    data, offsets = fmt.pack_batch(out.segment.salt, txid, batch, out.size)
+    """Append one batch to an output's buffer and record where its keys went;
+    return its size (``size`` is exact unless values have buffers, whose
+    alignment pads are only known here: then it is a bound)."""
+    try:
+        data, offsets = fmt.pack_batch(out.segment.salt, txid, batch, out.size)
+    except fmt.HasBuffers:
+        # Written at once, part by part: buffers are never joined in memory.
+        parts, offsets, size = pack_parts(out.segment.salt, txid, batch, out.size)
+        _flush(out)
+        for part in parts:
+            out.segment.append(part)
+        _placed(out, keys, offsets, size, txid)
+        return size
     assert len(data) == size
-    out.keys += keys
-    out.offsets.extend(offsets)
-    out.size += size
-    out.last_txid = txid
+    _placed(out, keys, offsets, size, txid)
     out.buffer.append(data)
     out.buffered += size
     if out.buffered >= _WRITE_CHUNK:
         _flush(out)
     return size
+
+
+def _placed(out: _Output, keys: list[str], offsets: list[int], size: int, txid: int) -> None:
+    out.keys += keys
+    out.offsets.extend(offsets)
+    out.size += size
+    out.last_txid = txid
 
 
 def _start(target: _Target, ids: list[int], base_txid: int, outputs: list[_Output]) -> _Output:

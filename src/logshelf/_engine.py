@@ -8,18 +8,11 @@ order of steps. The work itself lives in one module per job (see
 follows other writers), ``_writer`` (the write path, only for writable
 handles), ``_segment_set`` (the files of the store), ``_compaction``.
 
-Concurrency model (details in ``docs/concurrency.md``):
-
-* One re-entrant mutex per handle serializes threads using that handle; a
-  writable handle uses its writer lock's mutex, shared by every handle on the
-  same store in this process.
-* Writers of all processes serialize on the store's writer lock. Under it a
-  writer first catches up with what others appended (the write offset is the
-  file's size, never a cached counter), cuts a torn tail if a crashed writer
-  left one, then appends one batch with one ``write``.
-* Readers never lock. Before each operation a handle compares the store's
-  change counter with the value it last saw and, if it moved, parses the
-  complete, committed batches other writers appended.
+Concurrency (``docs/concurrency.md``): one re-entrant mutex per handle (a
+writable handle's is its writer lock's, shared by the process's handles on
+the store); writers of all processes serialize on the writer lock, catch up
+under it, then append one batch with one ``write``; readers never lock, and
+follow other writers' committed batches when the change counter moves.
 """
 
 from __future__ import annotations
@@ -34,6 +27,7 @@ from typing import TypeVar
 
 from . import _compaction, _forking
 from . import _format as fmt
+from ._buffer_format import Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
@@ -54,7 +48,8 @@ _DELETE = fmt.KIND_DELETE
 _COUNTER = fmt.CHANGES_COUNTER
 _MAX_KEY_BYTES = fmt.MAX_KEY_BYTES
 _RECORD_SIZE = fmt.RECORD_HEADER.size
-_CODEC_MASK = fmt.CODEC_MASK
+# Anything but a plain value (a codec, or out-of-band buffers) leaves the fast path.
+_CODEC_MASK = fmt.CODEC_MASK | fmt.FLAG_BUFFERS
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
 # Automatic compaction waits for at least this much dead data (or one
@@ -190,9 +185,11 @@ class Engine:
 
     # -- reads -------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, copy: bool = True) -> bytes | Buffered | None:
         """The value of ``key`` as it was given to a put (decompressed, both
-        checksums verified), or None when the key is absent."""
+        checksums verified), or None when the key is absent. A value with
+        out-of-band buffers is a ``Buffered``; ``copy=False`` maps its
+        buffers instead of copying them (``_buffer_io``)."""
         mutex = self._acquire()
         try:
             txn = self._txn
@@ -224,11 +221,11 @@ class Engine:
                     and record[5] == key.encode()
                 ):
                     return record[6]
-            return view.read(loc, key)
+            return view.read(loc, key, copy)
         finally:
             mutex.release()
 
-    def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
+    def get_many(self, keys: Iterable[str], copy: bool = True) -> list[bytes | Buffered | None]:
         """The values of ``keys`` (None for an absent key), all read from one
         state of the store: other processes' commits are applied once,
         before the first read, so the result never mixes data from before
@@ -238,13 +235,13 @@ class Engine:
             view = self._view
             view.follow_writers()
             txn = self._txn if self._txn is not None and self._txn.mine() else None
-            values: list[bytes | None] = []
+            values: list[bytes | Buffered | None] = []
             for key in keys:
                 if txn is not None and key in txn.records:
                     values.append(txn.value(key))
                     continue
                 loc = view.index.get(key)
-                values.append(None if loc is None else view.read(loc, key))
+                values.append(None if loc is None else view.read(loc, key, copy))
             return values
         finally:
             mutex.release()

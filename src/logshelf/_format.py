@@ -37,6 +37,7 @@ __all__ = [
     "ACTIVE",
     "CHANGES",
     "CHANGES_NAME",
+    "FLAG_BUFFERS",
     "FLAG_COMMIT",
     "FORMAT_VERSION",
     "HINT_HEADER",
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "RECORD_HEADER",
     "SEGMENT_HEADER",
+    "HasBuffers",
     "Hint",
     "Manifest",
     "RecordHeader",
@@ -64,6 +66,7 @@ __all__ = [
     "encode_segment_header",
     "hint_name",
     "pack_batch",
+    "pack_header",
     "pack_record",
     "record_hcrc",
     "segment_name",
@@ -227,8 +230,9 @@ def decode_segment_header(data: bytes, path: str) -> SegmentHeader:
 #                    of the segment that continues the log)
 #    31    1 flags   bit 0 COMMIT: last record of its batch
 #                    bits 1-2 codec: 0 none, 1 lz4 block, 2 zlib, 3 bz2
-#                    bits 3-7 reserved, 0 in format 1 (room for expiry times,
-#                    authentication tags and non-pickle encodings)
+#                    bit 3 BUFFERS (PUT only): the value carries out-of-band
+#                    buffers, laid out as _buffer_format says
+#                    bits 4-7 reserved, 0 (room for authentication tags)
 RECORD_HEADER = struct.Struct("<IIQQIHBB")
 assert RECORD_HEADER.size == 32
 _HEADER_TAIL = struct.Struct("<IQQIHBB")
@@ -242,7 +246,8 @@ KINDS = frozenset((KIND_PUT, KIND_DELETE, KIND_SEAL))
 FLAG_COMMIT = 0x01
 _CODEC_SHIFT = 1
 CODEC_MASK = 0x06
-_RESERVED_FLAGS = 0xF8
+FLAG_BUFFERS = 0x08
+_RESERVED_FLAGS = 0xF0
 
 MAX_KEY_BYTES = 0xFFFF
 # rawlen is a u32: larger values are stored uncompressed (see _codecs.compress).
@@ -267,8 +272,9 @@ class RecordHeader(NamedTuple):
 
 
 def codec_of(flags: int) -> int:
-    """The codec id stored in a record's flags."""
-    return (flags & CODEC_MASK) >> _CODEC_SHIFT
+    """The codec field of a record's flags: the codec id (0-3), plus 4 when
+    the value carries out-of-band buffers (``_buffer_format.BUFFERS``)."""
+    return (flags & (CODEC_MASK | FLAG_BUFFERS)) >> _CODEC_SHIFT
 
 
 def pack_record(
@@ -288,6 +294,30 @@ def pack_record(
     tail = _HEADER_TAIL.pack(vcrc, txid, len(value), rawlen, len(key), kind, flags)
     hcrc = zlib.crc32(key, zlib.crc32(tail, salt))
     return b"".join((_U32.pack(hcrc), tail, key, value))
+
+
+def pack_header(
+    salt: int,
+    txid: int,
+    kind: int,
+    commit: bool,
+    codec: int,
+    key: bytes,
+    vlen: int,
+    vcrc: int,
+    rawlen: int,
+) -> bytes:
+    """A record's header and key, for a value written separately (one with
+    out-of-band buffers, whose parts are never joined)."""
+    flags = (FLAG_COMMIT if commit else 0) | (codec << _CODEC_SHIFT)
+    tail = _HEADER_TAIL.pack(vcrc, txid, vlen, rawlen, len(key), kind, flags)
+    return _U32.pack(zlib.crc32(key, zlib.crc32(tail, salt))) + tail + key
+
+
+class HasBuffers(Exception):
+    """:func:`pack_batch` met a value with out-of-band buffers: the batch is
+    packed by ``_buffer_format.pack_parts`` instead (one comparison per
+    record here, rather than a pass over every batch to choose)."""
 
 
 def pack_batch(
@@ -315,6 +345,8 @@ def pack_batch(
     crc32 = zlib.crc32
     offset = start
     for kind, _, key, codec, value, vcrc, rawlen in records:
+        if codec > CODEC_MASK >> _CODEC_SHIFT:
+            raise HasBuffers
         tail = pack_tail(vcrc, txid, len(value), rawlen, len(key), kind, codec << _CODEC_SHIFT)
         parts += (pack_u32(crc32(key, crc32(tail, salt))), tail, key, value)
         add_position(offset)
@@ -350,8 +382,10 @@ def check_record_header(header: RecordHeader, offset: int, limit: int) -> str | 
         return "delete record carries a value"
     if header.kind == KIND_SEAL and (header.vlen != 8 or header.klen != 0):
         return "malformed seal record"
-    if codec_of(header.flags) == 0 and header.rawlen != 0:
+    if not header.flags & CODEC_MASK and header.rawlen != 0:
         return "uncompressed record with a raw length"
+    if header.flags & FLAG_BUFFERS and header.kind != KIND_PUT:
+        return "buffers on a record that is not a put"
     return None
 
 

@@ -181,6 +181,26 @@ class FileSystem:
         """
         return mmap.mmap(fd, length, access=mmap.ACCESS_READ)
 
+    def map_range(self, fd: int, offset: int, length: int) -> memoryview:
+        """A read-only view of ``length`` bytes at ``offset``, on a map of its
+        own: it lives as long as the view or anything made from it (an
+        array), and is never closed from here, so it stays valid after the
+        file is closed or deleted. Only for committed bytes (see :meth:`map`)."""
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_READ, offset=start)
+        return memoryview(mapping)[offset - start :]
+
+    def read_into(self, fd: int, buffer: memoryview, offset: int) -> int:
+        """Fill ``buffer`` from ``offset``; fewer bytes (the count returned)
+        only at end of file."""
+        done = 0
+        while done < len(buffer):
+            got = os.preadv(fd, [buffer[done:]], offset + done)
+            if not got:
+                break
+            done += got
+        return done
+
     def monotonic(self) -> float:
         """The clock of ``durability="interval"`` (tests pass a fake one)."""
         return time.monotonic()

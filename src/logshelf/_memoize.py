@@ -336,7 +336,7 @@ class _Memo:
             self.misses,
             self.cache.max_bytes,
             len(keys),
-            sum(len(v) for v in sizes if v is not None),
+            sum(len(v) for v in sizes if isinstance(v, bytes)),
             self.waits,
             self.time_saved,
         )

@@ -29,6 +29,7 @@ __all__ = [
     "Options",
     "check_compress_min",
     "check_compression",
+    "check_copy",
     "check_protocol",
     "check_unpickling",
     "make_options",
@@ -197,3 +198,10 @@ def check_unpickling(encoding: object, errors: object, fix_imports: object) -> N
 def check_compression(compression: str | None) -> _codecs.Codec:
     """The codec for ``compression=`` (raises ValueError naming a bad one)."""
     return _codecs.codec_from_name(compression)
+
+
+def check_copy(copy: object) -> bool:
+    """``copy=`` of ``open`` and ``Shelf.get``: a bool (raises TypeError otherwise)."""
+    if not isinstance(copy, bool):
+        raise TypeError(f"copy must be True or False, not {copy!r}")
+    return copy

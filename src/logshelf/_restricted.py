@@ -125,8 +125,8 @@ class RestrictedLoads:
         self.allowed = SAFE_GLOBALS | trusted
         self._options = {"encoding": encoding, "errors": errors, "fix_imports": fix_imports}
 
-    def __call__(self, data: bytes) -> Any:
-        return _Unpickler(data, self.allowed, **self._options).load()
+    def __call__(self, data: bytes, /, *, buffers: Iterable[Any] | None = None) -> Any:
+        return _Unpickler(data, self.allowed, buffers=buffers, **self._options).load()
 
 
 def check_safety(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import struct
 import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from . import _format as fmt
+from ._buffer_io import check_value
 from ._fs import FileSystem
 from .errors import CorruptionError, FormatError
 
@@ -26,6 +28,9 @@ _RECORD = fmt.RECORD_HEADER
 _unpack_from = _RECORD.unpack_from
 _crc32 = zlib.crc32
 _HEADER_SIZE = _RECORD.size
+_BUFFERS = fmt.FLAG_BUFFERS
+# The first field of a value with buffers: its head's length (_buffer_format).
+_HEAD_LEN = struct.Struct("<I")
 # A read first fetches this many bytes in the hope that the whole record fits.
 _SPECULATIVE_READ = 512
 # Scans read the file in chunks of this size.
@@ -41,7 +46,7 @@ _REMAP_STEP = 256 << 10
 _REMAP_AFTER_PREADS = 64
 # A record may start wherever its kind byte (offset 30) and flags byte (31) look
 # plausible: used to look for valid records after damage.
-_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x07]", re.DOTALL)
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x0f]", re.DOTALL)
 
 
 class ScannedRecord(NamedTuple):
@@ -202,8 +207,16 @@ class Segment:
                 return record
         data = self.fs.pread(self.fd, _SPECULATIVE_READ, offset)
         if len(data) >= _HEADER_SIZE:
-            _, _, _, vlen, _, klen, _, _ = _unpack_from(data)
+            _, _, _, vlen, _, klen, _, flags = _unpack_from(data)
             total = _HEADER_SIZE + klen + vlen
+            if flags & _BUFFERS and total > len(data):
+                # Only the head is read here: the buffers are read (or
+                # mapped) by _buffer_io, as the caller asks.
+                keyend = _HEADER_SIZE + klen
+                if keyend + _HEAD_LEN.size > len(data):
+                    data = self.fs.pread(self.fd, keyend + _HEAD_LEN.size, offset)
+                if len(data) >= keyend + _HEAD_LEN.size:
+                    total = keyend + min(vlen, _HEAD_LEN.unpack_from(data, keyend)[0])
             if total > len(data):
                 # Bound a (possibly damaged) length by the file before reading.
                 if offset + total > self.size():
@@ -237,6 +250,18 @@ class Segment:
         hcrc, vcrc, txid, vlen, rawlen, klen, kind, flags = _unpack_from(buf, at)
         keyend = at + _HEADER_SIZE + klen
         end = keyend + vlen
+        if flags & _BUFFERS:
+            if keyend + _HEAD_LEN.size > available:
+                return None
+            if _crc32(buf[at + 4 : keyend], self.salt) != hcrc:
+                raise self._header_mismatch(offset)
+            head_len = _HEAD_LEN.unpack_from(buf, keyend)[0]
+            if not _HEAD_LEN.size <= head_len <= vlen:
+                raise CorruptionError(
+                    f"{self.path}: the record at offset {offset} has an impossible buffer table"
+                )
+            # The value's checksum covers its head; the buffers carry their own.
+            end = keyend + head_len
         if end > available:
             return None
         if _crc32(buf[at + 4 : keyend], self.salt) != hcrc:
@@ -462,6 +487,11 @@ class SegmentScan:
             done += len(piece)
         return crc
 
+    def _value_ok(self, value_at: int, header: fmt.RecordHeader) -> bool:
+        if header.flags & _BUFFERS:
+            return check_value(self._get, self._value_crc, value_at, header.vlen, header.vcrc)
+        return self._value_crc(value_at, header.vlen) == header.vcrc
+
     def _check(self, pos: int) -> tuple[fmt.RecordHeader, bytes] | str:
         """Header and key of a structurally valid record at ``pos``, or a reason."""
         if pos + _HEADER_SIZE > self.limit:
@@ -510,7 +540,7 @@ class SegmentScan:
             seal_next = 0
             if header.kind == fmt.KIND_SEAL:
                 (seal_next,) = fmt.SEAL_VALUE.unpack(self._get(value_at, 8))
-            if self.verify_values and self._value_crc(value_at, header.vlen) != header.vcrc:
+            if self.verify_values and not self._value_ok(value_at, header):
                 # A torn write ends the data; bit rot is followed by valid records.
                 nxt = pos + total
                 if (

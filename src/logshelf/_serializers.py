@@ -22,7 +22,7 @@ import functools
 import importlib
 import json
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from ._restricted import RestrictedLoads
@@ -43,8 +43,12 @@ __all__ = [
 #: pickle.loads's own defaults for ``encoding``, ``errors`` and ``fix_imports``.
 _DEFAULT_UNPICKLING = ("ASCII", "strict", True)
 
-#: A function from stored bytes to the object.
-Loads = Callable[[bytes], Any]
+
+class Loads(Protocol):
+    """A function from stored bytes (and the out-of-band buffers of a
+    value that has them) to the object: ``pickle.loads``'s shape."""
+
+    def __call__(self, data: bytes, /, *, buffers: Iterable[Any] | None = ...) -> Any: ...
 
 
 def make_loads(

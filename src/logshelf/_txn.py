@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 from . import _codecs
 from . import _format as fmt
+from ._buffer_format import BUFFERS, Buffered, OutOfBand
+from ._buffer_io import pending_value
 from ._records import Record
 
 __all__ = ["Transaction"]
@@ -37,12 +39,15 @@ class Transaction:
         """Is the calling thread the one that opened this transaction?"""
         return self.thread == threading.get_ident()
 
-    def value(self, key: str) -> bytes | None:
+    def value(self, key: str) -> bytes | Buffered | None:
         """What a read of buffered ``key`` returns: its decompressed value, or
         None for a buffered delete."""
         record = self.records[key]
         if record.kind == _DELETE:
             return None
+        if record.codec & BUFFERS:
+            assert isinstance(record.data, OutOfBand)
+            return pending_value(record.data, record.codec & ~BUFFERS, record.rawlen)
         if record.codec:
             return _codecs.decompress(record.codec, record.data, record.rawlen)
         return record.data
@@ -66,6 +71,10 @@ class Transaction:
                 # rather than commit a put and a tombstone for nothing.
                 del self.records[key]
                 return True
+        elif record.codec & BUFFERS:
+            assert isinstance(record.data, OutOfBand)
+            # Written at commit: until then the caller may change its arrays.
+            record = record._replace(data=record.data.snapshot())
         self.records[key] = record
         return True
 

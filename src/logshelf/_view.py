@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 from . import _codecs, _index
 from . import _format as fmt
+from ._buffer_format import BUFFERS, Buffered
+from ._buffer_io import read_buffered
 from ._fs import FileSystem
 from ._locking import ChangeCounter
 from ._records import Record, encode_key
@@ -452,9 +454,11 @@ class View:
 
     # -- reading and inspection ----------------------------------------------
 
-    def read(self, location: int, key: str) -> bytes:
+    def read(self, location: int, key: str, copy: bool = True) -> bytes | Buffered:
         """The value of ``key``, whose index entry is ``location``: verified
-        (``Segment.read_value``) and decompressed; errors name the key."""
+        (``Segment.read_value``) and decompressed; errors name the key. A
+        value with out-of-band buffers comes back as a ``Buffered``, its
+        buffers copied or (``copy=False``) mapped, as ``_buffer_io`` says."""
         seg = self.segments[location >> _SLOT_SHIFT]
         offset = location & _OFFSET_MASK
         try:
@@ -464,6 +468,8 @@ class View:
         if not codec:
             return data
         try:
+            if codec & BUFFERS:
+                return read_buffered(self.fs, seg.fd, offset, codec & ~BUFFERS, data, rawlen, copy)
             return _codecs.decompress(codec, data, rawlen)
         except CorruptionError as exc:
             raise CorruptionError(

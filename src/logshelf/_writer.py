@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from . import _format as fmt
 from . import _index
+from ._buffer_format import BUFFERS, pack_parts
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
 from ._records import Record
@@ -40,6 +41,7 @@ _log = logging.getLogger("logshelf")
 
 _SLOT_SHIFT = _index.SLOT_SHIFT
 _PUT = fmt.KIND_PUT
+_BUFFERS = BUFFERS
 # At most this much of a torn tail is copied to quarantine/ before it is cut.
 _QUARANTINE_MAX = 16 << 20
 # Before long work takes the writer lock it catches up with other writers
@@ -154,7 +156,8 @@ class Writer:
                 start = view.end
                 location = ((len(segments) - 1) << _SLOT_SHIFT) | start
                 txid = view.max_txid + 1
-                if len(records) == 1:
+                parts = None
+                if len(records) == 1 and records[0].codec < _BUFFERS:
                     r = records[0]
                     data = fmt.pack_record(
                         active.salt,
@@ -169,13 +172,24 @@ class Writer:
                     )
                     locations = [location]
                 else:
-                    data, locations = fmt.pack_batch(active.salt, txid, records, location)
-                if attempt or start + len(data) <= self._max_size or start <= HEADER_END:
+                    try:
+                        data, locations = fmt.pack_batch(active.salt, txid, records, location)
+                    except fmt.HasBuffers:
+                        # Arrays' buffers are written from their own memory,
+                        # never joined (_buffer_format): a list of parts.
+                        parts, locations, size = pack_parts(active.salt, txid, records, location)
+                if parts is None:
+                    size = len(data)
+                if attempt or start + size <= self._max_size or start <= HEADER_END:
                     break
                 self.roll(drop_old=False)
             view.max_txid = txid  # burnt even if the write fails
             try:
-                self.fs.append(active.fd, data)
+                if parts is None:
+                    self.fs.append(active.fd, data)
+                else:
+                    for part in parts:
+                        self.fs.append(active.fd, part)
             except BaseException:
                 self.undo(active, start)
                 raise
@@ -191,7 +205,7 @@ class Writer:
                     view.active_deletes.discard(records[0].key)
             else:
                 view.apply_written(records, locations, all_puts)
-            view.end = end = start + len(data)
+            view.end = end = start + size
             active.readable_end = end
             if self._syncs:
                 self.sync_after_write()

@@ -125,7 +125,10 @@ class Cache(MutableMapping[str, Any]):
             self._engine.close()
             raise
         self._evictor = Evictor(self._engine, self._access, policy)
-        self._get = self._engine.get
+        # Typed as bytes: a cache writes only entries, never values with
+        # buffers; one that logshelf.open wrote (a Buffered) is refused by
+        # peek_entry/decode_entry like any foreign value.
+        self._get: Callable[[str], bytes | None] = self._engine.get  # type: ignore[assignment]
         self._touch = self._access.touch
         #: Reads and writes of this handle (process-local), for stats().
         self.hits = 0

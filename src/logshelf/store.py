@@ -10,6 +10,7 @@ Pickling lives here and only here; everything below handles bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 from collections.abc import (
@@ -23,14 +24,18 @@ from types import TracebackType
 from typing import Any
 
 from . import _codecs
+from ._buffer_format import Buffered
 from ._bytes_store import BytesStore
 from ._compaction import CompactionResult
+from ._encoding import LargeBuffer, compressed, encode
+from ._encoding import probe as _probe
 from ._engine import Engine
 from ._fs import FileSystem
 from ._options import (
     DEFAULT_PROTOCOL,
     check_compress_min,
     check_compression,
+    check_copy,
     check_protocol,
     check_unpickling,
     make_options,
@@ -38,7 +43,7 @@ from ._options import (
 from ._prefix_scans import PrefixScans
 from ._records import put_record
 from ._restricted import check_safety
-from ._serializers import Loads, Serializer, enveloped, load_enveloped, make_loads, resolve
+from ._serializers import Loads, Serializer, load_enveloped, make_loads, resolve
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
@@ -77,6 +82,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         fix_imports: bool = True,
         serializer: Serializer | None = None,
         trusted: frozenset[tuple[str, str]] | None = None,
+        copy: bool = True,
     ) -> None:
         self._protocol = check_protocol(protocol)
         #: With safe=True, the trusted= globals (the allow-list adds its own).
@@ -90,7 +96,8 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         self._engine = engine
         # Bound once: db[key] is the "random read" the benchmarks measure, and
         # with the default settings _loads is pickle.loads itself.
-        self._get = engine.get
+        self._copy = check_copy(copy)
+        self._get = engine.get if copy else functools.partial(engine.get, copy=False)
         self._loads = make_loads(encoding, errors, fix_imports, trusted)
         self._writeback = writeback
         self._cache: dict[str, Any] = {}
@@ -98,20 +105,8 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
     # -- encoding ------------------------------------------------------------
 
     def _encode(self, value: Any) -> tuple[int, bytes, int]:
-        """``(codec, stored bytes, rawlen)`` for a value. Pickling and
-        compression happen before any lock is taken, so an unpicklable value
-        fails here with nothing written."""
-        serializer = self._serializer
-        if serializer is None:
-            return self._encode_pickled(_dumps(value, self._protocol))
-        return self._encode_pickled(enveloped(serializer, value))
-
-    def _encode_pickled(self, data: bytes) -> tuple[int, bytes, int]:
-        if self._codec and len(data) >= self._compress_min:
-            codec, stored = _codecs.compress(self._codec, data, self._compress_min)
-            if codec:
-                return codec, stored, len(data)
-        return 0, data, 0
+        """``(codec, stored bytes, rawlen)`` for a value (``_encoding.encode``)."""
+        return encode(value, self._serializer, self._protocol, self._codec, self._compress_min)
 
     # -- the mapping ---------------------------------------------------------
 
@@ -129,22 +124,28 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         # module-global pickle.loads call did.
         loads = self._loads
         try:
-            return loads(data)
-        except _UnpicklingError as exc:  # no cost unless raised: 3.11+
-            return self._enveloped(data, exc)
+            # A Buffered (a value with out-of-band buffers) raises TypeError
+            # here before anything is read: no check on this path.
+            return loads(data)  # type: ignore[arg-type]
+        except (_UnpicklingError, TypeError) as exc:  # no cost unless raised: 3.11+
+            return self._enveloped(data, exc, loads)
 
-    def _enveloped(self, data: bytes, exc: Exception) -> Any:
-        """A value that pickle refused: an envelope of another serializer
-        (read with it), or else the unpickling error, re-raised."""
-        if data[:1] != b"\x00":
+    def _enveloped(self, data: bytes | Buffered, exc: Exception, loads: Loads) -> Any:
+        """A value that pickle refused: one with out-of-band buffers (a
+        ``Buffered``, which pickle refuses before reading anything), an
+        envelope of another serializer (read with it), or else the error,
+        re-raised."""
+        if type(data) is Buffered:
+            return loads(data.stream, buffers=data.buffers)
+        if not isinstance(data, bytes) or data[:1] != b"\x00":
             raise exc
         return load_enveloped(data, self._serializer, self._protocol, self._trusted is not None)
 
-    def _decode(self, loads: Loads, data: bytes) -> Any:
+    def _decode(self, loads: Loads, data: bytes | Buffered) -> Any:
         try:
-            return loads(data)
-        except _UnpicklingError as exc:
-            return self._enveloped(data, exc)
+            return loads(data)  # type: ignore[arg-type]  # see __getitem__
+        except (_UnpicklingError, TypeError) as exc:
+            return self._enveloped(data, exc, loads)
 
     def _cached(self, key: str) -> Any:
         """``self[key]`` under ``writeback=True``: each entry is read once and
@@ -178,11 +179,18 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         # _encode() inlined for the common uncompressed case: this is the
         # "insert" path benchmarks/bench_store.py measures.
         serializer = self._serializer
-        data = _dumps(value, self._protocol) if serializer is None else enveloped(serializer, value)
-        if self._codec and len(data) >= self._compress_min:
-            self._engine.put(key, *self._encode_pickled(data))
+        if serializer is not None or self._protocol < 5:
+            self._engine.put(key, *self._encode(value))
         else:
-            self._engine.put(key, 0, data, 0)
+            try:
+                data = _dumps(value, self._protocol, buffer_callback=_probe)
+            except LargeBuffer:
+                self._engine.put(key, *self._encode(value))
+            else:
+                if self._codec and len(data) >= self._compress_min:
+                    self._engine.put(key, *compressed(data, self._codec, self._compress_min))
+                else:
+                    self._engine.put(key, 0, data, 0)
         if self._writeback:
             self._cache[key] = value
 
@@ -207,11 +215,18 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         key: str,
         default: Any = None,
         *,
+        copy: bool | None = None,
         encoding: str | None = None,
         errors: str | None = None,
         fix_imports: bool | None = None,
     ) -> Any:
         """``self[key]`` if present, else ``default``.
+
+        ``copy=False`` returns the large arrays of a value (those stored out
+        of band, see ``docs/objects.md``) as read-only views on the store's
+        file, without copying or checksumming them; ``copy=True`` returns
+        fresh, writable copies, checked; None keeps the handle's setting
+        (``open(..., copy=)``, default True).
 
         ``encoding``, ``errors`` and ``fix_imports`` override the handle's
         settings for this read only, with :func:`pickle.loads`'s meaning
@@ -222,7 +237,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         Raises:
             ValueError, TypeError: a bad override (the message names it).
         """
-        if encoding is None and errors is None and fix_imports is None:
+        if encoding is None and errors is None and fix_imports is None and copy is None:
             try:
                 return self[key]
             except KeyError:
@@ -232,7 +247,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
             _check_key(key)
         if self._writeback and key in self._cache:
             return self._cache[key]
-        data = self._get(key)
+        data = self._engine.get(key, self._copy if copy is None else check_copy(copy))
         if data is None:
             return default
         value = self._decode(loads, data)
@@ -250,7 +265,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
                 if key in cache:
                     found[key] = cache[key]
             keys = [k for k in keys if k not in found]
-        for key, data in zip(keys, self._engine.get_many(keys), strict=True):
+        for key, data in zip(keys, self._engine.get_many(keys, self._copy), strict=True):
             if data is not None:
                 value = found[key] = self._decode(loads, data)
                 if self._writeback:
@@ -459,6 +474,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     safe: bool = False,
     trusted: Iterable[object] = (),
     trusted_owner: bool = False,
+    copy: bool = True,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -516,6 +532,12 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         trusted: with ``safe=True``, more globals this handle may load:
             classes or functions, ``(module, qualname)`` tuples or
             ``"module:qualname"`` strings.
+        copy: what reads of values with large arrays return (numpy arrays
+            and pandas objects; docs/objects.md): True (default), fresh,
+            writable arrays, their checksums checked; False, read-only
+            views on the store's file, no copy and no checksum pass (a
+            view stays valid after close() and compaction).
+            :meth:`Shelf.get` can override it per call.
 
     Raises:
         ValueError: a bad flag, protocol, compression, encoding, serializer
@@ -545,6 +567,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_compress_min(compress_min)
     check_compression(compression)
     check_unpickling(encoding, errors, fix_imports)
+    check_copy(copy)
     chosen = resolve(serializer, deserializer, check_protocol(protocol))
     allowed = check_safety(options.path, safe, trusted, trusted_owner)
     if safe and mode == 0o666:
@@ -562,6 +585,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             fix_imports=fix_imports,
             serializer=chosen,
             trusted=allowed,
+            copy=copy,
         )
     except BaseException:
         engine.close()

@@ -321,11 +321,49 @@ def _manifest_of(files: dict[str, bytes]) -> fmt.Manifest:
     return fmt.decode_manifest(files[fmt.MANIFEST_NAME], fmt.MANIFEST_NAME)
 
 
+def _build_arrays(store: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Values with out-of-band buffers (format.md section 4.2: a head, an
+    alignment pad, buffers on 64-byte boundaries) in a sealed and the active
+    segment: one buffer and two, uncompressed and lz4-compressed, in a
+    transaction, among small records. ``pickle.PickleBuffer`` is what numpy
+    arrays hand pickle; it reads back as the bytearray it wraps."""
+    rng = random.Random("arrays")
+    exp: dict[str, Any] = {}
+
+    def buffer(n: int, compressible: bool) -> bytearray:
+        if compressible:
+            return bytearray(b"".join(rng.randbytes(16) + bytes(48) for _ in range(n >> 6)))
+        return bytearray(rng.randbytes(n))
+
+    def put(db: logshelf.Shelf, key: str, value: dict[str, Any]) -> None:
+        exp[key] = value
+        db[key] = {
+            k: pickle.PickleBuffer(v) if isinstance(v, bytearray) else v for k, v in value.items()
+        }
+
+    with logshelf.open(
+        store, "c", compression="lz4", max_segment_size=4096, auto_compact=None
+    ) as db:
+        db["pre"] = exp["pre"] = _small(1)
+        put(db, "one", {"n": 1, "buf": buffer(70_000, False)})  # sealed by the next put
+        db["mid"] = exp["mid"] = _small(2)
+    with logshelf.open(store, "w", compression="lz4", auto_compact=None) as db:
+        put(db, "два", {"a": buffer(66_000, True), "b": buffer(65_600, False), "n": 2})
+        with db.transaction():
+            put(db, "tx", {"n": 3, "buf": buffer(65_536, False)})
+            db["tx-small"] = exp["tx-small"] = _small(3)
+        db["post"] = exp["post"] = _small(4)
+        del db["pre"]
+        del exp["pre"]
+    return snapshot(store), exp
+
+
 BUILDERS: dict[str, Callable[[Path], tuple[dict[str, bytes], dict[str, Any]]]] = {
     "mixed": _build_mixed,
     "single": _build_single,
     "crash": _build_crash,
     "large": _build_large,
+    "arrays": _build_arrays,
 }
 
 
@@ -421,19 +459,35 @@ class Template:
         return sorted(name for name in self.files if name.endswith(".hint"))
 
 
-def _decode_value(rec: fmt.RecordHeader, stored: bytes) -> Any:
-    """Unpickle a stored value with the standard library (and lz4), not the engine."""
-    codec = fmt.codec_of(rec.flags)
+def _inflate(codec: int, stored: bytes, rawlen: int) -> bytes:
     if codec == 0:
-        raw = stored
-    elif codec == 1:
-        raw = lz4.block.decompress(stored, uncompressed_size=rec.rawlen)
+        return stored
+    if codec == 1:
+        raw = lz4.block.decompress(stored, uncompressed_size=rawlen)
     elif codec == 2:
         raw = zlib.decompress(stored)
     else:
         raw = bz2.decompress(stored)
-    assert codec == 0 or len(raw) == rec.rawlen
-    return pickle.loads(raw)
+    assert len(raw) == rawlen
+    return bytes(raw)
+
+
+def _decode_value(rec: fmt.RecordHeader, data: bytes, at: int) -> Any:
+    """Unpickle the value stored at ``at`` in a segment's bytes with the
+    standard library (and lz4), not the engine; out-of-band buffers by the
+    layout of docs/format.md section 4.2."""
+    codec = rec.flags >> 1 & 3
+    if not rec.flags & _BUFFERS:
+        return pickle.loads(_inflate(codec, data[at : at + rec.vlen], rec.rawlen))
+    head_len, count = struct.unpack_from("<II", data, at)
+    first = -(-(at + head_len) // 64) * 64
+    buffers = []
+    for i in range(count):
+        rel, stored, raw, _, buffer_codec = struct.unpack_from("<QQQIB", data, at + 8 + 32 * i)
+        piece = data[first + rel : first + rel + stored]
+        buffers.append(bytearray(_inflate(buffer_codec, piece, raw)))
+    stream = _inflate(codec, data[at + 8 + 32 * count : at + head_len], rec.rawlen)
+    return pickle.loads(stream, buffers=buffers)
 
 
 def _records_of(name: str, data: bytes) -> list[Record]:
@@ -454,7 +508,7 @@ def _records_of(name: str, data: bytes) -> list[Record]:
         )
         value = None
         if head.kind == fmt.KIND_PUT:
-            value = _decode_value(head, data[end - head.vlen : end])
+            value = _decode_value(head, data, end - head.vlen)
         out.append(
             Record(
                 name,
@@ -896,7 +950,7 @@ def forged_cases(t: Template) -> dict[str, list[Op]]:
             name = f"record-klen/{where}/0xffff/{'hints' if hints else 'no-hints'}"
             cases[name] = [_forge_record(t, rec, "klen", 0xFFFF), *([] if hints else no_hints)]
     for codec, rec in by_codec.items():
-        codec_name = ("none", "lz4", "zlib", "bz2")[codec]
+        codec_name = ("none", "lz4", "zlib", "bz2")[codec & 3] + ("+buffers" if codec & 4 else "")
         for value in (0xFFFF_FFFF, 0x7FFF_FFFF, 2**30):
             for hints in (True, False):
                 name = f"record-rawlen/{codec_name}/{value:#x}/{'hints' if hints else 'no-hints'}"
@@ -1102,7 +1156,8 @@ _RECORD_LAYOUT = struct.Struct("<IIQQIHBB")
 _KINDS = (fmt.KIND_PUT, fmt.KIND_DELETE, fmt.KIND_SEAL)
 #: Where a record may start, judged by its kind and flags bytes (offsets 30
 #: and 31): how a reader looks for valid records after damage.
-_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x07]")
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x0f]")
+_BUFFERS = 0x08
 
 
 class _Unknown:
@@ -1143,11 +1198,41 @@ def _valid_head(data: bytes, pos: int, salt: int) -> _Head | None:
         return None
     if not flags & 0x06 and rawlen:
         return None
+    if flags & _BUFFERS and kind != fmt.KIND_PUT:
+        return None
     key = data[pos + RECORD : pos + RECORD + klen]
     if zlib.crc32(key, zlib.crc32(data[pos + 4 : pos + RECORD], salt)) != hcrc:
         return None
-    value_ok = zlib.crc32(data[pos + RECORD + klen : end]) == vcrc
-    return _Head(pos, end, txid, kind, bool(flags & 1), key, value_ok, bool(flags & 0xF8))
+    if flags & _BUFFERS:
+        value_ok = _buffers_ok(data, pos + RECORD + klen, vlen, vcrc)
+    else:
+        value_ok = zlib.crc32(data[pos + RECORD + klen : end]) == vcrc
+    return _Head(pos, end, txid, kind, bool(flags & 1), key, value_ok, bool(flags & 0xF0))
+
+
+def _buffers_ok(data: bytes, at: int, vlen: int, vcrc: int) -> bool:
+    """Section 4.2: a value with out-of-band buffers is sound when its head
+    matches ``vcrc``, its table describes buffers that fill the value
+    exactly (each on a 64-byte boundary of the file), and each buffer
+    matches its own checksum."""
+    if vlen < 8:
+        return False
+    head_len, count = struct.unpack_from("<II", data, at)
+    if count < 1 or not 8 + 32 * count <= head_len <= vlen:
+        return False
+    if zlib.crc32(data[at : at + head_len]) != vcrc:
+        return False
+    first = -(-(at + head_len) // 64) * 64
+    expected = end = 0
+    for i in range(count):
+        rel, stored, _, crc, _ = struct.unpack_from("<QQQIB", data, at + 8 + 32 * i)
+        if rel != expected:
+            return False
+        end = first + rel + stored
+        if end > at + vlen or zlib.crc32(data[first + rel : end]) != crc:
+            return False
+        expected = -(-(rel + stored) // 64) * 64
+    return end == at + vlen
 
 
 @dataclass
@@ -1289,7 +1374,10 @@ def _moved_states(t: Template, files: dict[str, bytes]) -> list[Allowed] | None:
                 if head.kind == fmt.KIND_DELETE:
                     state.pop(key, None)
                     continue
-                rec = by_bytes.get(new[head.offset : head.end])
+                # Not value_ok though its bytes are a template record's: a
+                # value with buffers that moved by other than a multiple of
+                # 64 bytes (its buffers are found by file offset, section 4.2).
+                rec = by_bytes.get(new[head.offset : head.end]) if head.value_ok else None
                 state[key] = Live(UNKNOWN if rec is None else rec.value, t.active, head.offset)
                 if rec is None:
                     fragile.add((t.active, head.offset))

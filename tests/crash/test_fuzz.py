@@ -39,9 +39,9 @@ from logshelf import _format as fmt
 from . import _fuzz
 from ._helpers import parse_records
 
-#: Seeds per template in the default run (four templates: 6000 cases, about
-#: 20 s on two cores) and in the slow sweep (20000 cases, about 90 s; set
-#: LOGSHELF_FUZZ_SEEDS for a longer sweep, e.g. 25000 for 100000 cases).
+#: Seeds per template in the default run (five templates: 7500 cases, about
+#: 25 s on two cores) and in the slow sweep (25000 cases, about 2 min; set
+#: LOGSHELF_FUZZ_SEEDS for a longer sweep).
 DEFAULT_SEEDS = 1500
 SLOW_SEEDS = int(os.environ.get("LOGSHELF_FUZZ_SEEDS", "5000"))
 
@@ -92,11 +92,23 @@ def test_fuzz_templates_cover_what_the_fuzz_needs(templates: Path) -> None:
     large = loaded["large"]
     assert all(limit > 256 << 10 for _, limit in large.segments[1:]), large.segments
     assert all(t.foreign for t in loaded.values())
+    # Values with out-of-band buffers, sealed and active, their buffers
+    # stored raw and lz4-compressed (format.md section 4.2).
+    arrays = loaded["arrays"]
+    buffered = {
+        (r.seg, r.offset)
+        for recs in arrays.records.values()
+        for r in recs
+        if arrays.files[r.seg][r.offset + 31] & fmt.FLAG_BUFFERS
+    }
+    holders = {seg for seg, _ in buffered}
+    assert arrays.active in holders and holders & set(arrays.sealed), holders
+    assert len(buffered) == 3
 
 
 @pytest.mark.timeout(120)  # about 25 s on two cores
 def test_fuzz_random_damage_never_yields_a_wrong_value(templates: Path, tmp_path: Path) -> None:
-    """6000 seeded cases of random damage (1500 per template): every outcome
+    """7500 seeded cases of random damage (1500 per template): every outcome
     is one the damage explains."""
     cases = [f"{name}:{seed}" for seed in range(DEFAULT_SEEDS) for name in _fuzz.BUILDERS]
     result = _run(templates, cases, tmp_path)
@@ -107,7 +119,7 @@ def test_fuzz_random_damage_never_yields_a_wrong_value(templates: Path, tmp_path
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_fuzz_random_damage_sweep(templates: Path, tmp_path: Path) -> None:
-    """The same with 4 x ``SLOW_SEEDS`` other seeds (20000 cases by default)."""
+    """The same with 5 x ``SLOW_SEEDS`` other seeds (25000 cases by default)."""
     seeds = range(DEFAULT_SEEDS, DEFAULT_SEEDS + SLOW_SEEDS)
     cases = [f"{name}:{seed}" for seed in seeds for name in _fuzz.BUILDERS]
     result = _run(templates, cases, tmp_path)

@@ -1,0 +1,144 @@
+"""Reading and checking the out-of-band buffers of a record (layout in
+``_buffer_format``) in its segment file.
+
+Reads with ``copy=True`` (shelve's default) fill a fresh, writable
+``bytearray`` per buffer with one copy of the bytes, and check its checksum.
+Reads with ``copy=False`` hand out read-only views on a memory map of the
+buffer's own bytes: no copy and no checksum pass, so their cost does not grow
+with the array; the map lives exactly as long as the last view made from it,
+and since committed bytes of a segment are never changed or truncated, a
+view stays valid and unchanged after ``close()``, a compaction (which
+deletes the file: the map keeps it) or any other process's writes.
+Compressed buffers are always copied (decompressed) and checked.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from . import _codecs
+from . import _format as fmt
+from ._buffer_format import Buffered, Entry, OutOfBand, decode_head, head_length, table_of
+from ._fs import FileSystem
+from .errors import CorruptionError
+
+__all__ = ["check_value", "out_of_band", "pending_value", "read_buffered"]
+
+_HEADER_SIZE = fmt.RECORD_HEADER.size
+
+
+def check_value(
+    read: Callable[[int, int], bytes],
+    crc_of: Callable[[int, int], int],
+    value_at: int,
+    vlen: int,
+    vcrc: int,
+) -> bool:
+    """Do the head and every buffer of the value at file offset ``value_at``
+    match their checksums? ``read(offset, n)`` returns bytes of the file and
+    ``crc_of(offset, n)`` the crc32 of a range (a scan streams large ones)."""
+    start = read(value_at, 4)
+    if len(start) < 4:
+        return False
+    head_len = head_length(start)
+    if not 8 <= head_len <= vlen:
+        return False
+    head = read(value_at, head_len)
+    if len(head) != head_len or zlib.crc32(head) != vcrc:
+        return False
+    try:
+        entries, _, first = decode_head(head, value_at, vlen)
+    except CorruptionError:
+        return False
+    return all(crc_of(first + e.rel, e.stored) == e.crc for e in entries)
+
+
+def _layout(fs: FileSystem, fd: int, offset: int, head: bytes) -> tuple[list[Entry], bytes, int]:
+    """Decode the head of the record at ``offset`` against its header."""
+    _, _, _, vlen, _, klen, _, _ = fmt.RECORD_HEADER.unpack(fs.pread(fd, _HEADER_SIZE, offset))
+    return decode_head(head, offset + _HEADER_SIZE + klen, vlen)
+
+
+def _mapped(fs: FileSystem, fd: int, at: int, length: int) -> memoryview:
+    try:
+        return fs.map_range(fd, at, length)
+    except ValueError:  # mmap checks the file's size: never a SIGBUS later
+        raise CorruptionError(f"a buffer at offset {at} extends past the end of the file") from None
+
+
+def _copied(fs: FileSystem, fd: int, entry: Entry, at: int) -> bytearray:
+    """One buffer as a fresh, writable bytearray, its checksum checked."""
+    if entry.codec:
+        stored = fs.pread(fd, entry.stored, at)
+        if len(stored) != entry.stored or zlib.crc32(stored) != entry.crc:
+            raise CorruptionError(f"buffer checksum mismatch at offset {at}")
+        return bytearray(_codecs.decompress(entry.codec, stored, entry.raw))
+    buffer = bytearray(entry.stored)
+    view = memoryview(buffer)
+    if fs.read_into(fd, view, at) != entry.stored or zlib.crc32(view) != entry.crc:
+        raise CorruptionError(f"buffer checksum mismatch at offset {at}")
+    return buffer
+
+
+def read_buffered(
+    fs: FileSystem, fd: int, offset: int, codec: int, head: bytes, rawlen: int, copy: bool
+) -> Buffered:
+    """The value with buffers of the record at ``offset``, whose verified
+    head is ``head``: its stream decompressed with ``codec`` (the record's
+    codec id, 0-3), its buffers copied and checked, or (``copy=False``)
+    read-only views of uncompressed buffers on the file's memory.
+
+    Raises:
+        CorruptionError: the head or a buffer does not check (the message
+            names the file offset; callers add the key and file).
+    """
+    entries, stream, first = _layout(fs, fd, offset, head)
+    if codec:
+        stream = _codecs.decompress(codec, stream, rawlen)
+    buffers: list[Any] = []
+    for entry in entries:
+        at = first + entry.rel
+        if copy or entry.codec:
+            buffers.append(_copied(fs, fd, entry, at))
+        else:
+            buffers.append(_mapped(fs, fd, at, entry.stored))
+    return Buffered(bytes(stream), buffers)
+
+
+def out_of_band(fs: FileSystem, fd: int, offset: int, head: bytes) -> OutOfBand:
+    """The stored value of the record at ``offset`` (verified head ``head``)
+    as it was given to the engine, to be written again (compaction,
+    salvage): its buffers checked, as views on maps of their own, so they
+    are copied on without being read into memory first.
+
+    Raises:
+        CorruptionError: a buffer does not match its checksum.
+    """
+    entries, _, first = _layout(fs, fd, offset, head)
+    views = []
+    for entry in entries:
+        at = first + entry.rel
+        view = _mapped(fs, fd, at, entry.stored)
+        if zlib.crc32(view) != entry.crc:
+            raise CorruptionError(f"buffer checksum mismatch at offset {at}")
+        views.append(view)
+    value = OutOfBand(head)
+    value.buffers = views
+    last = entries[-1]
+    value.span = last.rel + last.stored
+    return value
+
+
+def pending_value(value: OutOfBand, codec: int, rawlen: int) -> Buffered:
+    """A value with buffers not written yet (a transaction's), as a read
+    returns it: the stream decompressed, each buffer a fresh copy."""
+    entries, stream = table_of(value)
+    if codec:
+        stream = _codecs.decompress(codec, stream, rawlen)
+    buffers: list[Any] = []
+    for entry, data in zip(entries, value.buffers, strict=True):
+        raw = _codecs.decompress(entry.codec, data, entry.raw) if entry.codec else data
+        buffers.append(bytearray(raw))
+    return Buffered(bytes(stream), buffers)
