@@ -18,6 +18,8 @@ from . import _format as fmt
 from ._engine import Engine
 from ._fs import FileSystem
 from ._options import make_options
+from ._buffer_format import BUFFERS
+from ._buffer_io import out_of_band
 from ._records import encode_key, put_record
 from ._segment import Segment
 from .errors import CorruptionError, FormatError, StoreNotFoundError
@@ -203,7 +205,10 @@ def _salvage_segment(
                     state[key] = None
                 elif rec.kind == fmt.KIND_PUT:
                     try:
-                        state[key] = seg.read_value(rec.offset, rec.key)
+                        codec, data, rawlen = seg.read_value(rec.offset, rec.key)
+                        if codec & BUFFERS:  # its buffers checked, mapped for the copy
+                            data = out_of_band(seg.fs, seg.fd, rec.offset, data)
+                        state[key] = codec, data, rawlen
                     except CorruptionError as exc:
                         state[key] = None
                         report.lost_keys.append(key)
