@@ -514,7 +514,8 @@ def export(
         ...     db["user:1"] = {"name": "ada"}
         >>> logshelf.export(os.path.join(folder, "app.db"), os.path.join(folder, "dump.jsonl"))
         1
-        >>> print(open(os.path.join(folder, "dump.jsonl")).read().strip())
+        >>> with open(os.path.join(folder, "dump.jsonl")) as f:
+        ...     print(f.read().strip())
         {"key": "user:1", "value": {"name": "ada"}}
     """
     if format not in FORMATS:
