@@ -272,8 +272,9 @@ class Cache(MutableMapping[str, Any]):
             tags: names :meth:`clear` can select the entry by.
 
         Raises:
-            TypeError: ``key`` is not a str, ``tags`` not a tuple of str, or
-                ``value`` cannot be pickled (nothing is written).
+            TypeError: ``key`` is not a str, or ``tags`` not a tuple of str.
+            pickle.PicklingError: ``value`` cannot be pickled (pickle raises
+                TypeError for some objects); nothing is written.
             ValueError: a negative ``ttl``, or an entry larger than half of
                 ``max_bytes`` (it would flush the whole cache).
             ReadOnlyError: the cache was opened with flag "r".
@@ -361,7 +362,8 @@ class Cache(MutableMapping[str, Any]):
 
         Raises:
             ValueError: a negative ``older_than``.
-            ReadOnlyError: the cache was opened with flag "r".
+            ReadOnlyError: the cache was opened with flag "r" and some
+                entry matches.
         """
         older = check_seconds(older_than, "older_than")
         name = None if func is None else func_name(func)
@@ -397,7 +399,8 @@ class Cache(MutableMapping[str, Any]):
         their space back to the next compaction or eviction.
 
         Raises:
-            ReadOnlyError: the cache was opened with flag "r".
+            ReadOnlyError: the cache was opened with flag "r" and some
+                entry has expired.
         """
         now = _time()
         doomed = []
@@ -483,8 +486,9 @@ class Cache(MutableMapping[str, Any]):
                 ``stale_ttl`` without a ``ttl``.
             TypeError: ``ignore`` or ``tags`` is not a tuple of str, or the
                 decorated object is not callable. A call raises TypeError
-                when an argument cannot be hashed by content (the message
-                names it) or its result cannot be pickled.
+                when an argument cannot be hashed by content (an
+                ``UnhashableArgumentError`` naming it) or when its result
+                cannot be pickled (nothing is stored).
 
         """
         return memoizer(self, ttl, ignore, typed, version, track_code, stale_ttl, tags)
