@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,14 @@ def test_the_site_builds_strict_with_no_warning(tmp_path: Path) -> None:
         assert (tmp_path / "site" / page).is_file(), page
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert "usage: logshelf salvage" in cli  # the generated help is there
+    # Sphinx roles in docstrings are rendered as code, not printed as ":class:".
+    roles = re.compile(r":(?:func|class|meth|mod|attr|exc|data|obj):")
+    leaked = [
+        str(page.relative_to(tmp_path))
+        for page in (tmp_path / "site" / "reference").rglob("*.html")
+        if roles.search(page.read_text())
+    ]
+    assert leaked == []
 
 
 @pytest.mark.timeout(120)
