@@ -73,12 +73,24 @@ class CacheLike(Protocol):
 
 
 class CacheInfo(NamedTuple):
-    """``functools.lru_cache``'s first four fields, then logshelf's own.
+    """What a memoized function's ``cache_info()`` returns.
 
-    ``hits``, ``misses``, ``waits`` (calls that waited for another caller's
-    computation) and ``time_saved`` (seconds of computation the hits did not
-    repeat) count this process's calls; ``currsize`` and ``bytes`` are the
-    function's entries in the cache, all code versions."""
+    The first four fields are :func:`functools.lru_cache`'s, in its order,
+    so code that reads ``info.hits`` or ``info[0]`` keeps working; logshelf's
+    own follow. Counts of calls are this process's; sizes are the function's
+    entries in the cache, every code version included.
+
+    Attributes:
+        hits: calls answered from the cache (in this process).
+        misses: calls that computed (in this process).
+        maxsize: the cache's ``max_bytes`` (None: unbounded).
+        currsize: the function's entries in the cache (expired ones count
+            until they are removed).
+        bytes: the stored bytes of those entries.
+        waits: calls that waited for another caller's computation of the
+            same key, then read its result.
+        time_saved: seconds of computation the hits did not repeat.
+    """
 
     hits: int
     misses: int

@@ -41,6 +41,16 @@ class PrefixScans:
 
         There is no index by prefix: this filters a snapshot of all keys, so
         it costs O(number of keys in the store), not O(matches).
+
+        Raises:
+            TypeError: ``prefix`` is not a str.
+
+        Examples:
+            >>> import logshelf, tempfile, os
+            >>> with logshelf.open(os.path.join(tempfile.mkdtemp(), "app.db")) as db:
+            ...     db.update({"user:ada": 1, "user:bob": 2, "session:9": 3})
+            ...     sorted(db.keys("user:"))
+            ['user:ada', 'user:bob']
         """
         if prefix is None:
             return KeysView(self)  # type: ignore[arg-type]
@@ -58,7 +68,18 @@ class PrefixScans:
 
         The keys are a snapshot taken by this call (O(number of keys), as
         :meth:`keys`); values are read in chunks, each chunk from one state
-        of the store, and a key deleted meanwhile is skipped.
+        of the store, and a key deleted meanwhile is skipped. For one
+        consistent view of every match, scan inside ``db.transaction()``.
+
+        Raises:
+            TypeError: ``prefix`` is not a str.
+
+        Examples:
+            >>> import logshelf, tempfile, os
+            >>> with logshelf.open(os.path.join(tempfile.mkdtemp(), "app.db")) as db:
+            ...     db.update({"user:ada": {"age": 36}, "session:9": {}})
+            ...     dict(db.items("user:"))
+            {'user:ada': {'age': 36}}
         """
         if prefix is None:
             return ItemsView(self)  # type: ignore[arg-type]
@@ -72,7 +93,11 @@ class PrefixScans:
     def values(self, prefix: str | None = None) -> ValuesView[Any] | Iterator[Any]:
         """Without ``prefix``: a live view of the values. With one: an
         iterator of the values of the keys starting with ``prefix``, read as
-        :meth:`items` reads them."""
+        :meth:`items` reads them.
+
+        Raises:
+            TypeError: ``prefix`` is not a str.
+        """
         if prefix is None:
             return ValuesView(self)  # type: ignore[arg-type]
         return (value for _, value in self._scan(self._prefixed(prefix)))

@@ -56,14 +56,22 @@ Pairs = Iterator[tuple[str, Any]]
 
 @dataclass
 class ImportReport:
-    """What :func:`import_from` did."""
+    """What :func:`import_from` did; ``str()`` of it is a one-line summary.
+
+    Attributes:
+        source: absolute path of the source.
+        destination: absolute path of the new store.
+        kind: the source kind read ("shelve", "pickle", ...), detected or given.
+        keys: keys written to the new store.
+        converted_keys: keys that were not ``str`` in the source and were
+            converted (see :func:`import_from` for the rule).
+        seconds: wall-clock time of the import.
+    """
 
     source: str
     destination: str
     kind: str
     keys: int = 0
-    #: Keys that were not ``str`` in the source and were converted (see
-    #: :func:`import_from` for the rule).
     converted_keys: int = 0
     seconds: float = 0.0
 
@@ -359,14 +367,40 @@ def import_from(
     into place at the end: when the import fails, nothing is left at ``dst``.
 
     Args:
-        progress: called with a line of text every few thousand keys.
+        src: the file or directory to read (for a dbm.dumb shelf, its base
+            name or its ``.dat`` or ``.dir`` file).
+        dst: where to create the new store; nothing may exist there.
+        kind: "auto", "shelve", "pickle", "sqlitedict", "diskcache" or "jsonl".
+        encoding: how a Python 2 ``str`` is read, as :func:`pickle.loads`
+            takes it: "ASCII" (default), "latin1", "bytes" or a codec name.
+        errors: the codec error handler for ``encoding`` ("strict", "replace").
+        key: for a pickle file, store the whole object under this key, even
+            when it is a dict.
+        progress: called with a line of text every 10,000 keys and at the end.
+
+    Returns:
+        An :class:`ImportReport` (the source kind, keys copied, time taken).
 
     Raises:
         FileExistsError: something exists at ``dst`` (it is not touched).
         FileNotFoundError: nothing at ``src``.
-        ValueError: the source cannot be read, a value cannot be unpickled
-            or a key collides (the message names the key).
+        ValueError: an unknown ``kind``, a source that cannot be read, a
+            value that cannot be unpickled or a key that collides (the
+            message names the key).
         TypeError: a key of a type that cannot be converted.
+
+    Examples:
+        >>> import logshelf, pickle, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "old.pkl"), "wb") as f:
+        ...     pickle.dump({"a": 1, "b": [2, 3]}, f)
+        >>> report = logshelf.import_from(os.path.join(folder, "old.pkl"),
+        ...                               os.path.join(folder, "new.db"))
+        >>> report.kind, report.keys
+        ('pickle', 2)
+        >>> with logshelf.open(os.path.join(folder, "new.db"), "r") as db:
+        ...     db["b"]
+        [2, 3]
     """
     started = time.perf_counter()
     source = os.path.abspath(os.fspath(src))
@@ -457,11 +491,32 @@ def export(
     so a failure leaves nothing at ``dst``. Values are unpickled to be
     written: only export stores you trust.
 
+    Args:
+        src: the store to read (opened read-only).
+        dst: the file to write; nothing may exist there.
+        format: "jsonl" (default) or "pickle".
+        progress: called with a line of text every 10,000 keys.
+
+    Returns:
+        The number of keys written.
+
     Raises:
+        ValueError: an unknown ``format``.
         FileExistsError: something exists at ``dst``.
         StoreNotFoundError: no store at ``src``.
         TypeError: a value is not JSON-encodable (the message names its key
             and type).
+
+    Examples:
+        >>> import logshelf, tempfile, os
+        >>> folder = tempfile.mkdtemp()
+        >>> with logshelf.open(os.path.join(folder, "app.db")) as db:
+        ...     db["user:1"] = {"name": "ada"}
+        >>> logshelf.export(os.path.join(folder, "app.db"), os.path.join(folder, "dump.jsonl"))
+        1
+        >>> with open(os.path.join(folder, "dump.jsonl")) as f:
+        ...     print(f.read().strip())
+        {"key": "user:1", "value": {"name": "ada"}}
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")

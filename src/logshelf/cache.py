@@ -63,16 +63,23 @@ class Cache(MutableMapping[str, Any]):
         protocol: pickle protocol of stored values.
         flag: "c" (create if needed), "w", "r" (read-only: for inspection)
             or "n" (start empty).
-        durability, lock_timeout, mode: as for :func:`logshelf.open`.
+        durability: what a returned write survives, as for
+            :func:`logshelf.open`: "none" (default), "interval" or "always".
+        lock_timeout: seconds a write may wait for the writer lock before
+            raising :class:`~logshelf.LockTimeoutError`; None waits indefinitely.
+        mode: permission bits of the files the cache creates, less the umask.
 
     Raises:
         ValueError: an argument is out of range (the message names it).
+        StoreNotFoundError: flag "r" or "w" and no cache at ``path``.
+        FormatError: ``path`` is not a logshelf store.
 
-    >>> import logshelf, tempfile, os
-    >>> with logshelf.Cache(os.path.join(tempfile.mkdtemp(), "c")) as cache:
-    ...     cache.set("answer", 42, ttl=60, tags=("demo",))
-    ...     cache["answer"]
-    42
+    Examples:
+        >>> import logshelf, tempfile, os
+        >>> with logshelf.Cache(os.path.join(tempfile.mkdtemp(), "c")) as cache:
+        ...     cache.set("answer", 42, ttl=60, tags=("demo",))
+        ...     cache["answer"]
+        42
     """
 
     def __init__(
@@ -258,16 +265,37 @@ class Cache(MutableMapping[str, Any]):
     def set(
         self, key: str, value: Any, ttl: float | None = DEFAULT, tags: tuple[str, ...] = ()
     ) -> None:
-        """Store ``value`` under ``key``, visible for ``ttl`` seconds (the
-        cache's default when not given; None: forever), with ``tags`` for
-        :meth:`clear`."""
+        """Store ``value`` under ``key``, replacing any entry it had.
+
+        Args:
+            key: the entry's name.
+            value: any picklable object.
+            ttl: seconds the entry stays visible; the cache's default when
+                not given, None for ever.
+            tags: names :meth:`clear` can select the entry by.
+
+        Raises:
+            TypeError: ``key`` is not a str, or ``tags`` not a tuple of str.
+            pickle.PicklingError: ``value`` cannot be pickled (pickle raises
+                TypeError for some objects); nothing is written.
+            ValueError: a negative ``ttl``, or an entry larger than half of
+                ``max_bytes`` (it would flush the whole cache).
+            ReadOnlyError: the cache was opened with flag "r".
+        """
         ttl = self.ttl if ttl is DEFAULT else check_seconds(ttl, "ttl")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
             raise TypeError(f"tags must be a tuple of str, not {tags!r}")
         self.store(_check_key(key), self.encode(value, ttl, tuple(tags)))
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` when absent or expired."""
+        """The value of ``key``, or ``default`` when absent or expired.
+
+        A damaged entry (a failed checksum, a class that no longer unpickles)
+        reads as absent; it is reported once through the ``logshelf`` logger.
+
+        Raises:
+            TypeError: ``key`` is not a str.
+        """
         found = self.lookup(_check_key(key))
         if found is None:
             self.misses += 1
@@ -296,7 +324,8 @@ class Cache(MutableMapping[str, Any]):
         return entry is not None and not cfmt.is_expired(entry, _time())
 
     def entries(self) -> Iterator[tuple[str, cfmt.Entry]]:
-        """``(key, entry header)`` of every visible entry (reads each one)."""
+        """``(key, entry header)`` of every visible entry, reading each one's
+        header: the store time, expiry, tags and the function that computed it."""
         now = _time()
         stored = self._engine.keys()
         for key in stored:
@@ -323,10 +352,22 @@ class Cache(MutableMapping[str, Any]):
         func: Callable[..., Any] | str | None = None,
         older_than: float | None = None,
     ) -> int:
-        """Delete entries and return how many. With no argument, every entry;
-        otherwise those matching all of: having ``tag``, computed by ``func``
-        (a memoized function, the function it wraps, or its qualified name),
-        stored more than ``older_than`` seconds ago."""
+        """Delete entries and return how many.
+
+        With no argument, every entry. Otherwise those matching all the
+        filters given.
+
+        Args:
+            tag: entries stored with this tag.
+            func: entries computed by this memoized function (the function
+                it wraps, or its qualified name, also select it).
+            older_than: entries stored more than this many seconds ago.
+
+        Raises:
+            ValueError: a negative ``older_than``.
+            ReadOnlyError: the cache was opened with flag "r" and some
+                entry matches.
+        """
         older = check_seconds(older_than, "older_than")
         name = None if func is None else func_name(func)
         stored = self._engine.keys()
@@ -355,7 +396,15 @@ class Cache(MutableMapping[str, Any]):
         return self._engine.delete_many(doomed)
 
     def expire(self) -> int:
-        """Delete every entry past its expiry (and stale window); return how many."""
+        """Delete every entry past its expiry (and its stale window); return how many.
+
+        Expired entries are invisible whether or not this runs; it gives
+        their space back to the next compaction or eviction.
+
+        Raises:
+            ReadOnlyError: the cache was opened with flag "r" and some
+                entry has expired.
+        """
         now = _time()
         doomed = []
         stored = self._engine.keys()
@@ -372,6 +421,7 @@ class Cache(MutableMapping[str, Any]):
 
         Raises:
             ValueError: no ``to_bytes`` and no ``max_bytes``, or a bad value.
+            ReadOnlyError: the cache was opened with flag "r".
         """
         if to_bytes is None:
             if self.max_bytes is None:
@@ -409,8 +459,41 @@ class Cache(MutableMapping[str, Any]):
         stale_ttl: float | None = None,
         tags: tuple[str, ...] = (),
     ) -> Callable[[Callable[..., Any]], Any]:
-        """Decorator caching a function's results here; see
-        :func:`logshelf.memoize` and ``docs/caching.md``."""
+        """Decorator caching a function's results in this cache.
+
+        A call is looked up by the function's name, a fingerprint of its
+        code (and of the user code it calls), and a structural hash of its
+        arguments bound to the signature: ``f(1, 2)`` and ``f(1, y=2)`` are
+        one entry, in every process. Many callers of one cold key, threads
+        or processes, compute it once. The wrapped function gains
+        ``cache_info()``, ``cache_clear()``, ``cache_key(...)`` and
+        ``explain(...)`` (why a call would hit or miss). See ``docs/caching.md``.
+
+        Args:
+            ttl: seconds a result stays fresh; the cache's default when not
+                given, None for ever.
+            ignore: parameter names left out of the key (a logger, a
+                connection).
+            typed: tell ``1``, ``1.0`` and ``True`` apart, as
+                :func:`functools.lru_cache` does.
+            version: any value mixed into the key; change it to
+                invalidate by hand.
+            track_code: make the function's code part of the key, so that
+                an edit to it or to a helper it calls recomputes.
+            stale_ttl: after ``ttl``, serve the old result this many more
+                seconds while one caller recomputes it (needs a ``ttl``).
+            tags: tags of every stored result, for :meth:`clear`.
+
+        Raises:
+            ValueError: a negative ``ttl`` or ``stale_ttl``, or a
+                ``stale_ttl`` without a ``ttl``.
+            TypeError: ``ignore`` or ``tags`` is not a tuple of str, or the
+                decorated object is not callable. A call raises TypeError
+                when an argument cannot be hashed by content (an
+                ``UnhashableArgumentError`` naming it) or when its result
+                cannot be pickled (nothing is stored).
+
+        """
         return memoizer(self, ttl, ignore, typed, version, track_code, stale_ttl, tags)
 
     @property
@@ -420,17 +503,22 @@ class Cache(MutableMapping[str, Any]):
 
     @property
     def engine(self) -> Engine:
+        """The bytes engine underneath (for the cache's own modules)."""
         return self._engine
 
     def sync(self) -> None:
+        """Make every write so far durable (an fsync), whatever ``durability``."""
         self._engine.sync()
 
     def close(self) -> None:
+        """Close the cache; calling it again does nothing. Any other use of a
+        closed cache raises :class:`~logshelf.StoreClosedError`."""
         self._engine.close()
         self._access.close()
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
         return self._engine.closed
 
     def __enter__(self) -> Cache:
@@ -471,12 +559,29 @@ def memoize(
     stale_ttl: float | None = None,
     tags: tuple[str, ...] = (),
 ) -> Any:
-    """Memoize ``func`` in the cache at ``path`` (default ``.logshelf-cache``
-    in the current directory, opened once per process and never size-bounded:
-    open a :class:`Cache` with ``max_bytes`` for that).
+    """Cache ``func``'s results on disk, in the cache at ``path``.
 
-    Use as ``@logshelf.memoize`` or ``@logshelf.memoize(ttl=3600)``; the
-    arguments are those of :meth:`Cache.memoize`.
+    Use it bare, ``@logshelf.memoize``, or with arguments,
+    ``@logshelf.memoize(ttl=3600)``. The cache at ``path`` (default
+    ``.logshelf-cache`` in the current directory) is opened once per process
+    and never size-bounded: for a bound, open a :class:`Cache` with
+    ``max_bytes`` and use :meth:`Cache.memoize`. The other keyword arguments,
+    and the errors raised, are those of :meth:`Cache.memoize`.
+
+    Args:
+        func: the function, when used bare as ``@logshelf.memoize``.
+        path: the cache directory (created if missing).
+
+    Examples:
+        >>> import logshelf, tempfile, os
+        >>> where = os.path.join(tempfile.mkdtemp(), "cache")
+        >>> @logshelf.memoize(path=where)
+        ... def slow_add(a, b=1):
+        ...     return a + b
+        >>> slow_add(1, 2), slow_add(1, b=2)   # one entry: the call is bound first
+        (3, 3)
+        >>> slow_add.cache_info().hits, slow_add.cache_info().misses
+        (1, 1)
     """
     where = os.path.abspath(path)
     cache = _default_caches.get(where)

@@ -13,12 +13,30 @@ that kind of failure, so ``except ValueError`` around shelve code keeps working:
     ├── FormatError(StoreError, ValueError)          not a logshelf store, or a newer format
     ├── CorruptionError(StoreError)                  checksum mismatch or impossible bytes on disk
     ├── HandlePoisonedError(StoreError, OSError)     an fsync failed earlier; reopen the store
-    └── CodecUnavailableError(StoreError, ImportError)
-                                                     a compression codec's module is missing
+    ├── CodecUnavailableError(StoreError, ImportError)
+    │                                                a compression codec's module is missing
+    ├── SerializerUnavailableError(StoreError, ImportError)
+    │                                                a serializer is not installed or registered
+    ├── UntrustedGlobalError(StoreError, pickle.UnpicklingError)
+    │                                                safe=True met a global outside the allow-list
+    └── UntrustedStoreError(StoreError, PermissionError)
+                                                     safe=True refused a store others can write
 
 Operating-system failures (disk full, permission denied, ...) are raised as the
 original :class:`OSError`, untranslated. A missing key raises :class:`KeyError`;
 a key that is not a ``str`` raises :class:`TypeError`.
+
+Catch :class:`StoreError` for anything logshelf itself detected, or the
+builtin family for code written against shelve:
+
+Examples:
+    >>> import logshelf, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "missing.db")
+    >>> try:
+    ...     logshelf.open(path, "r")
+    ... except FileNotFoundError as exc:
+    ...     isinstance(exc, logshelf.StoreNotFoundError)
+    True
 """
 
 from __future__ import annotations
@@ -42,27 +60,47 @@ __all__ = [
 
 
 class StoreError(Exception):
-    """Base class of every error logshelf detects itself."""
+    """Base class of every error logshelf detects itself.
+
+    Errors of the operating system are not wrapped in it: they propagate as
+    the original :class:`OSError`.
+    """
 
 
 class StoreClosedError(StoreError, ValueError):
-    """An operation was attempted on a closed store (shelve raises ValueError too)."""
+    """An operation was attempted on a closed store or cache.
+
+    Also a :class:`ValueError`, which is what :mod:`shelve` raises there.
+    """
 
 
 class ReadOnlyError(StoreError, PermissionError):
-    """A write was attempted on a store opened with ``flag="r"``."""
+    """A write was attempted on a store (or cache) opened with ``flag="r"``.
+
+    Also a :class:`PermissionError`. Nothing was written.
+    """
 
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
-    """Flag ``"r"`` or ``"w"`` named a path that holds no store."""
+    """Flag ``"r"`` or ``"w"`` named a path that holds no store.
+
+    Also a :class:`FileNotFoundError`. Use flag ``"c"`` to create the store.
+    """
 
 
 class LockTimeoutError(StoreError, TimeoutError):
-    """The writer lock could not be acquired within the configured timeout."""
+    """The writer lock could not be acquired within ``lock_timeout`` seconds.
+
+    Also a :class:`TimeoutError`. Another process (or thread) held the lock
+    longer, usually inside a long ``transaction()``; nothing was written.
+    """
 
 
 class FormatError(StoreError, ValueError):
-    """The path is not a logshelf store, or it was written by a newer format version."""
+    """The path is not a logshelf store, or it was written by a newer format version.
+
+    Also a :class:`ValueError`. Nothing at the path was changed.
+    """
 
 
 class CorruptionError(StoreError):
@@ -82,7 +120,10 @@ class HandlePoisonedError(StoreError, OSError):
 
 
 class CodecUnavailableError(StoreError, ImportError):
-    """A record or an option needs a compression module that is not installed."""
+    """A record or an option needs a compression module that is not installed.
+
+    Also an :class:`ImportError`; the message names the package to install.
+    """
 
 
 class SerializerUnavailableError(StoreError, ImportError):
