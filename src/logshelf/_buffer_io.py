@@ -14,6 +14,7 @@ Compressed buffers are always copied (decompressed) and checked.
 
 from __future__ import annotations
 
+import mmap
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +22,16 @@ from typing import Any
 from . import _codecs
 from . import _format as fmt
 from ._buffer_format import Buffered, Entry, OutOfBand, decode_head, head_length, table_of
+from ._crc import crc32
 from ._fs import FileSystem
 from .errors import CorruptionError
 
 __all__ = ["check_value", "out_of_band", "pending_value", "read_buffered"]
 
 _HEADER_SIZE = fmt.RECORD_HEADER.size
+#: Buffers of this size or more are read into an anonymous map (see _fresh).
+_ANONYMOUS_FROM = 1 << 20
+_ANONYMOUS_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def check_value(
@@ -68,16 +73,27 @@ def _mapped(fs: FileSystem, fd: int, at: int, length: int) -> memoryview:
         raise CorruptionError(f"a buffer at offset {at} extends past the end of the file") from None
 
 
-def _copied(fs: FileSystem, fd: int, entry: Entry, at: int) -> bytearray:
-    """One buffer as a fresh, writable bytearray, its checksum checked."""
+def _fresh(size: int) -> Any:
+    """Writable memory for a buffer: a bytearray, or for a large one an
+    anonymous map with its pages made at once (``bytearray(n)`` writes n
+    zeros, and touching a lazily mapped page one at a time costs more still;
+    both take longer than the read that fills them). The memory is freed
+    when the last array made from it dies, as a bytearray's would be."""
+    if size < _ANONYMOUS_FROM:
+        return bytearray(size)
+    return mmap.mmap(-1, size, flags=_ANONYMOUS_FLAGS)
+
+
+def _copied(fs: FileSystem, fd: int, entry: Entry, at: int) -> Any:
+    """One buffer as fresh, writable memory, its checksum checked."""
     if entry.codec:
         stored = fs.pread(fd, entry.stored, at)
         if len(stored) != entry.stored or zlib.crc32(stored) != entry.crc:
             raise CorruptionError(f"buffer checksum mismatch at offset {at}")
         return bytearray(_codecs.decompress(entry.codec, stored, entry.raw))
-    buffer = bytearray(entry.stored)
+    buffer = _fresh(entry.stored)
     view = memoryview(buffer)
-    if fs.read_into(fd, view, at) != entry.stored or zlib.crc32(view) != entry.crc:
+    if fs.read_into(fd, view, at) != entry.stored or crc32(view) != entry.crc:
         raise CorruptionError(f"buffer checksum mismatch at offset {at}")
     return buffer
 
@@ -121,7 +137,7 @@ def out_of_band(fs: FileSystem, fd: int, offset: int, head: bytes) -> OutOfBand:
     for entry in entries:
         at = first + entry.rel
         view = _mapped(fs, fd, at, entry.stored)
-        if zlib.crc32(view) != entry.crc:
+        if crc32(view) != entry.crc:
             raise CorruptionError(f"buffer checksum mismatch at offset {at}")
         views.append(view)
     value = OutOfBand(head)

@@ -18,12 +18,12 @@ the value pickled again by :func:`dumps`, collecting its large buffers.
 from __future__ import annotations
 
 import pickle
-import zlib
 from typing import Any
 
 from . import _codecs
 from ._buffer_format import BUFFERS, OutOfBand
 from ._buffer_format import encode as encode_out_of_band
+from ._crc import crc32
 from ._serializers import Serializer, enveloped
 
 __all__ = ["OUT_OF_BAND_MIN", "LargeBuffer", "compressed", "dumps", "encode", "probe"]
@@ -64,7 +64,7 @@ def dumps(value: Any, protocol: int, codec: int, compress_min: int) -> tuple[int
     buffers: list[tuple[Any, int, int, int]] = []
     for raw in found:
         used, stored = _codecs.compress(_codecs.Codec(codec), raw, compress_min)  # type: ignore[arg-type]
-        buffers.append((stored, len(raw) if used else 0, zlib.crc32(stored), int(used)))
+        buffers.append((stored, len(raw) if used else 0, crc32(stored), int(used)))
     used, stored_stream = _codecs.compress(_codecs.Codec(codec), stream, compress_min)
     return (
         int(used) | BUFFERS,

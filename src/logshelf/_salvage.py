@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import _format as fmt
+from ._buffer_format import BUFFERS
+from ._buffer_io import out_of_band
 from ._engine import Engine
 from ._fs import FileSystem
 from ._options import make_options
-from ._buffer_format import BUFFERS
-from ._buffer_io import out_of_band
 from ._records import encode_key, put_record
 from ._segment import Segment
 from .errors import CorruptionError, FormatError, StoreNotFoundError
