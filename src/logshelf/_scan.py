@@ -95,10 +95,11 @@ class Global:
 class RecordScan:
     """What one stored value would import.
 
-    ``format`` is ``pickle``, ``cache entry`` or the name of the serializer
-    of an envelope; ``problems`` are reasons the record cannot pass whatever
-    its globals (a malformed stream, a serializer ``safe=True`` refuses or
-    that cannot be scanned).
+    ``format`` is ``pickle``, ``cache entry``, the name of the serializer
+    of an envelope, ``envelope`` (one this version cannot read) or
+    ``damaged`` (its checksums fail); ``problems`` are reasons the record
+    cannot pass whatever its globals (a malformed stream, a serializer
+    ``safe=True`` refuses or that cannot be scanned, damage).
     """
 
     format: str

@@ -24,6 +24,7 @@ import pytest
 
 import logshelf
 from logshelf import _cli_scan
+from logshelf._format import RECORD_HEADER
 from logshelf._restricted import SAFE_GLOBALS
 from logshelf._scan import pickle_globals, scan_store
 from logshelf.cli import main
@@ -215,12 +216,17 @@ def test_names_computed_at_load_time_are_unresolved(
     assert "computed while the pickle runs" in rows[1]["unresolved"]
 
 
-def test_extension_codes(monkeypatch: pytest.MonkeyPatch) -> None:
-    unknown, problem = pickle_globals(b"\x80\x02\x82\xf0N.")
+def test_extension_codes() -> None:
+    stream = b"\x80\x02\x82\xf0N."  # EXT1 240
+    unknown, problem = pickle_globals(stream)
     assert problem is None and unknown[0].module is None and "240" in unknown[0].why
-    # A code this process's registry maps is resolved, as the unpickler would.
-    monkeypatch.setattr(copyreg, "_inverted_registry", {240: ("datetime", "date")})
-    known, _ = pickle_globals(b"\x80\x02\x82\xf0N.")
+    # A code this process's registry maps is resolved, as the unpickler resolves it.
+    copyreg.add_extension("datetime", "date", 240)
+    try:
+        known, _ = pickle_globals(stream)
+        assert pickle.loads(stream) is None  # the unpickler does accept it
+    finally:
+        copyreg.remove_extension("datetime", "date", 240)
     assert [g.name for g in known] == ["datetime:date"]
 
 
@@ -303,6 +309,24 @@ def test_a_cache_is_scanned_through_its_entries(
     assert not rows["point"]["ok"]
     assert main(["scan", str(path), "--trusted", f"{Point.__module__}:Point"]) == 0
     capsys.readouterr()
+
+
+def test_a_damaged_record_is_a_problem_and_the_scan_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "db"
+    with logshelf.open(path) as db:
+        for i in range(3):
+            db[f"k{i}"] = {"n": i, "pad": "x" * 50}
+        segment, offset = db.locate("k1")
+    data = bytearray(Path(segment).read_bytes())
+    data[offset + RECORD_HEADER.size + len("k1") + 20] ^= 0x40  # inside the value
+    Path(segment).write_bytes(bytes(data))
+    code, doc = _scan_json(capsys, str(path))
+    assert code == 1
+    rows = {row["key"]: row for row in doc["keys"]}
+    assert rows["k0"]["ok"] and rows["k2"]["ok"]
+    assert rows["k1"]["problems"][0].startswith("damaged record")
 
 
 # -- the command line -------------------------------------------------------
