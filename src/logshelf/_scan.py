@@ -297,8 +297,16 @@ def _extension(op: str, code: int, pos: int) -> Global:
 def _ops(data: bytes) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
     """``(opcode, argument, position)`` up to and including STOP, as
     :func:`pickletools.genops` yields them, with the unpickler's readings of
-    ``GLOBAL``, ``INST`` and ``STRING``."""
+    ``GLOBAL``, ``INST`` and ``STRING``.
+
+    An opcode that straddles the end of a protocol 4 ``FRAME`` is malformed:
+    ``pickle.loads`` reads across the end, pickle's Python unpickler refuses
+    it, and the C unpickler reading from a file (as ``safe=True`` does) drops
+    the bytes before the end. No pickler writes one; a stream with one could
+    name one global to one reader and another to the next.
+    """
     f = io.BytesIO(data)
+    frame_end = overrun = -1
     while True:
         pos = f.tell()
         code = f.read(1)
@@ -306,21 +314,38 @@ def _ops(data: bytes) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
             raise _Malformed(f"the stream ends at byte {pos}, before its STOP opcode (truncated)")
         op = _OPS.get(code)
         if op is None:
-            raise _Malformed(f"byte {code!r} is no pickle opcode")
-        if op.name in ("GLOBAL", "INST"):
-            arg: Any = _name_pair(f, op.name)
-        elif op.name == "STRING":
-            arg = _string_arg(f)
-        elif op.arg is None:
-            arg = None
-        else:
-            try:
-                arg = op.arg.reader(f)
-            except ValueError as exc:  # short reads, bad numbers, bad UTF-8
-                raise _Malformed(f"bad {op.name} argument: {exc}") from None
+            raise _Malformed(f"byte {pos} is {code!r}, no pickle opcode")
+        try:
+            arg = _arg(op, f)
+        except _Malformed as exc:
+            raise _Malformed(f"at byte {pos} ({op.name}): {exc}") from None
+        if pos < frame_end < f.tell():
+            raise _Malformed(
+                f"at byte {pos} ({op.name}): the opcode crosses the end of its FRAME "
+                f"(byte {frame_end}); unpicklers disagree on what such a stream holds"
+            )
+        if op.name == "FRAME":
+            frame_end = f.tell() + arg
+            if frame_end > len(data) and overrun < 0:
+                overrun = pos  # unpicklers stop here; the walk goes on to list globals
         yield op, arg, pos
         if op.name == "STOP":
+            if overrun >= 0:
+                raise _Malformed(f"the FRAME at byte {overrun} runs past the end (truncated)")
             return
+
+
+def _arg(op: pickletools.OpcodeInfo, f: io.BytesIO) -> Any:
+    if op.name in ("GLOBAL", "INST"):
+        return _name_pair(f, op.name)
+    if op.name == "STRING":
+        return _string_arg(f)
+    if op.arg is None:
+        return None
+    try:
+        return op.arg.reader(f)
+    except ValueError as exc:  # short reads, bad numbers, bad UTF-8
+        raise _Malformed(f"bad argument: {exc}") from None
 
 
 def pickle_globals(data: bytes) -> tuple[list[Global], str | None]:

@@ -265,6 +265,24 @@ def test_a_truncated_or_malformed_record_is_a_problem_not_a_crash(
     assert all("PROBLEM: malformed pickle" in line for line in lines.values())
 
 
+def test_an_opcode_across_the_end_of_a_frame_is_malformed() -> None:
+    """pickle.loads reads this as GLOBAL datetime.date; CPython's unpickler
+    reading from a file (as safe=True does) drops the "da" left in the frame
+    and reads the name "te". No pickler writes such a stream."""
+    frame = b"cdatetime\nda"
+    stream = b"\x80\x04\x95" + len(frame).to_bytes(8, "little") + frame + b"te\n."
+    assert pickle.loads(stream) is datetime.date
+    found, problem = pickle_globals(stream)
+    assert problem is not None and "crosses the end of its FRAME" in problem
+    # A frame longer than the stream is a truncated stream, globals still listed.
+    long_frame = b"\x80\x04\x95\xff" + bytes(7)
+    found, problem = pickle_globals(long_frame + b"cdatetime\ndate\n")
+    assert [g.name for g in found] == ["datetime:date"]
+    assert problem is not None and "truncated" in problem
+    found, problem = pickle_globals(long_frame + b"N.")
+    assert found == [] and problem is not None and "FRAME at byte 2 runs past" in problem
+
+
 def test_json_records_have_no_globals_and_dill_records_are_flagged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
