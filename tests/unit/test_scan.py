@@ -8,10 +8,12 @@ import copyreg
 import datetime
 import decimal
 import fractions
+import io
 import json
 import os
 import pickle
 import pickletools
+import random
 import sys
 import uuid
 import zoneinfo
@@ -26,7 +28,7 @@ import logshelf
 from logshelf import _cli_scan
 from logshelf._format import RECORD_HEADER
 from logshelf._restricted import SAFE_GLOBALS
-from logshelf._scan import pickle_globals, scan_store
+from logshelf._scan import _python3_name, pickle_globals, scan_store
 from logshelf.cli import main
 
 PY2_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "py2_pickles.json"
@@ -235,6 +237,82 @@ def test_python2_names_are_checked_under_their_python3_names() -> None:
     assert problem is None
     assert (found.name, found.pickled_as) == ("builtins:set", "__builtin__:set")
     assert found.allowed(SAFE_GLOBALS)
+
+
+class _Anything:
+    """What a recording unpickler returns for every global: callable,
+    buildable, so that the stream goes on as far as it can."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Anything:
+        return _Anything()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _Recorder(pickle.Unpickler):
+    """The C unpickler, reading from a file as safe=True's does, noting every
+    global it asks for and importing none."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.asked: list[tuple[str, str]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.asked.append((module, name))
+        return _Anything
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_every_global_the_unpickler_asks_for_is_reported() -> None:
+    """Mutated pickles (names inserted, memo reads, marks, pops, cut bytes):
+    whenever the walk reports no problem and nothing unresolved, every global
+    the real unpickler asks for is on its list."""
+    values: list[Any] = [
+        datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+        collections.OrderedDict(a=[1, {2}]),
+        [datetime.date(2020, 1, 1)] * 3,
+        {"a": (1, "os", "system")},
+        uuid.UUID(int=5),
+        Path("/a"),
+    ]
+    seeds = [pickle.dumps(v, p) for v in values for p in range(pickle.HIGHEST_PROTOCOL + 1)]
+    pieces = [_su("os"), _su("system"), b"\x94", b"h\x00", b"h\x01", b"(", b"0", b"1", b"2"]
+    pieces += [b"\x93", b"cos\nsystem\n", b"R", b"\x85", b"t", b"U\x06system", b"S'os'\n"]
+    pieces += [b"Vsystem\n", b"g0\n", b"p5\n", b"q\x07"]
+    rng = random.Random(14)
+    checked = 0
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            roll = rng.random()
+            if roll < 0.5:
+                data[at:at] = rng.choice(pieces)
+            elif roll < 0.75:
+                del data[at : at + rng.randint(1, 3)]
+            elif data:
+                data[min(at, len(data) - 1)] = rng.randrange(256)
+        stream = bytes(data)
+        found, problem = pickle_globals(stream)
+        if problem is not None or any(g.module is None for g in found):
+            continue
+        recorder = _Recorder(stream)
+        try:
+            recorder.load()
+        except Exception:
+            pass  # how far it got is what counts
+        reported = {(g.module, g.qualname) for g in found}
+        asked = {_python3_name(m, n) for m, n in recorder.asked}
+        assert asked <= reported, stream
+        checked += bool(asked)
+    assert checked > 200  # the mutations leave many streams the unpickler runs
 
 
 # -- malformed, json, dill, cache -------------------------------------------
