@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, _cli_cache, _cli_objects
+from . import __version__, _cli_cache, _cli_objects, _cli_scan
 from ._salvage import salvage
 from .errors import CorruptionError, StoreError
 from .store import open as open_store
@@ -188,6 +188,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "salvage": _cmd_salvage,
     "cache": _cli_cache.run,
     **_cli_objects.COMMANDS,
+    **_cli_scan.COMMANDS,
 }
 
 
@@ -238,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     rescue.add_argument("destination", help="where to create the copy (must not exist)")
     _cli_cache.add_parser(sub)
     _cli_objects.add_parsers(sub)
+    _cli_scan.add_parser(sub)
     return parser
 
 
