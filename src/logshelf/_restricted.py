@@ -109,7 +109,9 @@ class _Unpickler(pickle.Unpickler):
                 f"safe=True refused to load {mapped[0]}.{mapped[1]} (not on the allow-list); "
                 f"if you trust it, open with trusted=[({mapped[0]!r}, {mapped[1]!r})]"
             )
-        return super().find_class(module, name)
+        # Import what was checked (CPython maps Python 2 names only below
+        # protocol 3; this checks the mapped name at every protocol).
+        return super().find_class(*mapped)
 
 
 class RestrictedLoads:

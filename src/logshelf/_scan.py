@@ -42,6 +42,7 @@ from typing import Any
 
 from . import _cache_format as cfmt
 from . import _codecs
+from ._buffer_format import Buffered
 from ._restricted import SAFE_GLOBALS, trusted_pairs
 from ._serializers import ENVELOPE, split_envelope
 from .errors import CorruptionError, StoreError
@@ -453,22 +454,27 @@ def scan_store(
         keys = sorted(k for k in every if k.startswith(prefix))
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
-            values: list[bytes | CorruptionError | None]
+            values: list[bytes | Buffered | CorruptionError | None]
             try:
-                values = list(engine.get_many(chunk))
+                # copy=False: large arrays' buffers are mapped, never read.
+                values = list(engine.get_many(chunk, False))
             except CorruptionError:
                 values = [_get_or_damage(engine.get, key) for key in chunk]
             for key, data in zip(chunk, values, strict=True):
                 if isinstance(data, CorruptionError):
                     yield key, RecordScan("damaged", problems=(f"damaged record: {data}",))
+                elif isinstance(data, Buffered):  # out-of-band buffers hold no globals
+                    yield key, _scan_pickle(data.stream, "pickle with buffers")
                 elif data is not None:  # deleted meanwhile
                     yield key, scan_record(data)
             if progress is not None:
                 progress(start + len(chunk), len(keys))
 
 
-def _get_or_damage(get: Callable[[str], bytes | None], key: str) -> bytes | CorruptionError | None:
+def _get_or_damage(
+    get: Callable[[str, bool], bytes | Buffered | None], key: str
+) -> bytes | Buffered | CorruptionError | None:
     try:
-        return get(key)
+        return get(key, False)
     except CorruptionError as exc:
         return exc

@@ -205,3 +205,13 @@ def test_bad_safety_arguments(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="safe"):
         logshelf.open(tmp_path / "db", safe="yes")
     assert not (tmp_path / "db").exists()
+
+
+def test_a_python_2_name_imports_what_was_checked_at_every_protocol() -> None:
+    """The allow-list checks a Python 2 name under its Python 3 name; the
+    import must be of that same name, also at protocol 3 and up (where
+    CPython itself would not map it), never of the Python 2 module."""
+    from logshelf._restricted import RestrictedLoads
+
+    stream = b"\x80\x03c__builtin__\nset\n)\x85R."  # protocol 3: __builtin__.set(())
+    assert RestrictedLoads(frozenset())(stream) == set()

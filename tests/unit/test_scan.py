@@ -546,3 +546,15 @@ def test_scan_passes_exactly_what_safe_true_loads(tmp_path: Path) -> None:
     assert 0 < sum(passes.values()) < len(passes)
     assert all(passes[f"array (protocol {p})"] for p in range(pickle.HIGHEST_PROTOCOL + 1))
     assert not passes["zone (protocol 5)"] and not passes["dill"] and passes["json"]
+
+
+def test_a_value_with_large_arrays_is_scanned_without_reading_them(tmp_path: Path) -> None:
+    """Its pickle stream is scanned; the arrays' buffers (out of band,
+    docs/format.md section 4.2) hold no globals and are only mapped."""
+    store = tmp_path / "arrays"
+    with logshelf.open(store) as db:
+        db["a"] = {"x": np.ones(1 << 16), "when": datetime.date(2020, 1, 2)}
+    found = dict(scan_store(store))
+    assert found["a"].format == "pickle with buffers"
+    names = {f"{g.module}:{g.qualname}" for g in found["a"].globals}
+    assert "datetime:date" in names and not found["a"].problems
