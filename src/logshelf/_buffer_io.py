@@ -84,13 +84,16 @@ def _fresh(size: int) -> Any:
     return mmap.mmap(-1, size, flags=_ANONYMOUS_FLAGS)
 
 
-def _copied(fs: FileSystem, fd: int, entry: Entry, at: int) -> Any:
-    """One buffer as fresh, writable memory, its checksum checked."""
+def _stored(fs: FileSystem, fd: int, entry: Entry, at: int, copy: bool) -> Any:
+    """One buffer's stored bytes: read into fresh memory and checked, or
+    (``copy=False``, uncompressed) mapped without a pass over them."""
     if entry.codec:
         stored = fs.pread(fd, entry.stored, at)
-        if len(stored) != entry.stored or zlib.crc32(stored) != entry.crc:
+        if len(stored) != entry.stored or crc32(stored) != entry.crc:
             raise CorruptionError(f"buffer checksum mismatch at offset {at}")
-        return bytearray(_codecs.decompress(entry.codec, stored, entry.raw))
+        return stored
+    if not copy:
+        return _mapped(fs, fd, at, entry.stored)
     buffer = _fresh(entry.stored)
     view = memoryview(buffer)
     if fs.read_into(fd, view, at) != entry.stored or crc32(view) != entry.crc:
@@ -99,27 +102,37 @@ def _copied(fs: FileSystem, fd: int, entry: Entry, at: int) -> Any:
 
 
 def read_buffered(
-    fs: FileSystem, fd: int, offset: int, codec: int, head: bytes, rawlen: int, copy: bool
+    fs: FileSystem,
+    fd: int,
+    offset: int,
+    codec: int,
+    head: bytes,
+    rawlen: int,
+    copy: bool,
+    check: Callable[[bytes, list[Any]], bytes] | None = None,
 ) -> Buffered:
     """The value with buffers of the record at ``offset``, whose verified
     head is ``head``: its stream decompressed with ``codec`` (the record's
     codec id, 0-3), its buffers copied and checked, or (``copy=False``)
     read-only views of uncompressed buffers on the file's memory.
 
+    ``check(head, stored buffers)`` (a signed store's) runs before anything
+    is decompressed and returns the head without its tag.
+
     Raises:
         CorruptionError: the head or a buffer does not check (the message
             names the file offset; callers add the key and file).
     """
     entries, stream, first = _layout(fs, fd, offset, head)
+    stored = [_stored(fs, fd, entry, first + entry.rel, copy) for entry in entries]
+    if check is not None:
+        stream = stream[: len(stream) - (len(head) - len(check(head, stored)))]
     if codec:
         stream = _codecs.decompress(codec, stream, rawlen)
-    buffers: list[Any] = []
-    for entry in entries:
-        at = first + entry.rel
-        if copy or entry.codec:
-            buffers.append(_copied(fs, fd, entry, at))
-        else:
-            buffers.append(_mapped(fs, fd, at, entry.stored))
+    buffers = [
+        bytearray(_codecs.decompress(entry.codec, data, entry.raw)) if entry.codec else data
+        for entry, data in zip(entries, stored, strict=True)
+    ]
     return Buffered(bytes(stream), buffers)
 
 
@@ -147,10 +160,12 @@ def out_of_band(fs: FileSystem, fd: int, offset: int, head: bytes) -> OutOfBand:
     return value
 
 
-def pending_value(value: OutOfBand, codec: int, rawlen: int) -> Buffered:
+def pending_value(value: OutOfBand, codec: int, rawlen: int, tag: int = 0) -> Buffered:
     """A value with buffers not written yet (a transaction's), as a read
-    returns it: the stream decompressed, each buffer a fresh copy."""
+    returns it: the stream (less a signature's ``tag`` bytes) decompressed,
+    each buffer a fresh copy."""
     entries, stream = table_of(value)
+    stream = stream[: len(stream) - tag]
     if codec:
         stream = _codecs.decompress(codec, stream, rawlen)
     buffers: list[Any] = []

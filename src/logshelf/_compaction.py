@@ -32,6 +32,7 @@ the copy.
 from __future__ import annotations
 
 import os
+import zlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,9 +45,10 @@ from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._records import Record, new_record
 from ._segment import Segment
+from ._signing import Signer
 from ._view import HEADER_END, View
 from ._writer import Writer
-from .errors import CorruptionError
+from .errors import CorruptionError, TamperedError
 
 __all__ = ["CompactionResult", "Plan", "copy", "listed", "plan", "switch"]
 
@@ -204,6 +206,7 @@ def copy(
     mode: int,
     created: list[str],
     drop: Drop | None = None,
+    signer: Signer | None = None,
 ) -> tuple[tuple[tuple[int, int], ...], int, int]:
     """Step 2, holding no lock: write the live records of the inputs into
     output segments.
@@ -252,6 +255,15 @@ def copy(
             if flags & fmt.FLAG_BUFFERS and kind == fmt.KIND_PUT:
                 # Its buffers, checked, copied from maps when the batch is written.
                 value = out_of_band(seg.fs, seg.fd, offset, value)
+            codec = fmt.codec_of(flags)
+            if signer is not None and kind == fmt.KIND_PUT:
+                # Checked, and signed again with the newest key.
+                codec, value = signer.resign(
+                    kb, codec, value, rawlen, f"{seg.path}, offset {offset}"
+                )
+                vcrc = zlib.crc32(value)
+        except TamperedError as exc:  # its message names the key
+            raise TamperedError(f"compaction stopped, the store is unchanged: {exc}") from None
         except CorruptionError as exc:
             raise CorruptionError(
                 f"compaction stopped, the store is unchanged: key {key!r}: {exc}"
@@ -261,7 +273,7 @@ def copy(
                 f"compaction stopped, the store is unchanged: the index entry of key "
                 f"{key!r} points at another record ({seg.path}, offset {offset})"
             )
-        if drop is not None and drop(key, value, fmt.codec_of(flags)):
+        if drop is not None and drop(key, value, codec):
             continue
         size = fmt.RECORD_HEADER.size + len(kb) + len(value)
         if isinstance(value, OutOfBand):
@@ -280,7 +292,7 @@ def copy(
                 if current is not None:
                     _finish(target, current)
                 current = _start(target, ids, txid - 1, outputs)
-        batch.append(new_record((fmt.KIND_PUT, key, kb, fmt.codec_of(flags), value, vcrc, rawlen)))
+        batch.append(new_record((fmt.KIND_PUT, key, kb, codec, value, vcrc, rawlen)))
         batch_keys.append(key)
         batch_size += size
     if batch:

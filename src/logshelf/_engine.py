@@ -32,6 +32,7 @@ from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
 from ._segment_set import ensure_store, remove_segments
+from ._signing import Signer, open_signer, signed_record
 from ._txn import Transaction
 from ._view import HEADER_END, View
 from ._writer import Writer
@@ -48,8 +49,8 @@ _DELETE = fmt.KIND_DELETE
 _COUNTER = fmt.CHANGES_COUNTER
 _MAX_KEY_BYTES = fmt.MAX_KEY_BYTES
 _RECORD_SIZE = fmt.RECORD_HEADER.size
-# Anything but a plain value (a codec, or out-of-band buffers) leaves the fast path.
-_CODEC_MASK = fmt.CODEC_MASK | fmt.FLAG_BUFFERS
+# Anything but a plain value (a codec, buffers, a signature) leaves the fast path.
+_CODEC_MASK = fmt.CODEC_MASK | fmt.FLAG_BUFFERS | fmt.FLAG_SIGNED
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
 # Automatic compaction waits for at least this much dead data (or one
@@ -80,6 +81,7 @@ class Engine:
         # lock waits (its mutex wait and its OS-lock wait share one budget).
         self._deadline: float | None = None
         self._txn: Transaction | None = None
+        self._signer: Signer | None = None
         self._view = View(self._fs, self.path, self.writable)
         self._writer: Writer | None = None
         self._open()
@@ -105,6 +107,9 @@ class Engine:
             if self._writer is not None:
                 self._writer.catch_up_before_locking()
                 self._open_writer(self._writer)
+            else:
+                view.signer = open_signer(self.options, self.path, False, empty=False)
+            self._signer = view.signer
         except BaseException:
             self._close_files()
             raise
@@ -122,6 +127,9 @@ class Engine:
                 ):
                     writer.roll(drop_old=True)
                 writer.collect_garbage()
+                # Under the lock: a new signed store gets its identity once.
+                empty = not view.index and view.end <= HEADER_END and len(view.segments) == 1
+                view.signer = open_signer(self.options, self.path, True, empty)
         finally:
             mutex.release()
 
@@ -297,6 +305,8 @@ class Engine:
             kb = encode_key(key)  # raises the ValueError that names the key
         if len(kb) > _MAX_KEY_BYTES:
             encode_key(key)
+        if self._signer is not None:
+            codec, data = self._signer.sign(kb, codec, data, rawlen)
         self._write((new_record((_PUT, key, kb, codec, data, _crc32(data), rawlen)),))
 
     def delete(self, key: str) -> bool:
@@ -308,7 +318,11 @@ class Engine:
         visible, to other processes and after a crash. A later record for
         the same key wins."""
         if records:
-            self._write(list({r.key: r for r in records}.values()))
+            latest = list({r.key: r for r in records}.values())
+            signer = self._signer
+            if signer is not None:
+                latest = [signed_record(signer, r) for r in latest]
+            self._write(latest)
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the present keys among ``keys`` as one atomic batch; return
@@ -513,7 +527,14 @@ class Engine:
                 )
             opts = self.options
             entries, copied, copied_bytes = _compaction.copy(
-                self._fs, self.path, plan, opts.max_segment_size, opts.mode, created, drop
+                self._fs,
+                self.path,
+                plan,
+                opts.max_segment_size,
+                opts.mode,
+                created,
+                drop,
+                self._signer,
             )
             try:
                 switched = self._locked_step(

@@ -39,6 +39,7 @@ __all__ = [
     "CHANGES_NAME",
     "FLAG_BUFFERS",
     "FLAG_COMMIT",
+    "FLAG_SIGNED",
     "FORMAT_VERSION",
     "HINT_HEADER",
     "HINT_MAGIC",
@@ -232,7 +233,8 @@ def decode_segment_header(data: bytes, path: str) -> SegmentHeader:
 #                    bits 1-2 codec: 0 none, 1 lz4 block, 2 zlib, 3 bz2
 #                    bit 3 BUFFERS (PUT only): the value carries out-of-band
 #                    buffers, laid out as _buffer_format says
-#                    bits 4-7 reserved, 0 (room for authentication tags)
+#                    bit 4 SIGNED: the value ends with a MAC tag (_signing)
+#                    bits 5-7 reserved, 0
 RECORD_HEADER = struct.Struct("<IIQQIHBB")
 assert RECORD_HEADER.size == 32
 _HEADER_TAIL = struct.Struct("<IQQIHBB")
@@ -247,7 +249,9 @@ FLAG_COMMIT = 0x01
 _CODEC_SHIFT = 1
 CODEC_MASK = 0x06
 FLAG_BUFFERS = 0x08
-_RESERVED_FLAGS = 0xF0
+FLAG_SIGNED = 0x10
+_BUFFERS_FIELD = FLAG_BUFFERS >> _CODEC_SHIFT
+_RESERVED_FLAGS = 0xE0
 
 MAX_KEY_BYTES = 0xFFFF
 # rawlen is a u32: larger values are stored uncompressed (see _codecs.compress).
@@ -273,8 +277,9 @@ class RecordHeader(NamedTuple):
 
 def codec_of(flags: int) -> int:
     """The codec field of a record's flags: the codec id (0-3), plus 4 when
-    the value carries out-of-band buffers (``_buffer_format.BUFFERS``)."""
-    return (flags & (CODEC_MASK | FLAG_BUFFERS)) >> _CODEC_SHIFT
+    the value carries out-of-band buffers (``_buffer_format.BUFFERS``), plus
+    8 when it is signed (``_signing.SIGNED``)."""
+    return (flags & (CODEC_MASK | FLAG_BUFFERS | FLAG_SIGNED)) >> _CODEC_SHIFT
 
 
 def pack_record(
@@ -345,7 +350,7 @@ def pack_batch(
     crc32 = zlib.crc32
     offset = start
     for kind, _, key, codec, value, vcrc, rawlen in records:
-        if codec > CODEC_MASK >> _CODEC_SHIFT:
+        if codec & _BUFFERS_FIELD:
             raise HasBuffers
         tail = pack_tail(vcrc, txid, len(value), rawlen, len(key), kind, codec << _CODEC_SHIFT)
         parts += (pack_u32(crc32(key, crc32(tail, salt))), tail, key, value)

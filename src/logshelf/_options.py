@@ -63,6 +63,8 @@ class Options:
     #: Permission bits for files the store creates (before the umask), as dbm's ``mode``.
     mode: int
     fs: FileSystem
+    #: ``key=`` (``_signing.check_keys``): newest first; empty for an unsigned store.
+    keys: tuple[bytes, ...] = ()
 
     @property
     def writable(self) -> bool:

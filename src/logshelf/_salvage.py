@@ -10,8 +10,9 @@ what it skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import _format as fmt
@@ -22,7 +23,8 @@ from ._fs import FileSystem
 from ._options import make_options
 from ._records import encode_key, put_record
 from ._segment import Segment
-from .errors import CorruptionError, FormatError, StoreNotFoundError
+from ._signing import Signer, check_keys, read_identity
+from .errors import CorruptionError, FormatError, SigningError, StoreNotFoundError
 
 __all__ = ["SalvageReport", "salvage"]
 
@@ -98,6 +100,7 @@ def salvage(
     destination: str | os.PathLike[str],
     *,
     progress: Callable[[str], None] | None = None,
+    key: bytes | Iterable[bytes] | None = None,
 ) -> SalvageReport:
     """Copy every valid committed record of ``source`` into a new store at ``destination``.
 
@@ -113,11 +116,16 @@ def salvage(
         source: the damaged store directory.
         destination: where to write the copy; must not hold a store yet.
         progress: called with one line per segment processed.
+        key: the key (or keys, newest first) of a signed ``source``: every
+            record's signature is checked, those that fail are skipped and
+            reported, and the copy is signed with the newest key. Given for
+            an unsigned ``source``, it makes a signed copy (``logshelf sign``).
 
     Raises:
         StoreNotFoundError: ``source`` is not a directory.
         FormatError: ``source`` holds neither a MANIFEST nor a segment file.
         FileExistsError: ``destination`` already exists.
+        SigningError: ``source`` is signed and no key (or a wrong one) was given.
     """
     fs = FileSystem()
     source = os.path.abspath(os.fspath(source))
@@ -135,6 +143,8 @@ def salvage(
         )
     if os.path.exists(destination):
         raise FileExistsError(f"salvage destination {destination} already exists")
+    keys = check_keys(key)
+    signer = _source_signer(fs, source, keys)
     report = SalvageReport()
     state: dict[str, tuple[int, bytes, int] | None] = {}
     for segment_id, sealed in _segment_plan(fs, source, report):
@@ -146,12 +156,13 @@ def salvage(
             )
             continue
         try:
-            _salvage_segment(seg, sealed, state, report)
+            _salvage_segment(seg, sealed, state, report, signer)
         finally:
             seg.close()
         if progress is not None:
             progress(f"{seg.path}: {len(state)} keys so far")
-    engine = Engine(make_options(destination, "n"))
+    options = make_options(destination, "n", mode=0o600 if keys else 0o666)
+    engine = Engine(dataclasses.replace(options, keys=keys))
     try:
         items = [put_record(k, *v) for k, v in state.items() if v is not None]
         for start in range(0, len(items), 10_000):
@@ -168,6 +179,7 @@ def _salvage_segment(
     sealed: int | None,
     state: dict[str, tuple[int, bytes, int] | None],
     report: SalvageReport,
+    signer: Signer | None = None,
 ) -> None:
     limit = seg.size() if sealed is None else min(sealed, seg.size())
     pos = fmt.SEGMENT_HEADER.size
@@ -208,6 +220,9 @@ def _salvage_segment(
                         codec, data, rawlen = seg.read_value(rec.offset, rec.key)
                         if codec & BUFFERS:  # its buffers checked, mapped for the copy
                             data = out_of_band(seg.fs, seg.fd, rec.offset, data)
+                        if signer is not None:  # checked; the copy signs it again
+                            where = f"{seg.path}, offset {rec.offset}"
+                            codec, data = signer.unsigned(rec.key, codec, data, rawlen, where)
                         state[key] = codec, data, rawlen
                     except CorruptionError as exc:
                         state[key] = None
@@ -227,6 +242,16 @@ def _salvage_segment(
         after_gap = True
         gap = (scan.stop, found)
         last_txid = seg.base_txid  # txids after damage are only known to exceed the base
+
+
+def _source_signer(fs: FileSystem, source: str, keys: tuple[bytes, ...]) -> Signer | None:
+    """The signer that checks ``source``'s records (None: it is unsigned)."""
+    found = read_identity(fs, source)
+    if found is None:
+        return None
+    if not keys:
+        raise SigningError(f"{source} is a signed store: salvage it with key= (its key)")
+    return Signer(keys, found[0], found[1], source)
 
 
 def _gap_ends_a_batch(seg: Segment, gap: tuple[int, int], txid: int) -> bool:

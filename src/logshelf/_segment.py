@@ -46,7 +46,7 @@ _REMAP_STEP = 256 << 10
 _REMAP_AFTER_PREADS = 64
 # A record may start wherever its kind byte (offset 30) and flags byte (31) look
 # plausible: used to look for valid records after damage.
-_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x0f]", re.DOTALL)
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x1f]", re.DOTALL)
 
 
 class ScannedRecord(NamedTuple):

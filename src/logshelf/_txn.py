@@ -16,6 +16,7 @@ from . import _format as fmt
 from ._buffer_format import BUFFERS, Buffered, OutOfBand
 from ._buffer_io import pending_value
 from ._records import Record
+from ._signing import SIGNED, TAG_SIZE
 
 __all__ = ["Transaction"]
 
@@ -45,12 +46,16 @@ class Transaction:
         record = self.records[key]
         if record.kind == _DELETE:
             return None
-        if record.codec & BUFFERS:
-            assert isinstance(record.data, OutOfBand)
-            return pending_value(record.data, record.codec & ~BUFFERS, record.rawlen)
-        if record.codec:
-            return _codecs.decompress(record.codec, record.data, record.rawlen)
-        return record.data
+        codec, data = record.codec, record.data
+        tag = TAG_SIZE if codec & SIGNED else 0  # this handle's own signature
+        if codec & BUFFERS:
+            assert isinstance(data, OutOfBand)
+            return pending_value(data, codec & 3, record.rawlen, tag)
+        if tag:
+            data = data[:-tag]
+        if codec & 3:
+            return _codecs.decompress(codec & 3, data, record.rawlen)
+        return data
 
     def present(self, key: str, index: Mapping[str, int]) -> bool:
         """Is ``key`` live, counting the buffered writes?"""

@@ -15,16 +15,17 @@ import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from . import _codecs, _index
 from . import _format as fmt
-from ._buffer_format import BUFFERS, Buffered
-from ._buffer_io import read_buffered
+from . import _index
+from ._buffer_format import Buffered
 from ._fs import FileSystem
 from ._locking import ChangeCounter
 from ._records import Record, encode_key
 from ._segment import Segment, SegmentScan
+from ._signing import Signer
 from ._synced import read_mark
-from .errors import CorruptionError, StoreNotFoundError
+from ._values import load
+from .errors import CorruptionError, StoreNotFoundError, TamperedError
 
 __all__ = ["HEADER_END", "MissingSegmentError", "View"]
 
@@ -66,6 +67,8 @@ class View:
         self.fs = fs
         self.path = path
         self.writable = writable
+        #: Checks every record read, on a handle opened with ``key=`` (``_signing``).
+        self.signer: Signer | None = None
         self.manifest = fmt.Manifest(0, 0)
         self.segments: list[Segment] = []
         #: key -> (slot << 40) | offset of its live PUT; see ``_index.py``.
@@ -455,26 +458,11 @@ class View:
     # -- reading and inspection ----------------------------------------------
 
     def read(self, location: int, key: str, copy: bool = True) -> bytes | Buffered:
-        """The value of ``key``, whose index entry is ``location``: verified
-        (``Segment.read_value``) and decompressed; errors name the key. A
-        value with out-of-band buffers comes back as a ``Buffered``, its
-        buffers copied or (``copy=False``) mapped, as ``_buffer_io`` says."""
+        """The value of ``key``, whose index entry is ``location``, as
+        ``_values.load`` gives it: verified, its signature checked on a
+        signed store, decompressed; errors name the key."""
         seg = self.segments[location >> _SLOT_SHIFT]
-        offset = location & _OFFSET_MASK
-        try:
-            codec, data, rawlen = seg.read_value(offset, key.encode())
-        except CorruptionError as exc:  # the message names file and offset
-            raise CorruptionError(f"key {key!r}: {exc}") from None
-        if not codec:
-            return data
-        try:
-            if codec & BUFFERS:
-                return read_buffered(self.fs, seg.fd, offset, codec & ~BUFFERS, data, rawlen, copy)
-            return _codecs.decompress(codec, data, rawlen)
-        except CorruptionError as exc:
-            raise CorruptionError(
-                f"key {key!r}: {seg.path}: the value at offset {offset}: {exc}"
-            ) from None
+        return load(self.fs, seg, location & _OFFSET_MASK, key, self.signer, copy)
 
     def verify(self, progress: Callable[[str], None] | None) -> list[str]:
         """Scan every segment's committed bytes and read every index entry;
@@ -496,7 +484,12 @@ class View:
             )
         for key, loc in self.index.items():
             try:
-                segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK, encode_key(key))
+                if self.signer is not None:
+                    self.read(loc, key, copy=False)  # the signature too (buffers mapped)
+                else:
+                    segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK, encode_key(key))
+            except TamperedError as exc:
+                problems.append(str(exc))
             except CorruptionError as exc:
                 problems.append(f"key {key!r}: {exc}")
         if progress is not None:

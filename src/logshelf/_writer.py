@@ -157,7 +157,7 @@ class Writer:
                 location = ((len(segments) - 1) << _SLOT_SHIFT) | start
                 txid = view.max_txid + 1
                 parts = None
-                if len(records) == 1 and records[0].codec < _BUFFERS:
+                if len(records) == 1 and not records[0].codec & _BUFFERS:
                     r = records[0]
                     data = fmt.pack_record(
                         active.salt,

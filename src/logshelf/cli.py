@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, _cli_cache, _cli_objects, _cli_scan
+from . import __version__, _cli_cache, _cli_objects, _cli_scan, _cli_signing
 from ._salvage import salvage
 from .errors import CorruptionError, StoreError
 from .store import open as open_store
@@ -132,7 +132,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.path)
     started = time.perf_counter()
     try:
-        with open_store(path, "r") as db:
+        with open_store(path, "r", key=_cli_signing.keys_of(args)) as db:
             problems = db.verify(progress=_progress)
     except CorruptionError as exc:
         return _damaged(path, str(exc))
@@ -174,7 +174,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 def _cmd_salvage(args: argparse.Namespace) -> int:
     """Copy every valid committed record of a damaged store into a new one."""
-    report = salvage(args.source, args.destination, progress=_progress)
+    keys = _cli_signing.keys_of(args)
+    report = salvage(args.source, args.destination, progress=_progress, key=keys)
     print(report)
     print(f"new store: {os.path.abspath(args.destination)}")
     return 1 if report.skipped or report.lost_keys else 0
@@ -189,6 +190,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cache": _cli_cache.run,
     **_cli_objects.COMMANDS,
     **_cli_scan.COMMANDS,
+    **_cli_signing.COMMANDS,
 }
 
 
@@ -229,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="read and check every record of a store (read-only); exit 1 if damaged"
     )
     verify.add_argument("path", help="store directory")
+    _cli_signing.add_key_file(verify)
     compact = sub.add_parser("compact", help="reclaim the space of overwritten and deleted values")
     compact.add_argument("path", help="store directory")
     rescue = sub.add_parser(
@@ -237,9 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     rescue.add_argument("source", help="the damaged store (only read)")
     rescue.add_argument("destination", help="where to create the copy (must not exist)")
+    _cli_signing.add_key_file(rescue)
     _cli_cache.add_parser(sub)
     _cli_objects.add_parsers(sub)
     _cli_scan.add_parser(sub)
+    _cli_signing.add_parser(sub)
     return parser
 
 

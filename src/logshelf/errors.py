@@ -12,11 +12,13 @@ that kind of failure, so ``except ValueError`` around shelve code keeps working:
     ├── LockTimeoutError(StoreError, TimeoutError)   the writer lock was not acquired in time
     ├── FormatError(StoreError, ValueError)          not a logshelf store, or a newer format
     ├── CorruptionError(StoreError)                  checksum mismatch or impossible bytes on disk
+    │   └── TamperedError(CorruptionError)           a signed store's record fails its signature
     ├── HandlePoisonedError(StoreError, OSError)     an fsync failed earlier; reopen the store
     ├── CodecUnavailableError(StoreError, ImportError)
     │                                                a compression codec's module is missing
     ├── SerializerUnavailableError(StoreError, ImportError)
     │                                                a serializer is not installed or registered
+    ├── SigningError(StoreError, ValueError)         key= does not fit the store (missing, wrong)
     ├── UntrustedGlobalError(StoreError, pickle.UnpicklingError)
     │                                                safe=True met a global outside the allow-list
     └── UntrustedStoreError(StoreError, PermissionError)
@@ -51,9 +53,11 @@ __all__ = [
     "LockTimeoutError",
     "ReadOnlyError",
     "SerializerUnavailableError",
+    "SigningError",
     "StoreClosedError",
     "StoreError",
     "StoreNotFoundError",
+    "TamperedError",
     "UntrustedGlobalError",
     "UntrustedStoreError",
 ]
@@ -108,6 +112,19 @@ class CorruptionError(StoreError):
 
     The message names the file, the offset and, where it is known, the key.
     """
+
+
+class TamperedError(CorruptionError):
+    """A record of a signed store does not check with any key of the handle:
+    written without the key, or changed since (``docs/security.md``). The
+    message names the key, file and offset; nothing of the record was
+    decompressed or loaded."""
+
+
+class SigningError(StoreError, ValueError):
+    """``key=`` does not fit the store: a signed store opened without a key,
+    an unsigned store opened with one, or keys none of which the store was
+    signed with (``docs/security.md``). Nothing was read or changed."""
 
 
 class HandlePoisonedError(StoreError, OSError):

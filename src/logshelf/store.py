@@ -44,6 +44,7 @@ from ._prefix_scans import PrefixScans
 from ._records import put_record
 from ._restricted import check_safety
 from ._serializers import Loads, Serializer, load_enveloped, make_loads, resolve
+from ._signing import check_keys
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
@@ -475,6 +476,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     trusted: Iterable[object] = (),
     trusted_owner: bool = False,
     copy: bool = True,
+    key: bytes | Iterable[bytes] | None = None,
     _fs: FileSystem | None = None,
 ) -> Shelf:
     """Open a persistent object store; a drop-in for :func:`shelve.open`.
@@ -538,6 +540,16 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             views on the store's file, no copy and no checksum pass (a
             view stays valid after close() and compaction).
             :meth:`Shelf.get` can override it per call.
+        key: sign the store (docs/security.md): bytes of at least 16 (keep
+            them out of the store's directory), or a list, newest first
+            (rotation: records are signed with the newest and checked with
+            any). Every record read must carry a valid signature, checked
+            before anything of it is decompressed or unpickled; one that
+            does not raises :class:`~logshelf.TamperedError`. A store
+            created so is signed from its first record and gets a 0700
+            directory and 0600 files; a signed store cannot be opened
+            without its key, nor an unsigned one with data in it with one
+            (``logshelf sign`` makes a signed copy).
 
     Raises:
         ValueError: a bad flag, protocol, compression, encoding, serializer
@@ -549,6 +561,9 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         StoreNotFoundError: flag "r" or "w" and no store at ``filename``.
         FormatError: ``filename`` is not a logshelf store, or a newer format.
         CorruptionError: the store is damaged beyond a torn tail.
+        SigningError: ``key=`` does not fit the store: a signed store
+            without a key, an unsigned store holding data with one, or keys
+            none of which the store was signed with.
     """
     # Validate everything before touching disk.
     options = make_options(
@@ -568,10 +583,13 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_compression(compression)
     check_unpickling(encoding, errors, fix_imports)
     check_copy(copy)
+    keys = check_keys(key)
     chosen = resolve(serializer, deserializer, check_protocol(protocol))
     allowed = check_safety(options.path, safe, trusted, trusted_owner)
-    if safe and mode == 0o666:
+    if (safe or keys) and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
+    if keys:
+        options = dataclasses.replace(options, keys=keys)
     engine = Engine(options)
     try:
         return Shelf(

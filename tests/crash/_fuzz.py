@@ -1156,7 +1156,7 @@ _RECORD_LAYOUT = struct.Struct("<IIQQIHBB")
 _KINDS = (fmt.KIND_PUT, fmt.KIND_DELETE, fmt.KIND_SEAL)
 #: Where a record may start, judged by its kind and flags bytes (offsets 30
 #: and 31): how a reader looks for valid records after damage.
-_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x0f]")
+_CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x1f]")
 _BUFFERS = 0x08
 
 
@@ -1207,7 +1207,7 @@ def _valid_head(data: bytes, pos: int, salt: int) -> _Head | None:
         value_ok = _buffers_ok(data, pos + RECORD + klen, vlen, vcrc)
     else:
         value_ok = zlib.crc32(data[pos + RECORD + klen : end]) == vcrc
-    return _Head(pos, end, txid, kind, bool(flags & 1), key, value_ok, bool(flags & 0xF0))
+    return _Head(pos, end, txid, kind, bool(flags & 1), key, value_ok, bool(flags & 0xE0))
 
 
 def _buffers_ok(data: bytes, at: int, vlen: int, vcrc: int) -> bool:

@@ -158,7 +158,7 @@ def test_not_a_store_record_with_newer_flag_bits_raises_format_error(
             0,
         )
     )
-    record[31] |= 0x10  # a reserved flag bit
+    record[31] |= 0x20  # a reserved flag bit
     record[0:4] = fmt.record_hcrc(bytes(record[:32]), b"future", salt).to_bytes(4, "little")
     seg.write_bytes(data + bytes(record))
     before = _tree(tmp_path)

@@ -532,7 +532,7 @@ def test_reserved_flag_bits_are_a_format_error(segment: Segment) -> None:
         segment.salt, 2, fmt.KIND_PUT, True, 0, b"b", b"2", zlib.crc32(b"2"), 0
     )
     offset = segment.size()
-    segment.append(with_flags(record, segment.salt, fmt.FLAG_COMMIT | 0x10))
+    segment.append(with_flags(record, segment.salt, fmt.FLAG_COMMIT | 0x20))
     with pytest.raises(FormatError, match=rf"offset {offset} .*newer logshelf format"):
         scan_all(segment)
 
@@ -544,7 +544,7 @@ def test_reserved_flag_bit_from_bit_rot_is_damage_not_a_newer_format(segment: Se
     append_batch(segment, 2, [put("b", b"2")])
     fd = os.open(segment.path, os.O_RDWR)
     try:
-        os.pwrite(fd, bytes([fmt.FLAG_COMMIT | 0x10]), good_end + 31)
+        os.pwrite(fd, bytes([fmt.FLAG_COMMIT | 0x20]), good_end + 31)
     finally:
         os.close(fd)
     scan, _ = scan_all(segment)
