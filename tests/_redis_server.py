@@ -1,0 +1,128 @@
+"""Real ``redis-server`` processes for the tests (Debian's ``redis-server``
+package; ``scripts/test-deps.sh`` installs it).
+
+Each server listens on a free port of 127.0.0.1, keeps its files in its own
+temporary directory, saves nothing unless asked (``--save ""``,
+``--appendonly no``) and is stopped (SIGTERM, then SIGKILL) by whoever
+started it. A missing binary fails loudly: these tests never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["RedisServer", "free_port", "server_binary"]
+
+#: Seconds a server may take to answer PING after it was started.
+STARTUP = 20.0
+
+
+def server_binary() -> str:
+    """The ``redis-server`` to run: ``$LOGSHELF_REDIS_SERVER`` or the one on PATH."""
+    found = os.environ.get("LOGSHELF_REDIS_SERVER") or shutil.which("redis-server")
+    if not found:
+        raise RuntimeError(
+            "redis-server is not installed: the Redis tests need it (they never skip). "
+            "Run scripts/test-deps.sh, or apt-get install redis-server"
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    """Does a server on ``port`` answer PING (with the inline protocol)?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1 in ``workdir``."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.workdir = workdir
+        self.extra = extra
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start on a free port (another on a clash) and wait for PING."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        last = ""
+        for _ in range(5):
+            port = self.port or free_port()
+            log = self.workdir / "redis.log"
+            args = [
+                server_binary(),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.workdir),
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--logfile", str(log),
+                *self.extra,
+            ]  # fmt: skip
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            deadline = time.monotonic() + STARTUP
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                if _ping(port):
+                    self.port = port
+                    return self
+                time.sleep(0.02)
+            last = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            self.stop()
+        raise RuntimeError(f"redis-server did not start in {self.workdir}:\n{last}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; reap the process. Idempotent."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL at once, as a crash would (the port stays reserved for restart)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (after :meth:`kill` or :meth:`stop`)."""
+        self.stop()
+        return self.start()
