@@ -37,6 +37,7 @@ from ._options import (
 )
 from ._prefix_scans import PrefixScans
 from ._records import put_record
+from ._redis_url import is_url, open_url
 from ._restricted import check_safety
 from ._serializers import Loads, Serializer, enveloped, load_enveloped, make_loads, resolve
 
@@ -549,7 +550,8 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     allowed = check_safety(options.path, safe, trusted, trusted_owner)
     if safe and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
-    engine = Engine(options)
+    # A redis:// or rediss:// URL opens a namespace of a Redis server (docs/redis.md).
+    engine = open_url(filename, options) if is_url(filename) else Engine(options)
     try:
         return Shelf(
             engine,

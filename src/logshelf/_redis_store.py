@@ -1,0 +1,530 @@
+"""RedisStore: the bytes-store protocol over one namespace of a Redis server.
+
+The second implementation of ``_bytes_store.BytesStore`` (the disk
+``Engine`` is the first): :class:`logshelf.Shelf` sits on it unchanged, so
+pickling, serializers, codecs and ``writeback`` behave as on disk. The
+bytes it stores are defined in ``_redis_format`` (``docs/format.md`` §9);
+the scripts and the namespace lock in ``_redis_scripts``; what it promises
+in ``docs/redis.md``.
+
+* Reads: ``GET`` / ``MGET`` of value records, checksums verified; a chunked
+  value's chunks are immutable (a new version on every write), so a pointer
+  read once names exactly one value.
+* Writes: one ``WRITE`` script per call (``put``, ``put_many``,
+  ``delete_many``, a transaction's commit), atomic on the server. A value of
+  more than ``chunk_size`` stored bytes is first written as chunks that
+  expire unless a committed pointer claims them.
+* ``transaction()`` takes the namespace lock, buffers writes (reads see
+  them), and commits them with the lock's token as the fencing token.
+* ``keys()``, ``len()`` and prefix listings use ``SCAN``, never ``KEYS``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from . import _codecs
+from . import _redis_format as rfmt
+from ._compaction import CompactionResult, Drop
+from ._options import Options
+from ._records import Record, delete_record, put_record
+from ._redis_scripts import LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
+from ._redis_url import RedisTarget
+from ._txn import Transaction
+from .errors import (
+    BackendUnavailableError,
+    CorruptionError,
+    FormatError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreError,
+    StoreNotFoundError,
+)
+
+try:
+    import redis.exceptions as rexc
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    import redis
+except ImportError as _exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
+    ) from _exc
+
+__all__ = ["RedisStore"]
+
+_PUT = 0xA1
+#: Seconds new chunks live unless a committed pointer claims them, and old
+#: chunks live after their pointer was replaced (readers holding the old
+#: pointer still find them).
+_PENDING_CHUNK_TTL_MS = 3600_000
+_OLD_CHUNK_GRACE_MS = 60_000
+#: Keys per SCAN step, per MGET of chunks, per UNLINK of a namespace reset.
+_SCAN_COUNT = 1000
+_CHUNK_BATCH = 8
+#: Attempts of a read that met a chunk an overwrite had just let expire.
+_READ_ATTEMPTS = 5
+_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
+
+
+class _Present(Mapping[str, int]):
+    """The committed keys as ``_txn.Transaction`` wants its index: asks the server."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and bool(self._store._exists(key))
+
+    def __getitem__(self, key: str) -> int:
+        if key in self:
+            return 0
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store._scan_keys())
+
+    def __len__(self) -> int:
+        return len(self._store._scan_keys())
+
+
+class RedisStore:
+    """A handle on one namespace of a Redis server; see the module docstring."""
+
+    def __init__(self, target: RedisTarget, options: Options) -> None:
+        self.path = target.display
+        self.flag = options.flag
+        self.writable = options.writable
+        self._target = target
+        self._timeout = options.lock_timeout
+        self._durability = options.durability
+        self._keys = rfmt.Keys(target.namespace)
+        self._mutex = threading.RLock()
+        self._txn: Transaction | None = None
+        self._lock: Lock | None = None
+        self._closed = False
+        self._waitaof = False
+        self._client: Any = redis.Redis.from_url(
+            target.client_url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=5,
+            socket_timeout=60,
+        )
+        try:
+            with self._translate("open"):
+                self._write_script = self._client.register_script(WRITE)
+                self._open_namespace()
+                if self._durability == "always":
+                    self._check_durability()
+        except BaseException:
+            self._client.close()
+            raise
+
+    # -- errors --------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self, what: str, write: bool = False) -> Iterator[None]:
+        """Raise the server's failures as logshelf's errors, naming the store."""
+        try:
+            yield
+        except _UNAVAILABLE as exc:
+            applied = (
+                " The write was applied wholly or not at all (never in part); "
+                "read the keys back to know which."
+                if write
+                else ""
+            )
+            raise BackendUnavailableError(
+                f"Redis at {self.path} is unavailable during {what}: {str(exc).rstrip('.')}."
+                f"{applied}"
+            ) from exc
+        except rexc.RedisError as exc:
+            raise StoreError(f"Redis at {self.path} refused {what}: {exc}") from exc
+
+    def _where(self, rkey: bytes) -> str:
+        return f"{self.path} key {rkey.decode('utf-8', 'backslashreplace')!r}"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"invalid operation on closed store {self.path}")
+
+    def _writable(self) -> None:
+        self._check()
+        if not self.writable:
+            raise ReadOnlyError(f"store {self.path} was opened read-only (flag 'r')")
+
+    def _run_lock(self, script: str, args: list[Any]) -> Any:
+        return self._client.eval(script, 1, self._keys.lock, *args)
+
+    # -- open: the namespace and its flag ------------------------------------
+
+    def _open_namespace(self) -> None:
+        meta = self._keys.meta
+        client = self._client
+        if self.flag in ("c", "n"):
+            client.hsetnx(meta, "format", rfmt.FORMAT)
+        try:
+            version = client.hget(meta, "format")
+        except rexc.ResponseError as exc:
+            raise FormatError(f"{self.path}: {meta!r} is not a logshelf namespace: {exc}") from exc
+        if version is None:
+            raise StoreNotFoundError(
+                f"no logshelf namespace {self._target.namespace!r} at {self.path} "
+                f"(flag {self.flag!r} opens an existing one; 'c' creates it)"
+            )
+        if version != str(rfmt.FORMAT).encode():
+            raise FormatError(
+                f"namespace {self._target.namespace!r} at {self.path} has format "
+                f"{version!r}; this logshelf reads format {rfmt.FORMAT}"
+            )
+        if self.flag == "n":
+            self._reset()
+
+    def _reset(self) -> None:
+        """Flag "n": delete every key of the namespace but its meta and lock,
+        under the namespace lock (no other writer runs meanwhile)."""
+        lock = Lock(self._run_lock, self._target.lock_ttl)
+        lock.acquire(self._timeout, self.path)
+        try:
+            keep = {self._keys.meta, self._keys.lock}
+            batch: list[bytes] = []
+            for rkey in self._client.scan_iter(match=self._keys.all_pattern(), count=_SCAN_COUNT):
+                if rkey not in keep:
+                    batch.append(rkey)
+                if len(batch) >= _SCAN_COUNT:
+                    self._client.unlink(*batch)
+                    batch = []
+            if batch:
+                self._client.unlink(*batch)
+        finally:
+            lock.release()
+
+    def _check_durability(self) -> None:
+        """durability="always": WAITAOF where the server has it (7.2+) and
+        AOF is on; else the server must fsync before it replies."""
+        info = self._client.info("server") | self._client.info("persistence")
+        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+        aof = bool(info.get("aof_enabled"))
+        if aof and version >= (7, 2):
+            self._waitaof = True
+            return
+        fsync = None
+        if aof:
+            try:
+                fsync = self._client.config_get("appendfsync").get("appendfsync")
+            except rexc.ResponseError:
+                fsync = None  # CONFIG disabled (a managed server): cannot tell
+        if fsync not in (b"always", "always"):
+            raise ValueError(
+                f"durability='always' on {self.path} needs the server to fsync every "
+                "write: appendonly yes with appendfsync always (or Redis 7.2+ with "
+                "appendonly yes, for WAITAOF); see docs/redis.md"
+            )
+
+    # -- reads ------------------------------------------------------------------
+
+    def _rkey(self, key: str) -> bytes:
+        return self._keys.value(key.encode("utf-8", "surrogatepass"))
+
+    def _exists(self, key: str) -> int:
+        with self._translate("a read"):
+            return int(self._client.exists(self._rkey(key)))
+
+    def _decode(self, key: str, record: bytes, rkey: bytes) -> bytes | None:
+        """The value in ``record`` (chunks joined, decompressed), or None when
+        a chunk is gone (an overwrite let it expire: read the key again)."""
+        where = self._where(rkey)
+        found = rfmt.unpack(record, key, key.encode("utf-8", "surrogatepass"), where)
+        if isinstance(found, rfmt.Pointer):
+            names = [self._keys.chunk(found.version, i) for i in range(found.chunks)]
+            parts: list[bytes] = []
+            for start in range(0, len(names), _CHUNK_BATCH):
+                got = self._client.mget(names[start : start + _CHUNK_BATCH])
+                if any(part is None for part in got):
+                    return None
+                parts.extend(got)
+            data = rfmt.check_joined(found, b"".join(parts), key, where)
+            codec, rawlen = found.codec, found.rawlen
+        else:
+            codec, rawlen, data = found
+        if not codec:
+            return data
+        try:
+            return _codecs.decompress(codec, data, rawlen)
+        except CorruptionError as exc:
+            raise CorruptionError(f"value of key {key!r} at {where}: {exc}") from exc
+
+    def _read(self, keys: list[str]) -> list[bytes | None]:
+        """Values of ``keys`` from one state of the namespace (one MGET)."""
+        rkeys = [self._rkey(key) for key in keys]
+        for _ in range(_READ_ATTEMPTS):
+            records = self._client.mget(rkeys) if rkeys else []
+            values: list[bytes | None] = []
+            for key, rkey, record in zip(keys, rkeys, records, strict=True):
+                value = None if record is None else self._decode(key, record, rkey)
+                if record is not None and value is None:
+                    break  # a chunk expired under us: read again
+                values.append(value)
+            else:
+                return values
+        raise CorruptionError(
+            f"chunks of a value at {self.path} keep disappearing while read "
+            f"(keys {keys[:3]!r}...): missing chunks, or a value rewritten every minute"
+        )
+
+    def get(self, key: str) -> bytes | None:
+        with self._mutex:
+            self._check()
+            txn = self._txn
+            if txn is not None and key in txn.records and txn.mine():
+                return txn.value(key)
+            with self._translate("a read"):
+                return self._read([key])[0]
+
+    def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
+        with self._mutex:
+            self._check()
+            wanted = list(keys)
+            txn = self._txn if self._txn is not None and self._txn.mine() else None
+            remote = [k for k in wanted if txn is None or k not in txn.records]
+            with self._translate("a read"):
+                found = dict(zip(remote, self._read(remote), strict=True))
+            return [
+                txn.value(k) if txn is not None and k in txn.records else found[k] for k in wanted
+            ]
+
+    def contains(self, key: str) -> bool:
+        with self._mutex:
+            self._check()
+            txn = self._txn
+            if txn is not None and txn.mine():
+                return txn.present(key, _Present(self))
+            return bool(self._exists(key))
+
+    def _scan_keys(self, prefix: str = "") -> list[str]:
+        """The live keys (starting with ``prefix``), by SCAN (which may
+        repeat a key: each is listed once)."""
+        base = len(self._keys.value_prefix)
+        pattern = self._keys.value_pattern(prefix.encode("utf-8", "surrogatepass"))
+        found: dict[str, None] = {}
+        with self._translate("a key listing"):
+            for rkey in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                try:
+                    found[rkey[base:].decode("utf-8")] = None
+                except UnicodeDecodeError:
+                    raise CorruptionError(
+                        f"{self._where(rkey)} is not a key logshelf wrote (not UTF-8)"
+                    ) from None
+        return list(found)
+
+    def keys(self) -> list[str]:
+        with self._mutex:
+            self._check()
+            txn = self._txn
+            if txn is not None and txn.mine():
+                return txn.keys(dict.fromkeys(self._scan_keys(), 0))
+            return self._scan_keys()
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """The live keys starting with ``prefix``: SCAN with a MATCH pattern."""
+        with self._mutex:
+            self._check()
+            txn = self._txn
+            if txn is not None and txn.mine():
+                return [k for k in self.keys() if k.startswith(prefix)]
+            return self._scan_keys(prefix)
+
+    def __len__(self) -> int:
+        with self._mutex:
+            self._check()
+            txn = self._txn
+            if txn is not None and txn.mine():
+                return txn.count(dict.fromkeys(self._scan_keys(), 0))
+            return len(self._scan_keys())
+
+    # -- writes -------------------------------------------------------------
+
+    def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
+        self._write([put_record(key, codec, data, rawlen)])
+
+    def put_many(self, records: list[Record]) -> None:
+        if records:
+            self._write(list({r.key: r for r in records}.values()))
+
+    def delete(self, key: str) -> bool:
+        return self._write([delete_record(key)]) > 0
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        records = {key: delete_record(key) for key in keys}
+        return self._write(list(records.values())) if records else 0
+
+    def _write(self, records: list[Record]) -> int:
+        with self._mutex:
+            self._writable()
+            txn = self._txn
+            if txn is not None and txn.mine():
+                present = _Present(self)
+                return sum(txn.buffer(record, present) for record in records)
+            return self._commit(records, "")
+
+    def _encode(self, record: Record) -> tuple[bytes, list[bytes]]:
+        """``(record bytes, new chunk keys)``; b"" for a delete. A large value's
+        chunks are written here, expiring unless the commit claims them."""
+        if record.kind != _PUT:
+            return b"", []
+        data, size = record.data, self._target.chunk_size
+        if len(data) <= size:
+            return rfmt.pack_inline(
+                record.key_bytes, record.codec, data, record.vcrc, record.rawlen
+            ), []
+        version = uuid.uuid4().hex.encode()
+        names = []
+        pipe = self._client.pipeline(transaction=False)
+        view = memoryview(data)
+        for index, start in enumerate(range(0, len(data), size)):
+            name = self._keys.chunk(version, index)
+            names.append(name)
+            pipe.set(name, view[start : start + size], px=_PENDING_CHUNK_TTL_MS)
+            if len(pipe) >= _CHUNK_BATCH:
+                pipe.execute()
+        pipe.execute()
+        crc = zlib.crc32(data)
+        pointer = rfmt.Pointer(version, len(names), record.codec, record.rawlen, len(data), crc)
+        return rfmt.pack_pointer(record.key_bytes, pointer), names
+
+    def _commit(self, records: list[Record], token: str) -> int:
+        """Write ``records`` with one WRITE script; wait while another
+        client's transaction holds the lock. Returns the deletes that hit."""
+        with self._translate("a write", write=True):
+            encoded = [self._encode(record) for record in records]
+        rkeys = [self._keys.value(r.key_bytes) for r in records]
+        chunks = [name for _, names in encoded for name in names]
+        args: list[Any] = [token, len(records), _OLD_CHUNK_GRACE_MS, self._keys.base + b"c:"]
+        args.extend(value for value, _ in encoded)
+        wait = wait_steps(self._timeout, "a write", self.path)
+        while True:
+            with self._translate("a write", write=True):
+                status, deleted = self._write_script(
+                    keys=[self._keys.lock, *rkeys, *chunks], args=args
+                )
+            if status == LOCKED:
+                wait()
+                continue
+            if status == LOST:
+                raise StoreError(
+                    f"the transaction on {self.path} lost its lock (held past lock_ttl="
+                    f"{self._target.lock_ttl} s without renewal): nothing was written"
+                )
+            if status == MISSING_CHUNK:
+                raise StoreError(
+                    f"the chunks of a large value written to {self.path} expired before "
+                    "its commit: nothing was written"
+                )
+            break
+        if self._durability == "always":
+            self._wait_durable()
+        return int(deleted)
+
+    def _wait_durable(self) -> None:
+        """Block until the server (and ``replicas`` replicas) hold the writes
+        as durability="always" promises; raise if they do not say so."""
+        replicas = self._target.replicas
+        with self._translate("a durability wait"):
+            if self._waitaof:
+                local, remote = self._client.execute_command("WAITAOF", 1, replicas, 10_000)
+                if int(local) < 1 or int(remote) < replicas:
+                    raise StoreError(
+                        f"the write to {self.path} is applied but not fsynced "
+                        f"(WAITAOF: local {local}, replicas {remote} of {replicas})"
+                    )
+            elif replicas:
+                acked = int(self._client.execute_command("WAIT", replicas, 10_000))
+                if acked < replicas:
+                    raise StoreError(
+                        f"the write to {self.path} is applied but reached {acked} of "
+                        f"{replicas} replicas"
+                    )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._mutex:
+            self._writable()
+            if self._txn is not None:
+                yield
+                return
+            lock = Lock(self._run_lock, self._target.lock_ttl)
+            with self._translate("a transaction's lock"):
+                lock.acquire(self._timeout, self.path)
+            try:
+                txn = self._txn = Transaction()
+                try:
+                    yield
+                    if txn.records:
+                        self._commit(list(txn.records.values()), lock.token)
+                finally:
+                    self._txn = None
+            finally:
+                with self._translate("a transaction's unlock"):
+                    lock.release()
+
+    # -- lifecycle and inspection ------------------------------------------------
+
+    def sync(self) -> None:
+        """A round trip; with durability="always" every write already waited."""
+        with self._mutex:
+            self._check()
+            with self._translate("sync"):
+                self._client.ping()
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._client.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> dict[str, int]:
+        with self._mutex:
+            self._check()
+            keys = len(self._scan_keys())
+            with self._translate("stats"):
+                total = sum(1 for _ in self._client.scan_iter(match=self._keys.all_pattern()))
+            return {"keys": keys, "redis_keys": total}
+
+    def verify(self, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Read and check every value of the namespace; return the problems."""
+        problems: list[str] = []
+        keys = self.keys()
+        for start in range(0, len(keys), _SCAN_COUNT):
+            for key in keys[start : start + _SCAN_COUNT]:
+                try:
+                    self.get(key)
+                except (CorruptionError, FormatError) as exc:
+                    problems.append(str(exc))
+        if progress is not None:
+            progress(f"{self.path}: {len(keys)} values checked, {len(problems)} problems")
+        return problems
+
+    def compact(
+        self, wait: bool = True, max_inputs: int | None = None, drop: Drop | None = None
+    ) -> CompactionResult:
+        self._writable()
+        return CompactionResult(
+            False, "a Redis namespace needs no compaction: the server frees what is replaced"
+        )
+
+    def locate(self, key: str) -> tuple[str, int] | None:
+        """``(the Redis key holding the record, 0)``, or None when absent."""
+        if not self.contains(key):
+            return None
+        return self._where(self._rkey(key)), 0

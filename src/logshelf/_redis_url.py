@@ -1,0 +1,113 @@
+"""``redis://`` and ``rediss://`` store URLs: recognised and parsed here,
+without importing the ``redis`` package (the local store never needs it).
+
+``redis://[user:password@]host[:port][/db]?namespace=NAME&...`` names a
+namespace of one server; logshelf's own query parameters (below) are taken
+out and the rest of the URL goes to ``redis.Redis.from_url`` as it is, so
+its parameters (``socket_timeout``, ``ssl_cert_reqs``, ...) keep working.
+See ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TypeGuard
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ._bytes_store import BytesStore
+from ._options import Options
+from ._redis_format import check_namespace
+
+__all__ = ["SCHEMES", "RedisTarget", "is_url", "open_url", "parse_url"]
+
+SCHEMES = ("redis://", "rediss://")
+DEFAULT_NAMESPACE = "default"
+#: Values above this many stored bytes are split into chunks of this size.
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 1024
+#: Seconds a transaction's lock outlives a holder that stopped renewing it.
+DEFAULT_LOCK_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed store URL."""
+
+    #: What ``redis.Redis.from_url`` gets (logshelf's parameters removed).
+    client_url: str
+    #: The URL without its password: the store's ``path``, and in messages.
+    display: str
+    namespace: str
+    #: Replicas a write waits for under durability="always" (WAIT).
+    replicas: int
+    chunk_size: int
+    lock_ttl: float
+
+
+def is_url(filename: object) -> TypeGuard[str]:
+    """Does ``filename`` name a Redis store rather than a path?"""
+    return isinstance(filename, str) and filename.startswith(SCHEMES)
+
+
+def _number(name: str, text: str, low: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= low or math.isinf(value):
+        raise ValueError(f"{name} in a redis URL must be a number >= {low}, not {text!r}")
+    return value
+
+
+def parse_url(url: str) -> RedisTarget:
+    """Split ``url`` into the client's URL and logshelf's parameters.
+
+    Raises:
+        ValueError: a bad namespace, ``replicas``, ``chunk_size`` or
+            ``lock_ttl`` (the message names it), or a parameter given twice.
+    """
+    parts = urlsplit(url)
+    ours = {"namespace", "replicas", "chunk_size", "lock_ttl"}
+    mine: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ours:
+            if name in mine:
+                raise ValueError(f"{name} is given twice in {url!r}")
+            mine[name] = value
+        else:
+            rest.append((name, value))
+    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in credentials else f"{user}@{host}"
+    shown = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    display = urlunsplit(parts._replace(netloc=netloc, query=shown))
+    return RedisTarget(
+        client_url=client_url,
+        display=display,
+        namespace=check_namespace(mine.get("namespace", DEFAULT_NAMESPACE)),
+        replicas=int(_number("replicas", mine.get("replicas", "0"), 0)),
+        chunk_size=int(
+            _number("chunk_size", mine.get("chunk_size", str(DEFAULT_CHUNK_SIZE)), MIN_CHUNK_SIZE)
+        ),
+        lock_ttl=_number("lock_ttl", mine.get("lock_ttl", str(DEFAULT_LOCK_TTL)), 0.1),
+    )
+
+
+def open_url(url: str, options: Options) -> BytesStore:
+    """The Redis store ``url`` names, opened with ``options``' flag,
+    durability and lock timeout.
+
+    Raises:
+        ImportError: the ``redis`` package is not installed (the message
+            says ``pip install logshelf[redis]``).
+        BackendUnavailableError: the server cannot be reached.
+    """
+    target = parse_url(url)
+    from ._redis_store import RedisStore  # imports redis: only for a Redis URL
+
+    return RedisStore(target, options)

@@ -1,0 +1,25 @@
+"""The contract suite runs on every backend: each test of this directory
+runs once on a store directory and once on a namespace of a real Redis
+server (``store_path`` is then a ``redis://`` URL, which ``logshelf.open``
+takes wherever it takes a path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(params=["disk", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where a new, empty store opens: a directory path, or a Redis URL
+    with a namespace no other test uses."""
+    if backend == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return tmp_path / "store.db"
