@@ -34,7 +34,7 @@ from ._compaction import CompactionResult, Drop
 from ._options import Options
 from ._records import Record, delete_record, put_record
 from ._redis_scripts import LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
-from ._redis_url import RedisTarget
+from ._redis_url import RedisTarget, parse_url
 from ._txn import Transaction
 from .errors import (
     BackendUnavailableError,
@@ -57,7 +57,7 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
         "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
     ) from _exc
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "open_url"]
 
 _PUT = 0xA1
 #: Seconds new chunks live unless a committed pointer claims them, and old
@@ -528,3 +528,16 @@ class RedisStore:
         if not self.contains(key):
             return None
         return self._where(self._rkey(key)), 0
+
+
+def open_url(url: str, options: Options) -> RedisStore:
+    """The Redis store ``url`` names, opened with ``options``' flag,
+    durability and lock timeout (``store.open`` imports this module only
+    for a Redis URL: the ``redis`` package is needed only then).
+
+    Raises:
+        ValueError: a bad URL parameter (the message names it).
+        BackendUnavailableError: the server cannot be reached.
+        StoreNotFoundError: flag "r" or "w" and no such namespace.
+    """
+    return RedisStore(parse_url(url), options)

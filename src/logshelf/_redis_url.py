@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from typing import TypeGuard
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._bytes_store import BytesStore
-from ._options import Options
 from ._redis_format import check_namespace
 
-__all__ = ["SCHEMES", "RedisTarget", "is_url", "open_url", "parse_url"]
+__all__ = ["SCHEMES", "RedisTarget", "is_url", "parse_url"]
 
 SCHEMES = ("redis://", "rediss://")
 DEFAULT_NAMESPACE = "default"
@@ -96,18 +94,3 @@ def parse_url(url: str) -> RedisTarget:
         ),
         lock_ttl=_number("lock_ttl", mine.get("lock_ttl", str(DEFAULT_LOCK_TTL)), 0.1),
     )
-
-
-def open_url(url: str, options: Options) -> BytesStore:
-    """The Redis store ``url`` names, opened with ``options``' flag,
-    durability and lock timeout.
-
-    Raises:
-        ImportError: the ``redis`` package is not installed (the message
-            says ``pip install logshelf[redis]``).
-        BackendUnavailableError: the server cannot be reached.
-    """
-    target = parse_url(url)
-    from ._redis_store import RedisStore  # imports redis: only for a Redis URL
-
-    return RedisStore(target, options)

@@ -37,7 +37,7 @@ from ._options import (
 )
 from ._prefix_scans import PrefixScans
 from ._records import put_record
-from ._redis_url import is_url, open_url
+from ._redis_url import is_url
 from ._restricted import check_safety
 from ._serializers import Loads, Serializer, enveloped, load_enveloped, make_loads, resolve
 
@@ -550,8 +550,13 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     allowed = check_safety(options.path, safe, trusted, trusted_owner)
     if safe and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
-    # A redis:// or rediss:// URL opens a namespace of a Redis server (docs/redis.md).
-    engine = open_url(filename, options) if is_url(filename) else Engine(options)
+    engine: BytesStore
+    if is_url(filename):  # a namespace of a Redis server (docs/redis.md)
+        from ._redis_store import open_url  # imports redis: only for such a URL
+
+        engine = open_url(filename, options)
+    else:
+        engine = Engine(options)
     try:
         return Shelf(
             engine,
