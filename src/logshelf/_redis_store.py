@@ -33,6 +33,7 @@ from . import _redis_format as rfmt
 from ._compaction import CompactionResult, Drop
 from ._options import Options
 from ._records import Record, delete_record, put_record
+from ._redis_durability import Durable
 from ._redis_scripts import LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
 from ._redis_url import RedisTarget, parse_url
 from ._txn import Transaction
@@ -72,6 +73,12 @@ _CHUNK_BATCH = 8
 _READ_ATTEMPTS = 5
 _UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
 
+#: The namespace locks this process holds, by (client URL, namespace):
+#: (thread, token). Another handle on the same namespace, used by the
+#: holding thread, writes with that token instead of waiting for itself
+#: (on disk, handles of one process share the writer lock the same way).
+_HELD: dict[tuple[str, str], tuple[int, str]] = {}
+
 
 class _Present(Mapping[str, int]):
     """The committed keys as ``_txn.Transaction`` wants its index: asks the server."""
@@ -105,11 +112,12 @@ class RedisStore:
         self._timeout = options.lock_timeout
         self._durability = options.durability
         self._keys = rfmt.Keys(target.namespace)
+        self._scope = (target.client_url, target.namespace)
         self._mutex = threading.RLock()
         self._txn: Transaction | None = None
         self._lock: Lock | None = None
         self._closed = False
-        self._waitaof = False
+        self._durable: Durable | None = None
         self._client: Any = redis.Redis.from_url(
             target.client_url,
             retry=Retry(NoBackoff(), 0),
@@ -121,7 +129,7 @@ class RedisStore:
                 self._write_script = self._client.register_script(WRITE)
                 self._open_namespace()
                 if self._durability == "always":
-                    self._check_durability()
+                    self._durable = Durable.check(self._client, self.path, target.replicas)
         except BaseException:
             self._client.close()
             raise
@@ -167,9 +175,9 @@ class RedisStore:
     def _open_namespace(self) -> None:
         meta = self._keys.meta
         client = self._client
-        if self.flag in ("c", "n"):
-            client.hsetnx(meta, "format", rfmt.FORMAT)
         try:
+            if self.flag in ("c", "n"):
+                client.hsetnx(meta, "format", rfmt.FORMAT)
             version = client.hget(meta, "format")
         except rexc.ResponseError as exc:
             raise FormatError(f"{self.path}: {meta!r} is not a logshelf namespace: {exc}") from exc
@@ -204,28 +212,6 @@ class RedisStore:
                 self._client.unlink(*batch)
         finally:
             lock.release()
-
-    def _check_durability(self) -> None:
-        """durability="always": WAITAOF where the server has it (7.2+) and
-        AOF is on; else the server must fsync before it replies."""
-        info = self._client.info("server") | self._client.info("persistence")
-        version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
-        aof = bool(info.get("aof_enabled"))
-        if aof and version >= (7, 2):
-            self._waitaof = True
-            return
-        fsync = None
-        if aof:
-            try:
-                fsync = self._client.config_get("appendfsync").get("appendfsync")
-            except rexc.ResponseError:
-                fsync = None  # CONFIG disabled (a managed server): cannot tell
-        if fsync not in (b"always", "always"):
-            raise ValueError(
-                f"durability='always' on {self.path} needs the server to fsync every "
-                "write: appendonly yes with appendfsync always (or Redis 7.2+ with "
-                "appendonly yes, for WAITAOF); see docs/redis.md"
-            )
 
     # -- reads ------------------------------------------------------------------
 
@@ -269,13 +255,18 @@ class RedisStore:
             for key, rkey, record in zip(keys, rkeys, records, strict=True):
                 value = None if record is None else self._decode(key, record, rkey)
                 if record is not None and value is None:
-                    break  # a chunk expired under us: read again
+                    if self._client.get(rkey) == record:
+                        raise CorruptionError(
+                            f"a chunk of the value of key {key!r} at {self._where(rkey)} "
+                            "is missing (deleted by someone else, or evicted by maxmemory)"
+                        )
+                    break  # overwritten meanwhile, its old chunks expired: read again
                 values.append(value)
             else:
                 return values
         raise CorruptionError(
             f"chunks of a value at {self.path} keep disappearing while read "
-            f"(keys {keys[:3]!r}...): missing chunks, or a value rewritten every minute"
+            f"(keys {keys[:3]!r}...): a value rewritten faster than it can be read"
         )
 
     def get(self, key: str) -> bytes | None:
@@ -407,6 +398,9 @@ class RedisStore:
         chunks = [name for _, names in encoded for name in names]
         args: list[Any] = [token, len(records), _OLD_CHUNK_GRACE_MS, self._keys.base + b"c:"]
         args.extend(value for value, _ in encoded)
+        if not token:
+            token = self._held_token() or ""
+            args[0] = token
         wait = wait_steps(self._timeout, "a write", self.path)
         while True:
             with self._translate("a write", write=True):
@@ -427,29 +421,10 @@ class RedisStore:
                     "its commit: nothing was written"
                 )
             break
-        if self._durability == "always":
-            self._wait_durable()
+        if self._durable is not None:
+            with self._translate("a durability wait"):
+                self._durable.wait()
         return int(deleted)
-
-    def _wait_durable(self) -> None:
-        """Block until the server (and ``replicas`` replicas) hold the writes
-        as durability="always" promises; raise if they do not say so."""
-        replicas = self._target.replicas
-        with self._translate("a durability wait"):
-            if self._waitaof:
-                local, remote = self._client.execute_command("WAITAOF", 1, replicas, 10_000)
-                if int(local) < 1 or int(remote) < replicas:
-                    raise StoreError(
-                        f"the write to {self.path} is applied but not fsynced "
-                        f"(WAITAOF: local {local}, replicas {remote} of {replicas})"
-                    )
-            elif replicas:
-                acked = int(self._client.execute_command("WAIT", replicas, 10_000))
-                if acked < replicas:
-                    raise StoreError(
-                        f"the write to {self.path} is applied but reached {acked} of "
-                        f"{replicas} replicas"
-                    )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -458,20 +433,33 @@ class RedisStore:
             if self._txn is not None:
                 yield
                 return
-            lock = Lock(self._run_lock, self._target.lock_ttl)
-            with self._translate("a transaction's lock"):
-                lock.acquire(self._timeout, self.path)
+            held = self._held_token()
+            lock = None
+            if held is None:
+                lock = Lock(self._run_lock, self._target.lock_ttl)
+                with self._translate("a transaction's lock"):
+                    lock.acquire(self._timeout, self.path)
+                _HELD[self._scope] = (threading.get_ident(), lock.token)
             try:
                 txn = self._txn = Transaction()
                 try:
                     yield
                     if txn.records:
-                        self._commit(list(txn.records.values()), lock.token)
+                        token = lock.token if lock is not None else held
+                        self._commit(list(txn.records.values()), token or "")
                 finally:
                     self._txn = None
             finally:
-                with self._translate("a transaction's unlock"):
-                    lock.release()
+                if lock is not None:
+                    del _HELD[self._scope]
+                    with self._translate("a transaction's unlock"):
+                        lock.release()
+
+    def _held_token(self) -> str | None:
+        """The token of this namespace's lock if this thread holds it (through
+        another handle's open transaction), else None."""
+        held = _HELD.get(self._scope)
+        return held[1] if held is not None and held[0] == threading.get_ident() else None
 
     # -- lifecycle and inspection ------------------------------------------------
 
