@@ -16,8 +16,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["RedisServer", "free_port", "server_binary"]
+__all__ = ["RedisServer", "free_port", "namespace_of", "server_binary", "value_key"]
 
 #: Seconds a server may take to answer PING after it was started.
 STARTUP = 20.0
@@ -126,3 +127,13 @@ class RedisServer:
         """Start again on the same port (after :meth:`kill` or :meth:`stop`)."""
         self.stop()
         return self.start()
+
+
+def namespace_of(url: str) -> str:
+    """The ``namespace`` parameter of a store URL."""
+    return parse_qs(urlsplit(url).query)["namespace"][0]
+
+
+def value_key(url: str, key: str) -> bytes:
+    """The Redis key holding the record of ``key`` (docs/format.md section 9)."""
+    return f"logshelf:{{{namespace_of(url)}}}:v:{key}".encode()

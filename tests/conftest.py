@@ -41,7 +41,7 @@ def db(store_path: Path) -> Iterator[logshelf.Shelf]:
 #: (every truncation offset of the last batch) takes about 8 s on the
 #: project's 2-core machine, the concurrency tests about a second; tests
 #: that take longer carry their own mark, a few times their measured duration.
-DEFAULT_TIMEOUTS = {"crash": 30.0, "concurrency": 20.0, "redis": 30.0}
+DEFAULT_TIMEOUTS = {"crash": 30.0, "concurrency": 20.0, "on_redis": 30.0}
 HERE = Path(__file__).parent
 
 

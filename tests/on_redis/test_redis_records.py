@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import redis
-from conftest import namespace_of, value_key
 
 import logshelf
+from _redis_server import namespace_of, value_key
 from logshelf import _redis_format as rfmt
 from logshelf._redis_url import parse_url
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+
 from _redis_server import RedisServer
 
 
