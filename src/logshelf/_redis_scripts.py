@@ -34,10 +34,10 @@ MISSING_CHUNK = -3  # a new chunk expired before its pointer was committed
 # chunk key prefix, then the n new records ('' deletes).
 WRITE = """
 local holder = redis.call('GET', KEYS[1])
-if holder then
-  if holder ~= ARGV[1] then return {-1, 0} end
-elseif ARGV[1] ~= '' then
-  return {-2, 0}
+if ARGV[1] ~= '' then
+  if holder ~= ARGV[1] then return {-2, 0} end
+elseif holder then
+  return {-1, 0}
 end
 local n = tonumber(ARGV[2])
 for i = n + 2, #KEYS do
