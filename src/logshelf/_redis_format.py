@@ -83,6 +83,19 @@ class Keys:
     def value(self, key_bytes: bytes) -> bytes:
         return self.value_prefix + key_bytes
 
+    def fence(self, key_bytes: bytes) -> bytes:
+        """The last fencing token that wrote ``key`` (a cache's entries)."""
+        return self.base + b"f:" + key_bytes
+
+    def flight(self, key_bytes: bytes) -> bytes:
+        """The single-flight lock of ``key`` (a cache's memoized calls)."""
+        return self.base + b"flight:" + key_bytes
+
+    @property
+    def fence_counter(self) -> bytes:
+        """The counter fencing tokens are drawn from (INCR)."""
+        return self.base + b"fences"
+
     def chunk(self, version: bytes, index: int) -> bytes:
         return self.base + b"c:" + version + b":" + str(index).encode()
 

@@ -21,17 +21,29 @@ from typing import Any
 
 from .errors import LockTimeoutError
 
-__all__ = ["ACQUIRE", "LOCKED", "LOST", "MISSING_CHUNK", "RELEASE", "RENEW", "WRITE", "Lock"]
+__all__ = [
+    "ACQUIRE",
+    "FENCED",
+    "LOCKED",
+    "LOST",
+    "MISSING_CHUNK",
+    "RELEASE",
+    "RENEW",
+    "WRITE",
+    "Lock",
+]
 
 #: ``WRITE`` statuses (first element of its reply).
 OK = 0
 LOCKED = -1  # another client's transaction holds the lock: wait and retry
 LOST = -2  # this transaction's lock expired (another may have written)
 MISSING_CHUNK = -3  # a new chunk expired before its pointer was committed
+FENCED = -4  # a newer fencing token already wrote this key: the write is stale
 
-# KEYS: lock, the n value keys, then the new chunk keys.
+# KEYS: lock, fence, the n value keys, then the new chunk keys.
 # ARGV: token ('' outside a transaction), n, grace (ms) of old chunks, the
-# chunk key prefix, then the n new records ('' deletes).
+# chunk key prefix, expiry of what is written (ms since the epoch, '0':
+# none), fencing token ('' none), then the n new records ('' deletes).
 WRITE = """
 local holder = redis.call('GET', KEYS[1])
 if ARGV[1] ~= '' then
@@ -39,14 +51,20 @@ if ARGV[1] ~= '' then
 elseif holder then
   return {-1, 0}
 end
+local fence = ARGV[6]
+if fence ~= '' then
+  local last = redis.call('GET', KEYS[2])
+  if last and tonumber(last) > tonumber(fence) then return {-4, 0} end
+end
 local n = tonumber(ARGV[2])
-for i = n + 2, #KEYS do
+for i = n + 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then return {-3, 0} end
 end
 local grace = tonumber(ARGV[3])
+local expire = ARGV[5]
 local deleted = 0
 for i = 1, n do
-  local key = KEYS[i + 1]
+  local key = KEYS[i + 2]
   local head = redis.call('GETRANGE', key, 0, 65)
   if #head == 66 and string.byte(head, 1) == 178 then
     local version = string.sub(head, 25, 56)
@@ -57,14 +75,25 @@ for i = 1, n do
       end
     end
   end
-  local value = ARGV[i + 4]
+  local value = ARGV[i + 6]
   if value == '' then
     deleted = deleted + redis.call('DEL', key)
   else
     redis.call('SET', key, value)
+    if expire ~= '0' then redis.call('PEXPIREAT', key, expire) end
   end
 end
-for i = n + 2, #KEYS do redis.call('PERSIST', KEYS[i]) end
+for i = n + 3, #KEYS do
+  if expire ~= '0' then
+    redis.call('PEXPIREAT', KEYS[i], expire)
+  else
+    redis.call('PERSIST', KEYS[i])
+  end
+end
+if fence ~= '' then
+  redis.call('SET', KEYS[2], fence)
+  if expire ~= '0' then redis.call('PEXPIREAT', KEYS[2], expire) end
+end
 return {0, deleted}
 """
 
@@ -117,8 +146,9 @@ def wait_steps(timeout: float | None, what: str, where: str) -> Callable[[], Non
 
 
 class Lock:
-    """One holding of a namespace's lock: taken by :meth:`acquire`, renewed
-    every third of its ttl from a daemon thread, given up by :meth:`release`."""
+    """One holding of a lock key: taken by :meth:`acquire` or
+    :meth:`try_acquire`, renewed every third of its ttl from a daemon
+    thread, given up by :meth:`release`."""
 
     def __init__(self, run: Callable[[str, list[Any]], Any], ttl: float) -> None:
         #: ``run(script, [token, ...])`` evaluates a script on the lock key.
@@ -130,13 +160,28 @@ class Lock:
         #: False once a renewal found the lock gone (the commit will fail).
         self.held = False
 
-    def acquire(self, timeout: float | None, where: str) -> None:
-        wait = wait_steps(timeout, "the transaction lock", where)
-        while not self._run(ACQUIRE, [self.token, self._ttl_ms]):
-            wait()
+    def _take(self) -> bool:
+        """One attempt at the lock key (a subclass may take it differently)."""
+        return bool(self._run(ACQUIRE, [self.token, self._ttl_ms]))
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; never wait."""
+        if not self._take():
+            return False
         self.held = True
         self._thread = threading.Thread(target=self._renew, name="logshelf-redis-lock", daemon=True)
         self._thread.start()
+        return True
+
+    def acquire(self, timeout: float | None, where: str) -> bool:
+        """Take the lock, waiting up to ``timeout`` (None: as long as it
+        takes); return whether it had to wait."""
+        wait = wait_steps(timeout, "the lock", where)
+        waited = False
+        while not self.try_acquire():
+            waited = True
+            wait()
+        return waited
 
     def _renew(self) -> None:
         while not self._stop.wait(self._ttl_ms / 3000):

@@ -34,7 +34,7 @@ from ._compaction import CompactionResult, Drop
 from ._options import Options
 from ._records import Record, delete_record, put_record
 from ._redis_durability import Durable
-from ._redis_scripts import LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
+from ._redis_scripts import FENCED, LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
 from ._redis_url import RedisTarget, parse_url
 from ._txn import Transaction
 from .errors import (
@@ -48,11 +48,10 @@ from .errors import (
 )
 
 try:
+    import redis
     import redis.exceptions as rexc
     from redis.backoff import NoBackoff
     from redis.retry import Retry
-
-    import redis
 except ImportError as _exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
@@ -169,6 +168,26 @@ class RedisStore:
 
     def _run_lock(self, script: str, args: list[Any]) -> Any:
         return self._client.eval(script, 1, self._keys.lock, *args)
+
+    def script_on(self, keys: list[bytes], what: str) -> Callable[[str, list[Any]], Any]:
+        """``run(script, args)`` evaluating scripts on ``keys`` of this
+        namespace, failures raised as logshelf's errors (for the cache's
+        single-flight locks)."""
+
+        def run(script: str, args: list[Any]) -> Any:
+            with self._translate(what):
+                return self._client.eval(script, len(keys), *keys, *args)
+
+        return run
+
+    @property
+    def names(self) -> rfmt.Keys:
+        """The Redis key names of this namespace."""
+        return self._keys
+
+    @property
+    def lock_ttl(self) -> float:
+        return self._target.lock_ttl
 
     # -- open: the namespace and its flag ------------------------------------
 
@@ -344,6 +363,18 @@ class RedisStore:
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
         self._write([put_record(key, codec, data, rawlen)])
 
+    def put_expiring(
+        self, key: str, data: bytes, expire_at: float, fence: int | None = None
+    ) -> bool:
+        """Write one key (codec 0) that the server deletes at ``expire_at``
+        (seconds since the epoch; 0: never), the cache's entries. With
+        ``fence``, a fencing token: refused (False, nothing written) when a
+        write with a newer token already stored this key."""
+        with self._mutex:
+            self._writable()
+            expire_ms = int(expire_at * 1000) if expire_at else 0
+            return self._commit([put_record(key, 0, data, 0)], "", expire_ms, fence) >= 0
+
     def put_many(self, records: list[Record]) -> None:
         if records:
             self._write(list({r.key: r for r in records}.values()))
@@ -389,14 +420,20 @@ class RedisStore:
         pointer = rfmt.Pointer(version, len(names), record.codec, record.rawlen, len(data), crc)
         return rfmt.pack_pointer(record.key_bytes, pointer), names
 
-    def _commit(self, records: list[Record], token: str) -> int:
+    def _commit(
+        self, records: list[Record], token: str, expire_at_ms: int = 0, fence: int | None = None
+    ) -> int:
         """Write ``records`` with one WRITE script; wait while another
-        client's transaction holds the lock. Returns the deletes that hit."""
+        client's transaction holds the lock. Returns the deletes that hit,
+        or -1 when ``fence`` (a fencing token for the one key written) is
+        older than the last one that wrote it (nothing written)."""
         with self._translate("a write", write=True):
             encoded = [self._encode(record) for record in records]
         rkeys = [self._keys.value(r.key_bytes) for r in records]
         chunks = [name for _, names in encoded for name in names]
+        fence_key = self._keys.lock if fence is None else self._keys.fence(records[0].key_bytes)
         args: list[Any] = [token, len(records), _OLD_CHUNK_GRACE_MS, self._keys.base + b"c:"]
+        args += [expire_at_ms, "" if fence is None else fence]
         args.extend(value for value, _ in encoded)
         if not token:
             token = self._held_token() or ""
@@ -405,7 +442,7 @@ class RedisStore:
         while True:
             with self._translate("a write", write=True):
                 status, deleted = self._write_script(
-                    keys=[self._keys.lock, *rkeys, *chunks], args=args
+                    keys=[self._keys.lock, fence_key, *rkeys, *chunks], args=args
                 )
             if status == LOCKED:
                 wait()
@@ -415,6 +452,8 @@ class RedisStore:
                     f"the transaction on {self.path} lost its lock (held past lock_ttl="
                     f"{self._target.lock_ttl} s without renewal): nothing was written"
                 )
+            if status == FENCED:
+                return -1
             if status == MISSING_CHUNK:
                 raise StoreError(
                     f"the chunks of a large value written to {self.path} expired before "

@@ -19,7 +19,7 @@ import pickle
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _cache_format as cfmt
 from . import _codecs
@@ -29,8 +29,12 @@ from ._engine import Engine
 from ._eviction import POLICIES, Evictor
 from ._memoize import memoizer
 from ._options import DEFAULT_PROTOCOL, MIN_SEGMENT_SIZE, check_compression, make_options
+from ._redis_url import is_url
 from ._single_flight import Flights
 from .errors import CorruptionError, StoreError
+
+if TYPE_CHECKING:
+    from ._redis_cache import RemoteEntries
 
 __all__ = ["DEFAULT", "Cache", "memoize"]
 
@@ -117,13 +121,31 @@ class Cache(MutableMapping[str, Any]):
             mode=mode,
         )
         self.path = options.path
-        self._engine = Engine(options)
-        try:
-            self._access = AccessMap.open(self.path, options.writable, options.fs, mode)
-            self._flights = Flights(self.path, options.fs, mode) if options.writable else None
-        except BaseException:
-            self._engine.close()
-            raise
+        self._remote: RemoteEntries | None = None
+        self._flights: Flights | None
+        if is_url(path):  # a namespace of a Redis server (docs/redis.md)
+            if max_bytes is not None:
+                raise ValueError(
+                    "a cache on Redis is bounded by the server's maxmemory policy, "
+                    "not max_bytes (docs/redis.md)"
+                )
+            from ._redis_cache import RemoteEntries  # imports redis: only for such a URL
+
+            self._remote = RemoteEntries(path, options)
+            self.path = self._remote.path
+            # RedisStore implements the bytes-store protocol, which is all
+            # the cache and its memoized functions use of an Engine.
+            self._engine = cast(Engine, self._remote.store)
+            self._access = AccessMap(None, 0)  # no access times: the server evicts
+            self._flights = self._remote.flights
+        else:
+            self._engine = Engine(options)
+            try:
+                self._access = AccessMap.open(self.path, options.writable, options.fs, mode)
+                self._flights = Flights(self.path, options.fs, mode) if options.writable else None
+            except BaseException:
+                self._engine.close()
+                raise
         self._evictor = Evictor(self._engine, self._access, policy)
         self._get = self._engine.get
         self._touch = self._access.touch
@@ -246,6 +268,9 @@ class Cache(MutableMapping[str, Any]):
                 f"the value of {key!r} takes {len(entry)} bytes, more than half of "
                 f"max_bytes={self.max_bytes}: not cached"
             )
+        if self._remote is not None:  # expiring on the server, fenced
+            self._remote.put(_check_key(key), entry)
+            return
         self._engine.put(_check_key(key), 0, entry, 0)
         if self.max_bytes is not None:
             self._evictor.after_write(self.max_bytes)
@@ -370,6 +395,8 @@ class Cache(MutableMapping[str, Any]):
         Raises:
             ValueError: no ``to_bytes`` and no ``max_bytes``, or a bad value.
         """
+        if self._remote is not None:
+            raise ValueError("a cache on Redis is bounded by the server's maxmemory policy")
         if to_bytes is None:
             if self.max_bytes is None:
                 raise ValueError("evict() needs to_bytes= when the cache has no max_bytes")
@@ -388,7 +415,7 @@ class Cache(MutableMapping[str, Any]):
             "hits": self.hits,
             "misses": self.misses,
             "keys": store["keys"],
-            "bytes": store["segment_bytes"],
+            "bytes": store.get("segment_bytes"),  # None on Redis
             "max_bytes": self.max_bytes,
             "policy": self.policy,
             "evicted": self._evictor.evicted,
@@ -475,7 +502,7 @@ def memoize(
     Use as ``@logshelf.memoize`` or ``@logshelf.memoize(ttl=3600)``; the
     arguments are those of :meth:`Cache.memoize`.
     """
-    where = os.path.abspath(path)
+    where = path if is_url(path) else os.path.abspath(path)
     cache = _default_caches.get(where)
     if cache is None or cache.closed:
         cache = _default_caches[where] = Cache(where)
