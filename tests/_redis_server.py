@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["RedisServer", "free_port", "namespace_of", "server_binary", "value_key"]
+__all__ = [
+    "RedisClusterServers",
+    "RedisServer",
+    "free_port",
+    "namespace_of",
+    "server_binary",
+    "value_key",
+]
 
 #: Seconds a server may take to answer PING after it was started.
 STARTUP = 20.0
@@ -137,3 +144,95 @@ def namespace_of(url: str) -> str:
 def value_key(url: str, key: str) -> bytes:
     """The Redis key holding the record of ``key`` (docs/format.md section 9)."""
     return f"logshelf:{{{namespace_of(url)}}}:v:{key}".encode()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of real servers on 127.0.0.1: ``masters`` masters,
+    each with ``replicas`` replicas, made with ``redis-cli --cluster create``.
+    A node timeout of one second makes a failover take a few seconds."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+        self.workdir = workdir
+        self.masters = masters
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL listing two seed nodes (no namespace)."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
+        return f"redis+cluster://{seeds}/"
+
+    def start(self) -> RedisClusterServers:
+        try:
+            for i in range(self.masters * (1 + self.replicas)):
+                node = RedisServer(
+                    self.workdir / f"node{i}",
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "1000",
+                )  # fmt: skip
+                self.nodes.append(node.start())
+            cli = shutil.which("redis-cli")
+            if cli is None:
+                raise RuntimeError("redis-cli is missing (Debian: apt-get install redis-tools)")
+            subprocess.run(
+                [cli, "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node reports ``cluster_state:ok`` and
+        knows every master (all slots covered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(
+                b"cluster_state:ok" in _command(node.port, b"CLUSTER INFO")
+                for node in self.nodes
+                if node.process is not None
+            ):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the cluster in {self.workdir} did not become ok in {timeout} s")
+
+    def master_of(self, slot: int) -> RedisServer:
+        """The running node that serves ``slot`` as master."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            for line in _command(node.port, b"CLUSTER NODES").decode().splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "master" in fields[2]:
+                    for part in fields[8:]:
+                        low, _, high = part.partition("-")
+                        if low.isdigit() and int(low) <= slot <= int(high or low):
+                            return node
+        raise RuntimeError(f"no running master serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _command(port: int, command: bytes) -> bytes:
+    """The raw reply of one inline command (enough for CLUSTER INFO / NODES)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(command + b"\r\n")
+            head = sock.recv(65536)
+            if not head.startswith(b"$"):
+                return head
+            size = int(head[1 : head.index(b"\r\n")])
+            data = head[head.index(b"\r\n") + 2 :]
+            while len(data) < size:
+                data += sock.recv(65536)
+            return data[:size]
+    except OSError:
+        return b""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import logshelf
-from _redis_server import RedisServer
+from _redis_server import RedisClusterServers, RedisServer
 
 
 @pytest.fixture
@@ -108,3 +108,19 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One real Redis Cluster (3 masters, 1 replica each) for the session."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """A store URL on the session's Cluster, in a namespace no other test uses."""
+    return f"{redis_cluster.url}?namespace=t{os.getpid()}-{next(_namespaces)}"

@@ -33,6 +33,7 @@ from . import _redis_format as rfmt
 from ._compaction import CompactionResult, Drop
 from ._options import Options
 from ._records import Record, delete_record, put_record
+from ._redis_client import UNAVAILABLE, connect, rexc
 from ._redis_durability import Durable
 from ._redis_scripts import FENCED, LOCKED, LOST, MISSING_CHUNK, WRITE, Lock, wait_steps
 from ._redis_url import RedisTarget, parse_url
@@ -47,16 +48,6 @@ from .errors import (
     StoreNotFoundError,
 )
 
-try:
-    import redis
-    import redis.exceptions as rexc
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as _exc:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
-    ) from _exc
-
 __all__ = ["RedisStore", "open_url"]
 
 _PUT = 0xA1
@@ -70,7 +61,6 @@ _SCAN_COUNT = 1000
 _CHUNK_BATCH = 8
 #: Attempts of a read that met a chunk an overwrite had just let expire.
 _READ_ATTEMPTS = 5
-_UNAVAILABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
 
 #: The namespace locks this process holds, by (client URL, namespace):
 #: (thread, token). Another handle on the same namespace, used by the
@@ -117,12 +107,8 @@ class RedisStore:
         self._lock: Lock | None = None
         self._closed = False
         self._durable: Durable | None = None
-        self._client: Any = redis.Redis.from_url(
-            target.client_url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5,
-            socket_timeout=60,
-        )
+        with self._translate("connecting"):
+            self._client: Any = connect(target, self._durability, self.path)
         try:
             with self._translate("open"):
                 self._write_script = self._client.register_script(WRITE)
@@ -140,7 +126,7 @@ class RedisStore:
         """Raise the server's failures as logshelf's errors, naming the store."""
         try:
             yield
-        except _UNAVAILABLE as exc:
+        except UNAVAILABLE as exc:
             applied = (
                 " The write was applied wholly or not at all (never in part); "
                 "read the keys back to know which."

@@ -2,9 +2,11 @@
 without importing the ``redis`` package (the local store never needs it).
 
 ``redis://[user:password@]host[:port][/db]?namespace=NAME&...`` names a
-namespace of one server; logshelf's own query parameters (below) are taken
-out and the rest of the URL goes to ``redis.Redis.from_url`` as it is, so
-its parameters (``socket_timeout``, ``ssl_cert_reqs``, ...) keep working.
+namespace of one server; ``redis+cluster://host:port,host:port/?namespace=NAME``
+one of a Redis Cluster (the hosts are seed nodes). logshelf's own query
+parameters (below) are taken out and the rest of the URL goes to the
+client's ``from_url`` as it is, so its parameters (``socket_timeout``,
+``ssl_cert_reqs``, ...) keep working.
 See ``docs/redis.md``.
 """
 
@@ -19,7 +21,7 @@ from ._redis_format import check_namespace
 
 __all__ = ["SCHEMES", "RedisTarget", "is_url", "parse_url"]
 
-SCHEMES = ("redis://", "rediss://")
+SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
 DEFAULT_NAMESPACE = "default"
 #: Values above this many stored bytes are split into chunks of this size.
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -41,6 +43,9 @@ class RedisTarget:
     replicas: int
     chunk_size: int
     lock_ttl: float
+    #: Redis Cluster: the seed nodes ``(host, port)``; empty for one server
+    #: (``client_url`` then names the first seed, for its other parameters).
+    seeds: tuple[tuple[str, int], ...] = ()
 
 
 def is_url(filename: object) -> TypeGuard[str]:
@@ -76,7 +81,16 @@ def parse_url(url: str) -> RedisTarget:
             mine[name] = value
         else:
             rest.append((name, value))
-    client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    seeds: tuple[tuple[str, int], ...] = ()
+    client_parts = parts
+    if parts.scheme.endswith("+cluster"):
+        credentials, at, hosts = parts.netloc.rpartition("@")
+        seeds = tuple(_seed(host, url) for host in hosts.split(","))
+        client_parts = parts._replace(
+            scheme=parts.scheme.removesuffix("+cluster"),
+            netloc=f"{credentials}{at}{seeds[0][0]}:{seeds[0][1]}",
+        )
+    client_url = urlunsplit(client_parts._replace(query=urlencode(rest)))
     netloc = parts.netloc
     if "@" in netloc:
         credentials, host = netloc.rsplit("@", 1)
@@ -93,4 +107,13 @@ def parse_url(url: str) -> RedisTarget:
             _number("chunk_size", mine.get("chunk_size", str(DEFAULT_CHUNK_SIZE)), MIN_CHUNK_SIZE)
         ),
         lock_ttl=_number("lock_ttl", mine.get("lock_ttl", str(DEFAULT_LOCK_TTL)), 0.1),
+        seeds=seeds,
     )
+
+
+def _seed(text: str, url: str) -> tuple[str, int]:
+    """``(host, port)`` of one ``host:port`` of a Cluster URL."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a Cluster URL lists seed nodes as host:port,host:port: {url!r}")
+    return host.strip("[]"), int(port)

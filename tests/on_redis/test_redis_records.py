@@ -180,3 +180,14 @@ def test_the_core_works_without_redis_and_says_how_to_get_it(tmp_path: object) -
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install logshelf[redis]" in out.stdout
+
+
+def test_cluster_urls_list_seed_nodes() -> None:
+    target = parse_url("redis+cluster://u:pw@a:7000,b:7001,[::1]:7002/?namespace=n&lock_ttl=2")
+    assert target.seeds == (("a", 7000), ("b", 7001), ("::1", 7002))
+    assert target.client_url == "redis://u:pw@a:7000/" and target.namespace == "n"
+    assert "pw" not in target.display
+    assert parse_url("rediss+cluster://a:1/").client_url == "rediss://a:1/"
+    for bad in ("redis+cluster://a/", "redis+cluster://a:1,b/", "redis+cluster://a:0/"):
+        with pytest.raises(ValueError, match="host:port"):
+            parse_url(bad)
