@@ -27,6 +27,7 @@ __all__ = [
     "LOCKED",
     "LOST",
     "MISSING_CHUNK",
+    "PUT_ONE",
     "RELEASE",
     "RENEW",
     "WRITE",
@@ -95,6 +96,23 @@ if fence ~= '' then
   if expire ~= '0' then redis.call('PEXPIREAT', KEYS[2], expire) end
 end
 return {0, deleted}
+"""
+
+# The common write: one small value, outside any transaction. KEYS: the
+# lock, the value key. ARGV: the record. 0: the lock is held (write it with
+# WRITE, which waits); 1: written. Old chunks get the grace WRITE gives them.
+PUT_ONE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local head = redis.call('GETRANGE', KEYS[2], 0, 65)
+if #head == 66 and string.byte(head, 1) == 178 then
+  local prefix = string.sub(KEYS[1], 1, -5) .. 'c:' .. string.sub(head, 25, 56) .. ':'
+  local count = tonumber(string.sub(head, 57, 66))
+  if count and count <= 1000000 then
+    for c = 0, count - 1 do redis.call('PEXPIRE', prefix .. c, 60000) end
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
 """
 
 # KEYS: lock. ARGV: token, ttl (ms).

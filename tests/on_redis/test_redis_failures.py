@@ -145,3 +145,19 @@ def test_durability_always_survives_a_killed_server(tmp_path: Path) -> None:
 def test_durability_always_refuses_a_server_that_does_not_fsync(redis_url: str) -> None:
     with pytest.raises(ValueError, match="appendfsync always"):
         logshelf.open(redis_url, durability="always")
+
+
+def test_a_small_overwrite_lets_a_chunked_values_chunks_go(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """The one-key fast path (PUT_ONE) gives replaced chunks their grace too,
+    and survives a server that forgot its scripts."""
+    url = redis_url + "&chunk_size=1024"
+    with logshelf.open(url, serializer="raw") as db:
+        db["v"] = b"c" * 5000
+        chunks = _chunk_keys(raw, url)
+        assert len(chunks) == 5 and all(raw.pttl(k) == -1 for k in chunks)
+        raw.script_flush()
+        db["v"] = b"small"  # inline: one PUT_ONE, loaded again after the flush
+        assert all(0 < raw.pttl(k) <= 60_000 for k in chunks)
+        assert db["v"] == b"small"
