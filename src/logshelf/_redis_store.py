@@ -467,6 +467,7 @@ class RedisStore:
                 with self._translate("a transaction's lock"):
                     lock.acquire(self._timeout, self.path)
                 _HELD[self._scope] = (threading.get_ident(), lock.token)
+            failed = True
             try:
                 txn = self._txn = Transaction()
                 try:
@@ -474,13 +475,20 @@ class RedisStore:
                     if txn.records:
                         token = lock.token if lock is not None else held
                         self._commit(list(txn.records.values()), token or "")
+                    failed = False
                 finally:
                     self._txn = None
             finally:
                 if lock is not None:
                     del _HELD[self._scope]
-                    with self._translate("a transaction's unlock"):
-                        lock.release()
+                    try:
+                        with self._translate("a transaction's unlock"):
+                            lock.release()
+                    except BackendUnavailableError:
+                        if not failed:
+                            raise
+                        # The block's own error says more; the lock expires
+                        # after lock_ttl by itself.
 
     def _held_token(self) -> str | None:
         """The token of this namespace's lock if this thread holds it (through

@@ -90,7 +90,10 @@ def test_a_server_killed_mid_transaction_applies_nothing(own_redis: RedisServer)
     url = own_redis.url + "?namespace=app"
     with logshelf.open(url) as db:
         db["n"] = 1
-        with pytest.raises(logshelf.BackendUnavailableError), db.transaction():
+        with (
+            pytest.raises(logshelf.BackendUnavailableError, match="wholly or not"),
+            db.transaction(),
+        ):
             db["n"] = 2
             db["m"] = 2
             own_redis.kill()
