@@ -4,6 +4,7 @@ never half a batch; durability="always" survives a killed server."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,35 @@ def test_a_small_overwrite_lets_a_chunked_values_chunks_go(
         db["v"] = b"small"  # inline: one PUT_ONE, loaded again after the flush
         assert all(0 < raw.pttl(k) <= 60_000 for k in chunks)
         assert db["v"] == b"small"
+
+
+def test_durability_always_waits_for_replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """replicas=1: a write returns once a replica acknowledged it; without a
+    live replica it is applied but raises, saying it reached none."""
+    master = RedisServer(tmp_path / "m", "--appendonly", "yes", "--appendfsync", "always")
+    master.start()
+    replica = RedisServer(tmp_path / "r", "--replicaof", "127.0.0.1", str(master.port))
+    try:
+        replica.start()
+        url = master.url + "?namespace=app&replicas=1"
+        with logshelf.open(url, durability="always") as db:
+            deadline = time.monotonic() + 20
+            while True:  # the replica's first sync takes a moment
+                try:
+                    db["first"] = 1
+                    break
+                except logshelf.StoreError:
+                    assert time.monotonic() < deadline
+            db["acknowledged"] = "by the replica"
+            replica_client = redis.Redis(port=replica.port)
+            assert replica_client.exists(b"logshelf:{app}:v:acknowledged") == 1
+            replica_client.close()
+            replica.kill()
+            monkeypatch.setattr("logshelf._redis_durability.WAIT_MS", 200)
+            with pytest.raises(logshelf.StoreError, match="reached 0 of 1 replicas"):
+                db["late"] = 1
+    finally:
+        replica.stop()
+        master.stop()
