@@ -191,3 +191,40 @@ def test_cluster_urls_list_seed_nodes() -> None:
     for bad in ("redis+cluster://a/", "redis+cluster://a:1,b/", "redis+cluster://a:0/"):
         with pytest.raises(ValueError, match="host:port"):
             parse_url(bad)
+
+
+def test_inspection_calls_say_what_they_can(redis_url: str) -> None:
+    with logshelf.open(redis_url) as db:
+        db["k"] = 1
+        where, offset = db.locate("k")
+        assert where.endswith(repr(value_key(redis_url, "k").decode())) and offset == 0
+        with pytest.raises(KeyError):
+            db.locate("absent")
+        result = db.compact()
+        assert not result.compacted and "no compaction" in result.reason
+        assert db.stats() == {"keys": 1, "redis_keys": 2}
+        assert db.verify() == []
+        assert repr(db).startswith("<logshelf.Shelf 'redis://127.0.0.1:")
+
+
+def test_safe_loading_works_on_redis(redis_url: str) -> None:
+    import decimal
+
+    with logshelf.open(redis_url) as db:
+        db["ok"] = {"d": decimal.Decimal("1.5")}
+        db["hostile"] = logshelf.CacheInfo  # a global outside the allow-list
+    with logshelf.open(redis_url, "r", safe=True) as db:
+        assert db["ok"] == {"d": decimal.Decimal("1.5")}
+        with pytest.raises(logshelf.UntrustedGlobalError):
+            db["hostile"]
+
+
+def test_memoize_takes_a_redis_url(redis_url: str) -> None:
+    calls = []
+
+    @logshelf.memoize(path=redis_url)
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    assert double(2) == double(2) == 4 and calls == [2]
