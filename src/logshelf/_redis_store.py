@@ -108,7 +108,6 @@ class RedisStore:
         self._scope = (target.client_url, target.namespace)
         self._mutex = threading.RLock()
         self._txn: Transaction | None = None
-        self._lock: Lock | None = None
         self._closed = False
         self._durable: Durable | None = None
         with self._translate("connecting"):
