@@ -116,7 +116,7 @@ def test_a_killed_holders_flight_lock_expires(redis_url: str) -> None:
         assert cache.flights is not None
         started = time.monotonic()
         ticket = cache.flights.acquire("cold")
-        assert ticket.held and ticket.waited and time.monotonic() - started < 3
+        assert ticket.held and ticket.waited and time.monotonic() - started < 5
         cache.flights.release(ticket)
 
 

@@ -169,7 +169,7 @@ def test_a_killed_client_leaves_no_lock_behind(redis_url: str) -> None:
             started = time.monotonic()
             with logshelf.open(url, lock_timeout=5) as waiting:
                 waiting["x"] = 1
-            assert time.monotonic() - started < 3  # the lock expired after lock_ttl
+            assert time.monotonic() - started < 5  # the lock expired after lock_ttl (1 s)
             assert dict(db) == {"x": 1}  # nothing of the killed transaction
     finally:
         holder.kill()
