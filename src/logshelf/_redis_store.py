@@ -21,6 +21,7 @@ in ``docs/redis.md``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -67,10 +68,11 @@ _SCAN_COUNT = 1000
 _READ_ATTEMPTS = 5
 
 #: The namespace locks this process holds, by (client URL, namespace):
-#: (thread, token). Another handle on the same namespace, used by the
+#: (process, thread, token); a forked child finds its parent's entries and
+#: ignores them. Another handle on the same namespace, used by the
 #: holding thread, writes with that token instead of waiting for itself
 #: (on disk, handles of one process share the writer lock the same way).
-_HELD: dict[tuple[str, str], tuple[int, str]] = {}
+_HELD: dict[tuple[str, str], tuple[int, int, str]] = {}
 
 
 class _Present(Mapping[str, int]):
@@ -465,7 +467,7 @@ class RedisStore:
                 lock = Lock(self._run_lock, self._target.lock_ttl)
                 with self._translate("a transaction's lock"):
                     lock.acquire(self._timeout, self.path)
-                _HELD[self._scope] = (threading.get_ident(), lock.token)
+                _HELD[self._scope] = (os.getpid(), threading.get_ident(), lock.token)
             failed = True
             try:
                 txn = self._txn = Transaction()
@@ -493,7 +495,9 @@ class RedisStore:
         """The token of this namespace's lock if this thread holds it (through
         another handle's open transaction), else None."""
         held = _HELD.get(self._scope)
-        return held[1] if held is not None and held[0] == threading.get_ident() else None
+        if held is None or held[:2] != (os.getpid(), threading.get_ident()):
+            return None
+        return held[2]
 
     # -- lifecycle and inspection ------------------------------------------------
 

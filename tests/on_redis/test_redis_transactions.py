@@ -176,3 +176,18 @@ def test_a_killed_client_leaves_no_lock_behind(redis_url: str) -> None:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_forked_child_does_not_borrow_its_parents_lock(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same thread in another process (a child forked inside the
+    parent's transaction) waits for the lock like any other client."""
+    with logshelf.open(redis_url) as a, logshelf.open(redis_url, lock_timeout=0.3) as b:
+        with a.transaction():
+            a["parent"] = 1
+            monkeypatch.setattr("logshelf._redis_store.os.getpid", lambda: -1)
+            with pytest.raises(logshelf.LockTimeoutError):
+                b["child"] = 1
+            monkeypatch.undo()
+        assert dict(b) == {"parent": 1}
