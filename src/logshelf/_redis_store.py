@@ -469,10 +469,17 @@ class RedisStore:
                     lock.acquire(self._timeout, self.path)
                 _HELD[self._scope] = (os.getpid(), threading.get_ident(), lock.token)
             failed = True
+            pid = os.getpid()
             try:
                 txn = self._txn = Transaction()
                 try:
                     yield
+                    if os.getpid() != pid:
+                        pid = 0  # forked inside: the lock and the commit are the parent's
+                        raise RuntimeError(
+                            f"a transaction on {self.path} cannot end in a process forked "
+                            "inside it: nothing was written (the parent commits its own)"
+                        )
                     if txn.records:
                         token = lock.token if lock is not None else held
                         self._commit(list(txn.records.values()), token or "")
@@ -480,7 +487,7 @@ class RedisStore:
                 finally:
                     self._txn = None
             finally:
-                if lock is not None:
+                if lock is not None and pid:
                     del _HELD[self._scope]
                     try:
                         with self._translate("a transaction's unlock"):

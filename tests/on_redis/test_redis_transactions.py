@@ -191,3 +191,19 @@ def test_a_forked_child_does_not_borrow_its_parents_lock(
                 b["child"] = 1
             monkeypatch.undo()
         assert dict(b) == {"parent": 1}
+
+
+def test_a_transaction_cannot_end_in_a_forked_child(
+    redis_url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaving the block in a child forked inside it writes nothing and
+    leaves the parent's lock alone (seen here by faking the child's pid)."""
+    lock = f"logshelf:{{{namespace_of(redis_url)}}}:lock".encode()
+    with logshelf.open(redis_url) as db:
+        with pytest.raises(RuntimeError, match="forked"), db.transaction():
+            db["x"] = 1
+            monkeypatch.setattr("logshelf._redis_store.os.getpid", lambda: -1)
+        monkeypatch.undo()
+        assert raw.exists(lock) == 1  # still the parent's: it expires by itself
+        raw.delete(lock)
+        assert "x" not in db
