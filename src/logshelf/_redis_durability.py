@@ -7,7 +7,10 @@ when the server has an append-only file, else the server itself must fsync
 before it replies (``appendonly yes`` with ``appendfsync always``), which
 is checked when the store opens. With ``replicas=N`` in the URL a write
 also waits until N replicas acknowledged it (``WAIT``, or ``WAITAOF``'s
-replica count: written to their append-only files too).
+replica count: written to their append-only files too). Both wait for the
+writes of the connection they are sent on, so the store sends the wait in
+one pipeline with the write: another thread's connection would confirm
+nothing.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ WAIT_MS = 10_000
 
 
 class Durable:
-    """The wait after each write of a durability="always" handle."""
+    """The wait after each write of a durability="always" handle: a command
+    sent in one pipeline with the write, and the check of its reply."""
 
-    def __init__(self, client: Any, where: str, replicas: int, waitaof: bool) -> None:
-        self._client = client
+    def __init__(self, where: str, replicas: int, waitaof: bool) -> None:
         self._where = where
         self._replicas = replicas
         self._waitaof = waitaof
 
     @classmethod
-    def check(cls, client: Any, where: str, replicas: int) -> Durable:
+    def for_server(cls, client: Any, where: str, replicas: int) -> Durable:
         """The wait the server ``client`` talks to allows.
 
         Raises:
@@ -44,7 +47,7 @@ class Durable:
         version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
         aof = bool(info.get("aof_enabled"))
         if aof and version >= (7, 2):
-            return cls(client, where, replicas, waitaof=True)
+            return cls(where, replicas, waitaof=True)
         fsync: object = None
         if aof:
             try:
@@ -57,10 +60,21 @@ class Durable:
                 "write: appendonly yes with appendfsync always (or Redis 7.2+ with "
                 "appendonly yes, for WAITAOF); see docs/redis.md"
             )
-        return cls(client, where, replicas, waitaof=False)
+        return cls(where, replicas, waitaof=False)
 
-    def wait(self) -> None:
-        """Block until the writes so far are as durable as promised.
+    def command(self) -> tuple[Any, ...] | None:
+        """The command to send right after each write, on the same
+        connection (WAIT and WAITAOF wait for that connection's writes), or
+        None when the server's reply already means "on disk" (appendfsync
+        always, no replicas asked for)."""
+        if self._waitaof:
+            return ("WAITAOF", 1, self._replicas, WAIT_MS)
+        if self._replicas:
+            return ("WAIT", self._replicas, WAIT_MS)
+        return None
+
+    def check(self, reply: Any) -> None:
+        """Raise unless ``reply`` (to :meth:`command`) confirms the write.
 
         Raises:
             StoreError: the acknowledgements did not come within WAIT_MS (the
@@ -68,16 +82,14 @@ class Durable:
         """
         replicas = self._replicas
         if self._waitaof:
-            local, remote = self._client.execute_command("WAITAOF", 1, replicas, WAIT_MS)
+            local, remote = reply
             if int(local) < 1 or int(remote) < replicas:
                 raise StoreError(
                     f"the write to {self._where} is applied but not confirmed on disk "
                     f"(WAITAOF: local {local}, replicas {remote} of {replicas})"
                 )
-        elif replicas:
-            acked = int(self._client.execute_command("WAIT", replicas, WAIT_MS))
-            if acked < replicas:
-                raise StoreError(
-                    f"the write to {self._where} is applied but reached {acked} of "
-                    f"{replicas} replicas within {WAIT_MS} ms"
-                )
+        elif int(reply) < replicas:
+            raise StoreError(
+                f"the write to {self._where} is applied but reached {int(reply)} of "
+                f"{replicas} replicas within {WAIT_MS} ms"
+            )

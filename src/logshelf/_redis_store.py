@@ -120,7 +120,7 @@ class RedisStore:
                 self._put_one = self._client.register_script(PUT_ONE)
                 self._open_namespace()
                 if self._durability == "always":
-                    self._durable = Durable.check(self._client, self.path, target.replicas)
+                    self._durable = Durable.for_server(self._client, self.path, target.replicas)
         except BaseException:
             self._client.close()
             raise
@@ -428,11 +428,17 @@ class RedisStore:
             token = self._held_token() or ""
             args[0] = token
         wait = wait_steps(self._timeout, "a write", self.path)
+        keys = [self._keys.lock, fence_key, *rkeys, *chunks]
+        durable = self._durable.command() if self._durable is not None else None
         while True:
             with self._translate("a write", write=True):
-                status, deleted = self._write_script(
-                    keys=[self._keys.lock, fence_key, *rkeys, *chunks], args=args
-                )
+                if durable is None:
+                    status, deleted = self._write_script(keys=keys, args=args)
+                else:  # the wait on the write's own connection (it waits for its writes)
+                    pipe = self._client.pipeline(transaction=False)
+                    self._write_script(keys=keys, args=args, client=pipe)
+                    pipe.execute_command(*durable)
+                    (status, deleted), reply = pipe.execute()
             if status == LOCKED:
                 wait()
                 continue
@@ -449,9 +455,8 @@ class RedisStore:
                     "its commit: nothing was written"
                 )
             break
-        if self._durable is not None:
-            with self._translate("a durability wait"):
-                self._durable.wait()
+        if durable is not None and self._durable is not None:
+            self._durable.check(reply)
         return int(deleted)
 
     @contextmanager
