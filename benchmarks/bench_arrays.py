@@ -74,7 +74,9 @@ def _small_round(directory: Path, count: int, seed: int) -> dict[str, tuple[floa
     raw_dir = directory / f"raw-{seed}"
     raw_dir.mkdir()
     raw = RawLog(str(raw_dir))
-    write, _ = _timed(lambda: ([raw.__setitem__(k, v) for k, v in zip(keys, values)], raw.flush()))
+    write, _ = _timed(
+        lambda: ([raw.__setitem__(k, v) for k, v in zip(keys, values, strict=False)], raw.flush())
+    )
     read, got = _timed(lambda: [raw[keys[i]] for i in order])
     assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
     raw.close()
@@ -82,7 +84,9 @@ def _small_round(directory: Path, count: int, seed: int) -> dict[str, tuple[floa
 
     path = directory / f"logshelf-{seed}.db"
     with logshelf.open(path) as db:
-        write, _ = _timed(lambda: [db.__setitem__(k, v) for k, v in zip(keys, values)])
+        write, _ = _timed(
+            lambda: [db.__setitem__(k, v) for k, v in zip(keys, values, strict=False)]
+        )
         read, got = _timed(lambda: [db[keys[i]] for i in order])
         assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
         out["logshelf"] = (write / count, read / count)
@@ -104,7 +108,9 @@ def small_arrays(directory: Path, count: int, repeats: int) -> None:
     for name in rounds[0]:
         w = _median([r[name][0] for r in rounds])
         r = _median([r[name][1] for r in rounds])
-        shown_w = f"{w * 1e6:9.0f} {w / base_w:5.2f}x" if name != "logshelf copy=False" else " " * 16
+        shown_w = (
+            f"{w * 1e6:9.0f} {w / base_w:5.2f}x" if name != "logshelf copy=False" else " " * 16
+        )
         print(f"  {name:22} {shown_w} {r * 1e6:9.0f} {r / base_r:5.2f}x")
 
 

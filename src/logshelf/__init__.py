@@ -23,6 +23,7 @@ from ._serializers import Serializer, register_serializer
 from ._transfer import ImportReport, export, import_from
 from .cache import Cache, memoize
 from .errors import (
+    BackendUnavailableError,
     CodecUnavailableError,
     CorruptionError,
     FormatError,
@@ -47,6 +48,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "DEFAULT_PROTOCOL",
+    "BackendUnavailableError",
     "Cache",
     "CacheInfo",
     "CodecUnavailableError",

@@ -30,6 +30,10 @@ class BytesStore(Protocol):
     flag: str
     #: False for flag "r": every write raises ReadOnlyError.
     writable: bool
+    #: Whether it stores values with out-of-band buffers (``_buffer_format``;
+    #: ``put`` with ``BUFFERS`` in the codec). When False, the object layer
+    #: keeps large arrays inside the pickle stream.
+    out_of_band: bool
 
     @property
     def closed(self) -> bool: ...

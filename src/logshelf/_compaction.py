@@ -43,6 +43,7 @@ from ._buffer_format import ALIGN, OutOfBand, pack_parts
 from ._buffer_io import out_of_band
 from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
+from ._options import Options
 from ._records import Record, new_record
 from ._segment import Segment
 from ._signing import Signer
@@ -199,11 +200,8 @@ def switch(view: View, writer: Writer, plan: Plan, entries: tuple[tuple[int, int
 
 
 def copy(
-    fs: FileSystem,
-    directory: str,
+    options: Options,
     plan: Plan,
-    max_segment_size: int,
-    mode: int,
     created: list[str],
     drop: Drop | None = None,
     signer: Signer | None = None,
@@ -220,7 +218,8 @@ def copy(
     the bytes copied. Every file made is listed in ``created`` as soon as it
     exists, so the caller can delete them if anything fails.
     """
-    target = _Target(fs, directory, mode, created)
+    fs, max_segment_size = options.fs, options.max_segment_size
+    target = _Target(fs, options.path, options.mode, created)
     ids = list(plan.output_ids)
     limit_entry = len(plan.inputs) << SLOT_SHIFT
     live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
@@ -301,7 +300,7 @@ def copy(
     if current is not None:
         _finish(target, current)
     if outputs:
-        fs.sync_directory(directory)
+        fs.sync_directory(options.path)
     entries = tuple((out.segment.id, out.size) for out in outputs)
     copied = sum(len(out.keys) for out in outputs)
     return entries, copied, copied_bytes

@@ -88,13 +88,15 @@ def encode(
     protocol: int,
     codec: _codecs.Codec,
     compress_min: int,
+    out_of_band: bool = True,
 ) -> tuple[int, bytes, int]:
     """``(codec field, stored bytes, rawlen)`` of a value: pickled with
     ``protocol`` (``serializer`` None) or enveloped by ``serializer``, then
-    compressed; with out-of-band buffers when pickle protocol 5 finds large ones."""
+    compressed; with out-of-band buffers when pickle protocol 5 finds large
+    ones and the store keeps them (``out_of_band``)."""
     if serializer is not None:
         return compressed(enveloped(serializer, value), codec, compress_min)
-    if protocol < 5:
+    if protocol < 5 or not out_of_band:
         return compressed(pickle.dumps(value, protocol), codec, compress_min)
     try:
         return compressed(pickle.dumps(value, protocol, buffer_callback=probe), codec, compress_min)

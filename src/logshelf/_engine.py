@@ -65,6 +65,9 @@ class Engine:
     against (``_bytes_store.BytesStore``).
     """
 
+    #: Values with out-of-band buffers are stored (``_buffer_format``).
+    out_of_band = True
+
     def __init__(self, options: Options) -> None:
         self.options = options
         self.path = options.path
@@ -448,17 +451,8 @@ class Engine:
         segments, MANIFEST generation and the last transaction id."""
         mutex = self._acquire()
         try:
-            view = self._view
-            view.refresh()
-            return {
-                "keys": len(view.index),
-                "segments": len(view.segments),
-                "segment_bytes": sum(seg.readable_end for seg in view.segments),
-                "generation": view.manifest.generation,
-                "last_txid": view.txid,
-                # Bytes of an unsynced tail a power loss damaged (docs/durability.md).
-                "unsynced_tail_bytes": view.unsynced_tail,
-            }
+            self._view.refresh()
+            return self._view.stats()
         finally:
             mutex.release()
 
@@ -489,15 +483,12 @@ class Engine:
         drop: _compaction.Drop | None = None,
     ) -> _compaction.CompactionResult:
         """Rewrite the live records of all sealed segments (sealing the active
-        one first) and drop everything dead. Other handles keep reading and
-        writing meanwhile; see ``_compaction.py``. ``max_inputs`` and ``drop``
-        rewrite only the oldest segments and leave records out (eviction).
-
-        ``wait=False`` returns at once (``compacted=False``) when another
-        compaction holds the compaction lock. With ``lock_timeout`` set, the
-        waits before the plan (compaction lock, mutex, writer lock) share one
-        budget, and so do the waits before the switch.
-        """
+        one first) and drop everything dead, while other handles read and
+        write (``_compaction.py``). ``max_inputs`` and ``drop`` rewrite only
+        the oldest segments and leave records out (eviction). ``wait=False``
+        returns at once (``compacted=False``) when another compaction runs.
+        With ``lock_timeout``, the waits before the plan share one budget,
+        and so do the waits before the switch."""
         started = time.perf_counter()
         mutex = self._acquire()  # a closed or read-only handle fails before any lock
         try:
@@ -525,16 +516,8 @@ class Engine:
                 return _compaction.CompactionResult(
                     False, "there are no sealed segments to compact"
                 )
-            opts = self.options
             entries, copied, copied_bytes = _compaction.copy(
-                self._fs,
-                self.path,
-                plan,
-                opts.max_segment_size,
-                opts.mode,
-                created,
-                drop,
-                self._signer,
+                self.options, plan, created, drop, self._signer
             )
             try:
                 switched = self._locked_step(

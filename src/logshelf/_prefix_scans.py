@@ -105,6 +105,10 @@ class PrefixScans:
     def _prefixed(self, prefix: str) -> list[str]:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+        # A backend that can list by prefix itself (Redis: SCAN with MATCH) does.
+        by_prefix = getattr(self._engine, "keys_with_prefix", None)
+        if by_prefix is not None:
+            return list(by_prefix(prefix))
         keys = self._engine.keys()  # one snapshot, under the engine's lock
         return [key for key in keys if key.startswith(prefix)]
 

@@ -464,6 +464,18 @@ class View:
         seg = self.segments[location >> _SLOT_SHIFT]
         return load(self.fs, seg, location & _OFFSET_MASK, key, self.signer, copy)
 
+    def stats(self) -> dict[str, int]:
+        """What ``Engine.stats`` reports, from what this view knows."""
+        return {
+            "keys": len(self.index),
+            "segments": len(self.segments),
+            "segment_bytes": sum(seg.readable_end for seg in self.segments),
+            "generation": self.manifest.generation,
+            "last_txid": self.txid,
+            # Bytes of an unsynced tail a power loss damaged (docs/durability.md).
+            "unsynced_tail_bytes": self.unsynced_tail,
+        }
+
     def verify(self, progress: Callable[[str], None] | None) -> list[str]:
         """Scan every segment's committed bytes and read every index entry;
         return the problems found (see ``Engine.verify``)."""

@@ -19,18 +19,22 @@ import pickle
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from . import _cache_args, _codecs
 from . import _cache_format as cfmt
-from . import _codecs
 from ._access import AccessMap
-from ._cache_args import DEFAULT, INTERNAL_PREFIX, check_seconds, func_name
+from ._cache_args import DEFAULT, INTERNAL_PREFIX, check_bound, check_seconds, func_name
 from ._engine import Engine
 from ._eviction import POLICIES, Evictor
 from ._memoize import memoizer
-from ._options import DEFAULT_PROTOCOL, MIN_SEGMENT_SIZE, check_compression, make_options
+from ._options import DEFAULT_PROTOCOL, check_compression, make_options
+from ._redis_url import is_url
 from ._single_flight import Flights
 from .errors import CorruptionError, StoreError
+
+if TYPE_CHECKING:
+    from ._redis_cache import RemoteEntries
 
 __all__ = ["DEFAULT", "Cache", "memoize"]
 
@@ -96,45 +100,42 @@ class Cache(MutableMapping[str, Any]):
         lock_timeout: float | None = None,
         mode: int = 0o666,
     ) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
-        if max_bytes is not None:
-            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-                raise ValueError(f"max_bytes must be a positive int or None, not {max_bytes!r}")
-            if policy == "none":
-                raise ValueError("policy='none' never evicts, so max_bytes must be None")
-        if not isinstance(protocol, int) or not 0 <= protocol <= pickle.HIGHEST_PROTOCOL:
-            raise ValueError(f"protocol must be 0..{pickle.HIGHEST_PROTOCOL}, not {protocol!r}")
+        check_bound(max_bytes, policy, protocol, POLICIES, remote=is_url(path))
         self.max_bytes = max_bytes
         self.policy = policy
         self.ttl = check_seconds(ttl, "ttl")
         self._codec = check_compression(compression)
         self._protocol = protocol
-        # Segments small against the bound: eviction works a segment at a
-        # time, and the bound may be exceeded by at most one of them.
-        segment = 128 << 20
-        if max_bytes is not None:
-            segment = max(MIN_SEGMENT_SIZE, min(segment, max_bytes // 8))
         options = make_options(
             path,
             flag,
             durability=durability,
             lock_timeout=lock_timeout,
-            max_segment_size=segment,
+            max_segment_size=_cache_args.segment_size(max_bytes),
             mode=mode,
         )
         self.path = options.path
-        self._engine = Engine(options)
-        try:
-            self._access = AccessMap.open(self.path, options.writable, options.fs, mode)
-            self._flights = Flights(self.path, options.fs, mode) if options.writable else None
-        except BaseException:
-            self._engine.close()
-            raise
+        self._remote: RemoteEntries | None = None
+        self._flights: Flights | None
+        if is_url(path):  # a namespace of a Redis server (docs/redis.md)
+            from ._redis_cache import RemoteEntries  # imports redis: only for such a URL
+
+            self._remote = RemoteEntries(path, options)
+            self.path = self._remote.path
+            # The bytes-store protocol is all that the cache uses of an Engine.
+            self._engine = cast(Engine, self._remote.store)
+            self._access = AccessMap(None, 0)  # no access times: the server evicts
+            self._flights = self._remote.flights
+        else:
+            self._engine = Engine(options)
+            try:
+                self._access = AccessMap.open(self.path, options.writable, options.fs, mode)
+                self._flights = Flights(self.path, options.fs, mode) if options.writable else None
+            except BaseException:
+                self._engine.close()
+                raise
         self._evictor = Evictor(self._engine, self._access, policy)
-        # Typed as bytes: a cache writes only entries, never values with
-        # buffers; one that logshelf.open wrote (a Buffered) is refused by
-        # peek_entry/decode_entry like any foreign value.
+        # Only entries, never values with buffers (foreign ones: peek_entry).
         self._get: Callable[[str], bytes | None] = self._engine.get  # type: ignore[assignment]
         self._touch = self._access.touch
         #: Reads and writes of this handle (process-local), for stats().
@@ -256,6 +257,9 @@ class Cache(MutableMapping[str, Any]):
                 f"the value of {key!r} takes {len(entry)} bytes, more than half of "
                 f"max_bytes={self.max_bytes}: not cached"
             )
+        if self._remote is not None:  # expiring on the server, fenced
+            self._remote.put(_check_key(key), entry)
+            return
         self._engine.put(_check_key(key), 0, entry, 0)
         if self.max_bytes is not None:
             self._evictor.after_write(self.max_bytes)
@@ -423,6 +427,8 @@ class Cache(MutableMapping[str, Any]):
             ValueError: no ``to_bytes`` and no ``max_bytes``, or a bad value.
             ReadOnlyError: the cache was opened with flag "r".
         """
+        if self._remote is not None:
+            raise ValueError("a cache on Redis is bounded by the server's maxmemory policy")
         if to_bytes is None:
             if self.max_bytes is None:
                 raise ValueError("evict() needs to_bytes= when the cache has no max_bytes")
@@ -441,7 +447,7 @@ class Cache(MutableMapping[str, Any]):
             "hits": self.hits,
             "misses": self.misses,
             "keys": store["keys"],
-            "bytes": store["segment_bytes"],
+            "bytes": store.get("segment_bytes"),  # None on Redis
             "max_bytes": self.max_bytes,
             "policy": self.policy,
             "evicted": self._evictor.evicted,
@@ -583,7 +589,7 @@ def memoize(
         >>> slow_add.cache_info().hits, slow_add.cache_info().misses
         (1, 1)
     """
-    where = os.path.abspath(path)
+    where = path if is_url(path) else os.path.abspath(path)
     cache = _default_caches.get(where)
     if cache is None or cache.closed:
         cache = _default_caches[where] = Cache(where)

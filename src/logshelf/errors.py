@@ -21,8 +21,10 @@ that kind of failure, so ``except ValueError`` around shelve code keeps working:
     ├── SigningError(StoreError, ValueError)         key= does not fit the store (missing, wrong)
     ├── UntrustedGlobalError(StoreError, pickle.UnpicklingError)
     │                                                safe=True met a global outside the allow-list
-    └── UntrustedStoreError(StoreError, PermissionError)
-                                                     safe=True refused a store others can write
+    ├── UntrustedStoreError(StoreError, PermissionError)
+    │                                                safe=True refused a store others can write
+    └── BackendUnavailableError(StoreError, ConnectionError)
+                                                     a remote backend (Redis) cannot be reached
 
 Operating-system failures (disk full, permission denied, ...) are raised as the
 original :class:`OSError`, untranslated. A missing key raises :class:`KeyError`;
@@ -46,6 +48,7 @@ from __future__ import annotations
 import pickle
 
 __all__ = [
+    "BackendUnavailableError",
     "CodecUnavailableError",
     "CorruptionError",
     "FormatError",
@@ -158,3 +161,13 @@ class UntrustedGlobalError(StoreError, pickle.UnpicklingError):
 class UntrustedStoreError(StoreError, PermissionError):
     """``safe=True`` refused a store that another user owns or that group or
     others can write (``trusted_owner=True`` overrides)."""
+
+
+class BackendUnavailableError(StoreError, ConnectionError):
+    """A remote backend (a Redis server) could not be reached or stopped
+    answering during an operation.
+
+    A write that fails so was applied wholly or not at all (each write is one
+    server-side script), never in part; the message says whether it may have
+    been applied. Nothing read before the failure is returned.
+    """

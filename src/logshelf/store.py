@@ -17,7 +17,6 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
     MutableMapping,
 )
 from types import TracebackType
@@ -25,6 +24,8 @@ from typing import Any
 
 from . import _codecs
 from ._buffer_format import Buffered
+from ._bulk import BulkOperations
+from ._bulk import check_key as _check_key
 from ._bytes_store import BytesStore
 from ._compaction import CompactionResult
 from ._encoding import LargeBuffer, compressed, encode
@@ -41,10 +42,11 @@ from ._options import (
     make_options,
 )
 from ._prefix_scans import PrefixScans
-from ._records import put_record
+from ._redis_url import is_url
 from ._restricted import check_safety
 from ._serializers import Loads, Serializer, load_enveloped, make_loads, resolve
 from ._signing import check_keys
+from .errors import SigningError
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
@@ -52,13 +54,7 @@ _dumps = pickle.dumps
 _UnpicklingError = pickle.UnpicklingError
 
 
-def _check_key(key: object) -> str:
-    if type(key) is str or isinstance(key, str):
-        return key
-    raise TypeError(f"keys must be str, not {type(key).__name__}: {key!r}")
-
-
-class Shelf(PrefixScans, MutableMapping[str, Any]):
+class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
     """A persistent ``MutableMapping[str, Any]``; create one with :func:`open`.
 
     Reading a key returns a *copy* of the stored object (it is unpickled on
@@ -98,6 +94,8 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
         # Bound once: db[key] is the "random read" the benchmarks measure, and
         # with the default settings _loads is pickle.loads itself.
         self._copy = check_copy(copy)
+        #: Pickle finds large buffers for the engine to store out of band.
+        self._oob = self._protocol >= 5 and engine.out_of_band
         self._get = engine.get if copy else functools.partial(engine.get, copy=False)
         self._loads = make_loads(encoding, errors, fix_imports, trusted)
         self._writeback = writeback
@@ -107,7 +105,9 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
 
     def _encode(self, value: Any) -> tuple[int, bytes, int]:
         """``(codec, stored bytes, rawlen)`` for a value (``_encoding.encode``)."""
-        return encode(value, self._serializer, self._protocol, self._codec, self._compress_min)
+        return encode(
+            value, self._serializer, self._protocol, self._codec, self._compress_min, self._oob
+        )
 
     # -- the mapping ---------------------------------------------------------
 
@@ -179,8 +179,7 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
             _check_key(key)
         # _encode() inlined for the common uncompressed case: this is the
         # "insert" path benchmarks/bench_store.py measures.
-        serializer = self._serializer
-        if serializer is not None or self._protocol < 5:
+        if self._serializer is not None or not self._oob:
             self._engine.put(key, *self._encode(value))
         else:
             try:
@@ -272,60 +271,6 @@ class Shelf(PrefixScans, MutableMapping[str, Any]):
                 if self._writeback:
                     self._cache[key] = value
         return found
-
-    # -- bulk operations: one lock acquisition, one atomic batch -----------
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        """Write many keys as one atomic batch (like ``dict.update``)."""
-        items: Iterable[tuple[str, Any]]
-        if isinstance(other, Mapping):
-            items = other.items()
-        elif hasattr(other, "keys"):
-            items = ((k, other[k]) for k in other.keys())  # noqa: SIM118 - not a Mapping
-        else:
-            items = other
-        pairs = list(items) + list(kwargs.items())
-        self.set_many(dict(pairs) if len(pairs) > 1 else pairs)
-
-    def set_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
-        """Write many keys as one atomic batch: all become visible together,
-        and after a crash either all or none are present. One lock
-        acquisition and one write for the whole batch."""
-        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-        records = []
-        for key, value in pairs:
-            if type(key) is not str:
-                _check_key(key)
-            records.append(put_record(key, *self._encode(value)))
-        self._engine.put_many(records)
-        if self._writeback:
-            self._cache.update(pairs)
-
-    def get_many(
-        self,
-        keys: Iterable[str],
-        default: Any = None,
-        *,
-        encoding: str | None = None,
-        errors: str | None = None,
-        fix_imports: bool | None = None,
-    ) -> dict[str, Any]:
-        """Read many keys from one state of the store (another process's
-        batch is either wholly visible or not at all); absent keys map to
-        ``default``. ``encoding``, ``errors`` and ``fix_imports`` override
-        the handle's settings for this call, as in :meth:`get`."""
-        loads = self._loads_for(encoding, errors, fix_imports)
-        wanted = [_check_key(k) for k in keys]
-        found = self._load_many(wanted, loads)
-        return {key: found.get(key, default) for key in wanted}
-
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Delete many keys as one atomic batch; return how many were present."""
-        wanted = [_check_key(k) for k in keys]
-        count = self._engine.delete_many(wanted)
-        for key in wanted:
-            self._cache.pop(key, None)
-        return count
 
     def clear(self) -> None:
         """Delete every key in one atomic batch."""
@@ -588,9 +533,17 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     allowed = check_safety(options.path, safe, trusted, trusted_owner)
     if (safe or keys) and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
-    if keys:
-        options = dataclasses.replace(options, keys=keys)
-    engine = Engine(options)
+    engine: BytesStore
+    if is_url(filename):  # a namespace of a Redis server (docs/redis.md)
+        if keys:
+            raise SigningError("key= (a signed store) is not available on Redis yet")
+        from ._redis_store import open_url  # imports redis: only for such a URL
+
+        engine = open_url(filename, options)
+    else:
+        if keys:
+            options = dataclasses.replace(options, keys=keys)
+        engine = Engine(options)
     try:
         return Shelf(
             engine,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import logshelf
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 HOW_TO = ROOT / "docs" / "how-to"
@@ -160,15 +162,20 @@ def test_python2_pickles(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_move_to_redis(tmp_path: Path) -> None:
-    """The portable code runs on a local store; a redis:// setting is refused
-    with a message, not taken for a path."""
+def test_move_to_redis(tmp_path: Path, redis_url: str) -> None:
+    """The same code runs on a local store and, given a Redis URL, on a real
+    Redis server, where it also moves a local store's keys."""
     done = run("move_to_redis.py", tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "visits: {'visits:ada': 2, 'visits:bob': 1}",
         "exported 2 keys to app.jsonl",
     ]
-    redis = run("move_to_redis.py", tmp_path, env={"APP_STORE": "redis://localhost:6379/0"})
-    assert redis.returncode == 1 and "no Redis backend yet (issue 16)" in redis.stderr
-    assert not (tmp_path / "cwd" / "redis:").exists()
+    on_redis = run("move_to_redis.py", tmp_path, env={"APP_STORE": redis_url})
+    assert on_redis.returncode == 0, on_redis.stderr
+    assert on_redis.stdout.splitlines() == [
+        "visits: {'visits:ada': 2, 'visits:bob': 1}",
+        "moved: ['user:ada', 'user:bob']",
+    ]
+    with logshelf.open(redis_url, "r") as db:
+        assert db["user:ada"] == {"name": "Ada"} and db["visits:ada"] == 2

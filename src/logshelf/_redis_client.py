@@ -1,0 +1,62 @@
+"""The one place the Redis backend imports ``redis`` and makes a client.
+
+Imported only when a ``redis://``, ``rediss://`` or ``redis+cluster://``
+URL is opened; without the package it raises an ImportError that says how
+to install it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._redis_url import RedisTarget
+
+try:
+    import redis
+    import redis.exceptions as rexc
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+except ImportError as _exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
+    ) from _exc
+
+__all__ = ["UNAVAILABLE", "connect", "rexc"]
+
+#: The client's errors that mean "the server cannot be used right now":
+#: raised as BackendUnavailableError.
+UNAVAILABLE = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.BusyLoadingError,
+    rexc.ClusterDownError,  # a failover in progress: no master for the slot yet
+    rexc.TryAgainError,
+    rexc.RedisClusterException,  # slots not covered, no node reachable
+)
+
+
+def connect(target: RedisTarget, durability: str, where: str) -> Any:
+    """A client of the server, or of the Cluster the seed nodes belong to.
+
+    One server: no retries (a failure is reported, never repeated behind the
+    caller's back). A Cluster: redis-py's own retries, which follow a
+    failover to the promoted replica; every write is idempotent (the same
+    records again), so a repeated one does no harm.
+
+    Raises:
+        ValueError: durability="always" on a Cluster (not supported yet).
+    """
+    if not target.seeds:
+        return redis.Redis.from_url(
+            target.client_url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=5,
+            socket_timeout=60,
+        )
+    if durability == "always":
+        raise ValueError(f"durability='always' is not supported on a Redis Cluster yet ({where})")
+    nodes = [ClusterNode(host, port) for host, port in target.seeds[1:]]  # type: ignore[no-untyped-call]
+    return RedisCluster.from_url(
+        target.client_url, startup_nodes=nodes, socket_connect_timeout=5, socket_timeout=60
+    )
