@@ -257,9 +257,7 @@ def copy(
             codec = fmt.codec_of(flags)
             if signer is not None and kind == fmt.KIND_PUT:
                 # Checked, and signed again with the newest key.
-                codec, value = signer.resign(
-                    kb, codec, value, rawlen, f"{seg.path}, offset {offset}"
-                )
+                codec, value = signer.resign(kb, codec, value, rawlen, (seg.path, offset))
                 vcrc = zlib.crc32(value)
         except TamperedError as exc:  # its message names the key
             raise TamperedError(f"compaction stopped, the store is unchanged: {exc}") from None

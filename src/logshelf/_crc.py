@@ -14,16 +14,18 @@ from __future__ import annotations
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _forking
 
-__all__ = ["PARALLEL_FROM", "crc32", "crc32_combine"]
+__all__ = ["PARALLEL_FROM", "crc32", "crc32_combine", "parallel_map"]
 
 #: Buffers at least this large are checksummed in parallel.
 PARALLEL_FROM = 16 << 20
 _POLY = 0xEDB88320
+_T = TypeVar("_T")
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -98,8 +100,14 @@ def crc32(data: Any) -> int:
         return zlib.crc32(view)
     step = -(-size // _WORKERS)
     pieces = [view[at : at + step] for at in range(0, size, step)]
-    crcs = list(_pool.get().map(zlib.crc32, pieces))
+    crcs = parallel_map(zlib.crc32, pieces)
     total = crcs[0]
     for piece, crc in zip(pieces[1:], crcs[1:], strict=True):
         total = crc32_combine(total, crc, len(piece))
     return total
+
+
+def parallel_map(fn: Callable[[Any], _T], pieces: list[Any]) -> list[_T]:
+    """``[fn(p) for p in pieces]`` on the worker threads (for functions that
+    release the GIL on large buffers: crc32 here, SHA-256 for signing)."""
+    return list(_pool.get().map(fn, pieces))

@@ -51,6 +51,7 @@ _MAX_KEY_BYTES = fmt.MAX_KEY_BYTES
 _RECORD_SIZE = fmt.RECORD_HEADER.size
 # Anything but a plain value (a codec, buffers, a signature) leaves the fast path.
 _CODEC_MASK = fmt.CODEC_MASK | fmt.FLAG_BUFFERS | fmt.FLAG_SIGNED
+_SIGNED_ONLY = fmt.FLAG_SIGNED
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
 # Automatic compaction waits for at least this much dead data (or one
@@ -225,13 +226,13 @@ class Engine:
                     record = seg.verified(m, offset, seg.mapped_end, offset)
                 except CorruptionError:
                     record = None
-                if (
-                    record is not None
-                    and record[0] == _PUT
-                    and not record[2] & _CODEC_MASK
-                    and record[5] == key.encode()
-                ):
-                    return record[6]
+                if record is not None and record[0] == _PUT and record[5] == key.encode():
+                    flags = record[2] & _CODEC_MASK
+                    if not flags:
+                        return record[6]
+                    if flags == _SIGNED_ONLY and self._signer is not None:  # checked too
+                        where = (seg.path, offset)
+                        return self._signer.verify_plain(record[5], record[6], where)
             return view.read(loc, key, copy)
         finally:
             mutex.release()

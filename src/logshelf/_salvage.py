@@ -221,7 +221,7 @@ def _salvage_segment(
                         if codec & BUFFERS:  # its buffers checked, mapped for the copy
                             data = out_of_band(seg.fs, seg.fd, rec.offset, data)
                         if signer is not None:  # checked; the copy signs it again
-                            where = f"{seg.path}, offset {rec.offset}"
+                            where = (seg.path, rec.offset)
                             codec, data = signer.unsigned(rec.key, codec, data, rawlen, where)
                         state[key] = codec, data, rawlen
                     except CorruptionError as exc:

@@ -16,6 +16,7 @@ head, so the buffer table's checksum covers it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ._buffer_format import BUFFERS, OutOfBand
+from ._crc import parallel_map
 from ._fs import FileSystem
 from ._options import Options
 from ._records import Record, new_record
@@ -46,8 +48,10 @@ __all__ = [
 #: The bit of a record's codec field (flags bit 4) that marks a signed record.
 SIGNED = 0x10 >> 1
 TAG_SIZE = 32
-#: Values (and buffers) at least this long are MACed through their SHA-256.
+#: Values (and buffers) at least this long are MACed through their digest.
 DIGEST_FROM = 64 << 10
+#: Values and buffers at least this long are digested in pieces of this size.
+PIECE = 16 << 20
 SIGNED_NAME = "SIGNED"
 _MAGIC = b"LSHFSIG\x00"
 _VERSION = 1
@@ -56,6 +60,8 @@ _ALGORITHM_BLAKE2B = 1
 _FILE = struct.Struct("<8sHH16s32s")
 _CRC = struct.Struct("<I")
 _CONTEXT = struct.Struct("<BIH")
+#: The context of an uncompressed value without buffers, from its key's length.
+_PLAIN_CONTEXT = functools.partial(_CONTEXT.pack, SIGNED, 0)
 _MIN_KEY = 16
 
 
@@ -152,25 +158,37 @@ class Signer:
         mac = template.copy()
         mac.update(_CONTEXT.pack(codec | SIGNED, rawlen, len(key)))
         mac.update(key)
-        mac.update(body if len(body) < DIGEST_FROM else hashlib.sha256(body).digest())
-        for digest in buffers:
-            mac.update(digest)
+        mac.update(body if len(body) < DIGEST_FROM else digest(body))
+        for buffer_digest in buffers:
+            mac.update(buffer_digest)
         return bytes(mac.digest())
 
     def sign(self, key: bytes, codec: int, data: Any, rawlen: int) -> tuple[int, Any]:
         """``(codec field, stored value)`` of a record signed with the newest key."""
         if codec & BUFFERS:
-            digests = [hashlib.sha256(b).digest() for b in data.buffers]
+            digests = [digest(b) for b in data.buffers]
             head = _with_tag_room(data)
             tag = self._tag(self._templates[0], key, codec, rawlen, head[:-TAG_SIZE], digests)
             signed = OutOfBand(head[:-TAG_SIZE] + tag)
             signed.buffers = data.buffers
             signed.span = data.span
             return codec | SIGNED, signed
+        if not codec and len(data) < DIGEST_FROM:  # the common write, in fewer steps
+            mac = self._templates[0].copy()
+            mac.update(_PLAIN_CONTEXT(len(key)))
+            mac.update(key)
+            mac.update(data)
+            return SIGNED, data + mac.digest()
         return codec | SIGNED, data + self._tag(self._templates[0], key, codec, rawlen, data, ())
 
     def verify(
-        self, key: bytes, codec: int, value: bytes, rawlen: int, where: str, buffers: Any = ()
+        self,
+        key: bytes,
+        codec: int,
+        value: bytes,
+        rawlen: int,
+        where: tuple[str, int],
+        buffers: Any = (),
     ) -> bytes:
         """The value of a record without its tag, once the tag checks with
         one of the keys (``buffers``: the stored bytes of its out-of-band
@@ -178,26 +196,44 @@ class Signer:
 
         Raises:
             TamperedError: the record is not signed, or its tag checks with
-                no key (``where`` names the file and offset).
+                no key (``where``: the file and offset).
         """
         if not codec & SIGNED or len(value) < TAG_SIZE:
             raise TamperedError(
-                f"key {key.decode('utf-8', 'replace')!r}: {where}: the record is not signed, "
-                "and this handle reads signed records only"
+                f"{_named(key, where)}: the record is not signed, and this handle reads "
+                "signed records only"
             )
-        body, tag = value[:-TAG_SIZE], value[-TAG_SIZE:]
-        digests = [hashlib.sha256(b).digest() for b in buffers]
+        # A large value is hashed through a view: the only copy is the one returned.
+        body = value[:-TAG_SIZE] if len(value) < DIGEST_FROM else memoryview(value)[:-TAG_SIZE]
+        tag = value[-TAG_SIZE:]
+        digests = [digest(b) for b in buffers]
         for template in self._templates:
             expected = self._tag(template, key, codec & ~SIGNED, rawlen, body, digests)
             if hmac.compare_digest(expected, tag):
-                return body
+                return body if type(body) is bytes else value[:-TAG_SIZE]
         raise TamperedError(
-            f"key {key.decode('utf-8', 'replace')!r}: {where}: the record's signature does not "
-            "check with any key of this handle: written without the key, or changed since"
+            f"{_named(key, where)}: the record's signature does not check with any key of "
+            "this handle: written without the key, or changed since"
         )
 
+    def verify_plain(self, key: bytes, value: bytes, where: tuple[str, int]) -> bytes:
+        """:meth:`verify` for the common read: an uncompressed value without
+        buffers, shorter than :data:`DIGEST_FROM` (the same MAC, in fewer steps)."""
+        if len(value) >= DIGEST_FROM:
+            return self.verify(key, SIGNED, value, 0, where)
+        body = value[:-TAG_SIZE]
+        context = _PLAIN_CONTEXT(len(key))
+        for template in self._templates:
+            mac = template.copy()
+            mac.update(context)
+            mac.update(key)
+            mac.update(body)
+            if hmac.compare_digest(mac.digest(), value[-TAG_SIZE:]):
+                return body
+        return self.verify(key, SIGNED, value, 0, where)  # says why
+
     def unsigned(
-        self, key: bytes, codec: int, value: Any, rawlen: int, where: str
+        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int]
     ) -> tuple[int, Any]:
         """A stored record's ``(codec field, value)`` checked, then without its
         signature (as it was before signing; a value with buffers is an
@@ -216,11 +252,30 @@ class Signer:
         return codec & ~SIGNED, self.verify(key, codec, value, rawlen, where)
 
     def resign(
-        self, key: bytes, codec: int, value: Any, rawlen: int, where: str
+        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int]
     ) -> tuple[int, Any]:
         """:meth:`unsigned`, then signed with the newest key (compaction)."""
         codec, inner = self.unsigned(key, codec, value, rawlen, where)
         return self.sign(key, codec, inner, rawlen)
+
+
+def _named(key: bytes, where: tuple[str, int]) -> str:
+    return f"key {key.decode('utf-8', 'replace')!r}: {where[0]}, offset {where[1]}"
+
+
+def digest(data: Any) -> bytes:
+    """What the MAC covers of a large value or a buffer: its SHA-256, or for
+    one of :data:`PIECE` bytes or more, the SHA-256 of its pieces' SHA-256s
+    (pieces of ``PIECE`` bytes, hashed on several threads)."""
+    view = memoryview(data).cast("B")
+    if len(view) < PIECE:
+        return hashlib.sha256(view).digest()
+    pieces = [view[at : at + PIECE] for at in range(0, len(view), PIECE)]
+    return hashlib.sha256(b"".join(parallel_map(_sha256, pieces))).digest()
+
+
+def _sha256(data: Any) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _without_tag(head: bytes) -> OutOfBand:

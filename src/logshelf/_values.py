@@ -67,4 +67,4 @@ def _check(
     """``value`` without its tag once its signature checks."""
     if signer is None:
         raise CorruptionError("a signed record in a store opened without a key")
-    return signer.verify(kb, codec, value, rawlen, f"{seg.path}, offset {offset}", buffers)
+    return signer.verify(kb, codec, value, rawlen, (seg.path, offset), buffers)
