@@ -16,6 +16,7 @@ A store is a directory::
     seg-<id:016x>.log        a segment: SEGMENT_HEADER then packed records
     seg-<id:016x>.hint       optional index snapshot of one segment
     quarantine/              bytes cut from torn tails, kept for inspection
+    SIGNED                   a signed store's identity and key check (_signing)
 
 All integers are little-endian. All checksums are ``zlib.crc32``.
 """
