@@ -26,6 +26,7 @@ Two parts, each the median of ``--repeats`` runs, all in this one process:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -63,40 +64,62 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 # -- 1 MiB arrays -------------------------------------------------------------
 
 
+def _raw_side(directory: Path, keys: list[str], values: list[Any], order: list[int]) -> Any:
+    raw_dir = directory / "raw"
+    raw_dir.mkdir()
+    raw = RawLog(str(raw_dir))
+
+    def write() -> None:
+        for k, v in zip(keys, values, strict=True):
+            raw[k] = v
+        raw.flush()
+
+    written, _ = _timed(write)
+    read, got = _timed(lambda: [raw[keys[i]] for i in order])
+    assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
+    raw.close()
+    shutil.rmtree(raw_dir)
+    return {"raw baseline": (written, read)}
+
+
+def _logshelf_side(directory: Path, keys: list[str], values: list[Any], order: list[int]) -> Any:
+    path = directory / "logshelf.db"
+    out = {}
+    with logshelf.open(path) as db:
+
+        def write() -> None:
+            for k, v in zip(keys, values, strict=True):
+                db[k] = v  # one write per key, as the raw baseline's
+
+        written, _ = _timed(write)
+        read, got = _timed(lambda: [db[keys[i]] for i in order])
+        assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
+        out["logshelf"] = (written, read)
+        read, got = _timed(lambda: [db.get(keys[i], copy=False) for i in order])
+        assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
+        out["logshelf copy=False"] = (written, read)
+    del got
+    shutil.rmtree(path)
+    return out
+
+
 def _small_round(directory: Path, count: int, seed: int) -> dict[str, tuple[float, float]]:
-    """Seconds per write and per read of each contender, one round."""
+    """Seconds per write and per read of each contender, one round. The two
+    take turns going first, and each starts with no dirty pages of the
+    other's to write back (``os.sync()``, untimed)."""
     values = [large_value(i) for i in range(count)]
     keys = [f"array-{i}" for i in range(count)]
     order = list(range(count))
     random.Random(seed).shuffle(order)
+    sides = [_raw_side, _logshelf_side]
+    if seed % 2:
+        sides.reverse()
     out: dict[str, tuple[float, float]] = {}
-
-    raw_dir = directory / f"raw-{seed}"
-    raw_dir.mkdir()
-    raw = RawLog(str(raw_dir))
-    write, _ = _timed(
-        lambda: ([raw.__setitem__(k, v) for k, v in zip(keys, values, strict=False)], raw.flush())
-    )
-    read, got = _timed(lambda: [raw[keys[i]] for i in order])
-    assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
-    raw.close()
-    out["raw baseline"] = (write / count, read / count)
-
-    path = directory / f"logshelf-{seed}.db"
-    with logshelf.open(path) as db:
-        write, _ = _timed(
-            lambda: [db.__setitem__(k, v) for k, v in zip(keys, values, strict=False)]
-        )
-        read, got = _timed(lambda: [db[keys[i]] for i in order])
-        assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
-        out["logshelf"] = (write / count, read / count)
-        read, got = _timed(lambda: [db.get(keys[i], copy=False) for i in order])
-        assert all(np.array_equal(got[n], values[i]) for n, i in enumerate(order))
-        out["logshelf copy=False"] = (write / count, read / count)
-    del got
-    shutil.rmtree(raw_dir)
-    shutil.rmtree(path)
-    return out
+    for side in sides:
+        os.sync()
+        for name, (written, read) in side(directory, keys, values, order).items():
+            out[name] = (written / count, read / count)
+    return {name: out[name] for name in ("raw baseline", "logshelf", "logshelf copy=False")}
 
 
 def small_arrays(directory: Path, count: int, repeats: int) -> None:
@@ -123,13 +146,16 @@ def _big_round(directory: Path, array: np.ndarray, seed: int) -> dict[str, float
 
     store = directory / f"big-{seed}.db"
     with logshelf.open(store) as db:
+        os.sync()  # each write starts with no dirty pages of another's (untimed)
         seconds, _ = _timed(lambda: db.__setitem__("a", array))
         out["write logshelf"] = gib / seconds
     npy = directory / f"big-{seed}.npy"
+    os.sync()
     seconds, _ = _timed(lambda: np.save(npy, array))
     out["write np.save"] = gib / seconds
     pkl = directory / f"big-{seed}.joblib"
     if joblib is not None:
+        os.sync()
         seconds, _ = _timed(lambda: joblib.dump(array, pkl))
         out["write joblib.dump"] = gib / seconds
 
