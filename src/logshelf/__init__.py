@@ -38,6 +38,7 @@ from .errors import (
     TamperedError,
     UntrustedGlobalError,
     UntrustedStoreError,
+    UntrustedStoreWarning,
 )
 from .store import DEFAULT_PROTOCOL, Shelf, open
 
@@ -70,6 +71,7 @@ __all__ = [
     "TamperedError",
     "UntrustedGlobalError",
     "UntrustedStoreError",
+    "UntrustedStoreWarning",
     "__version__",
     "export",
     "import_from",

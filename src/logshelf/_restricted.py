@@ -22,10 +22,11 @@ import _compat_pickle
 import io
 import os
 import pickle
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import UntrustedGlobalError, UntrustedStoreError
+from .errors import UntrustedGlobalError, UntrustedStoreError, UntrustedStoreWarning
 
 __all__ = ["SAFE_GLOBALS", "RestrictedLoads", "check_safety", "trusted_pairs"]
 
@@ -132,7 +133,7 @@ class RestrictedLoads:
 
 
 def check_safety(
-    path: str, safe: object, trusted: Iterable[object], trusted_owner: object
+    path: str, safe: object, trusted: Iterable[object], trusted_owner: object, warn: bool = True
 ) -> frozenset[tuple[str, str]] | None:
     """Check ``open()``'s safety arguments; the ``trusted=`` pairs with
     ``safe=True``, else None.
@@ -140,6 +141,11 @@ def check_safety(
     With ``safe=True`` an existing store is refused when another user owns
     its directory or one of its files, or when group or others can write
     them: whoever can write a store can make its readers load their data.
+    Without it, another user's store or one that others can write only
+    warns (``UntrustedStoreWarning``; a group-writable one is how a team
+    shares a store, and is left alone).
+
+    ``warn=False`` (a Redis URL, a signed store) skips the warning.
 
     Raises:
         TypeError: ``safe`` or ``trusted_owner`` not a bool, a bad entry.
@@ -152,6 +158,15 @@ def check_safety(
     if not safe:
         if pairs or trusted_owner:
             raise ValueError("trusted= and trusted_owner= only apply with safe=True")
+        problem = _writable_by_others(path, group=False) if warn else None
+        if problem is not None:
+            warnings.warn(
+                UntrustedStoreWarning(
+                    f"{path}: {problem}: whoever can write a store can make its readers "
+                    "run their code (docs/security.md: safe=True, key=)"
+                ),
+                stacklevel=3,
+            )
         return None
     if not trusted_owner:
         problem = _writable_by_others(path)
@@ -164,7 +179,10 @@ def check_safety(
     return pairs
 
 
-def _writable_by_others(path: str) -> str | None:
+def _writable_by_others(path: str, group: bool = True) -> str | None:
+    """Why others could write the store at ``path`` (None: they cannot):
+    another user owns its directory or a file, or others (and, with
+    ``group``, the group) can write one."""
     try:
         names = ["", *sorted(os.listdir(path))]
     except (FileNotFoundError, NotADirectoryError):
@@ -178,6 +196,7 @@ def _writable_by_others(path: str) -> str | None:
         what = name or "the directory"
         if st.st_uid != me:
             return f"{what} belongs to user id {st.st_uid}"
-        if st.st_mode & 0o022:
-            return f"group or others can write {what} (mode {st.st_mode & 0o777:o})"
+        if st.st_mode & (0o022 if group else 0o002):
+            who = "group or others" if group else "others"
+            return f"{who} can write {what} (mode {st.st_mode & 0o777:o})"
     return None

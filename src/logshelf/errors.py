@@ -26,6 +26,9 @@ that kind of failure, so ``except ValueError`` around shelve code keeps working:
     └── BackendUnavailableError(StoreError, ConnectionError)
                                                      a remote backend (Redis) cannot be reached
 
+    UntrustedStoreWarning(UserWarning)               a store others can write, opened without
+                                                     safe=True or key=
+
 Operating-system failures (disk full, permission denied, ...) are raised as the
 original :class:`OSError`, untranslated. A missing key raises :class:`KeyError`;
 a key that is not a ``str`` raises :class:`TypeError`.
@@ -63,6 +66,7 @@ __all__ = [
     "TamperedError",
     "UntrustedGlobalError",
     "UntrustedStoreError",
+    "UntrustedStoreWarning",
 ]
 
 
@@ -128,6 +132,13 @@ class SigningError(StoreError, ValueError):
     """``key=`` does not fit the store: a signed store opened without a key,
     an unsigned store opened with one, or keys none of which the store was
     signed with (``docs/security.md``). Nothing was read or changed."""
+
+
+class UntrustedStoreWarning(UserWarning):
+    """Opened without ``safe=True`` or ``key=``, a store belongs to another
+    user or others can write it: whoever can write it can make this process
+    run their code when it reads (``docs/security.md``). A warning, not an
+    error: ``warnings.filterwarnings("error", category=...)`` makes it one."""
 
 
 class HandlePoisonedError(StoreError, OSError):

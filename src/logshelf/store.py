@@ -530,7 +530,8 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     check_copy(copy)
     keys = check_keys(key)
     chosen = resolve(serializer, deserializer, check_protocol(protocol))
-    allowed = check_safety(options.path, safe, trusted, trusted_owner)
+    local = not is_url(filename)
+    allowed = check_safety(options.path, safe, trusted, trusted_owner, warn=local and not keys)
     if (safe or keys) and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
     engine: BytesStore

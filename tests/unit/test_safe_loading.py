@@ -215,3 +215,26 @@ def test_a_python_2_name_imports_what_was_checked_at_every_protocol() -> None:
 
     stream = b"\x80\x03c__builtin__\nset\n)\x85R."  # protocol 3: __builtin__.set(())
     assert RestrictedLoads(frozenset())(stream) == set()
+
+
+def test_a_default_handle_warns_about_a_store_others_can_write(tmp_path: Path) -> None:
+    """Without safe=True or key=, others-writable (or another user's) stores
+    warn; group-writable ones, how a team shares a store, do not."""
+    import warnings
+
+    path = tmp_path / "shared"
+    with logshelf.open(path) as db:
+        db["k"] = 1
+    segment = next(path.glob("seg-*.log"))
+    os.chmod(segment, 0o664)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logshelf.open(path, "r").close()  # group-writable: no warning
+    os.chmod(segment, 0o666)
+    with pytest.warns(logshelf.UntrustedStoreWarning, match=r"others can write seg-.*mode 666"):
+        logshelf.open(path, "r").close()
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chmod(segment, 0o644)
+        os.chown(segment, 65534, -1)
+        with pytest.warns(logshelf.UntrustedStoreWarning, match="belongs to user id 65534"):
+            logshelf.open(path, "r").close()
