@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import logshelf
-from logshelf._signing import Signer, _key_check
+from logshelf._signing import Signer, key_check
 
 KEY = b"benchmark key of 32 bytes ......"
 
@@ -68,7 +68,7 @@ def small_records(directory: Path, count: int, rounds: int) -> None:
 
 def large_values(mib: int, repeats: int) -> None:
     identity = os.urandom(16)
-    signer = Signer([KEY], identity, _key_check(KEY, identity), "bench")
+    signer = Signer([KEY], identity, key_check(KEY, identity), "bench")
     key = b"large"
     value = os.urandom(mib << 20)
     codec, signed = signer.sign(key, 0, value, 0)

@@ -16,6 +16,7 @@ from typing import Any
 from . import _codecs
 from . import _redis_format as rfmt
 from ._records import Record
+from ._signing import SIGNED, Signer
 from .errors import CorruptionError
 
 __all__ = ["PENDING_CHUNK_TTL_MS", "read_value", "write_chunks"]
@@ -26,11 +27,21 @@ PENDING_CHUNK_TTL_MS = 3600_000
 _CHUNK_BATCH = 8
 
 
-def read_value(client: Any, keys: rfmt.Keys, key: str, record: bytes, where: str) -> bytes | None:
-    """The value in ``record`` (chunks joined and checked, decompressed), or
-    None when a chunk is gone (the caller reads the pointer again).
+def read_value(
+    client: Any,
+    keys: rfmt.Keys,
+    key: str,
+    record: bytes,
+    where: str,
+    signer: Signer | None = None,
+) -> bytes | None:
+    """The value in ``record`` (chunks joined and checked, its signature
+    checked when ``signer`` is given, decompressed), or None when a chunk is
+    gone (the caller reads the pointer again).
 
     Raises:
+        TamperedError: ``signer`` is given and the record is unsigned or its
+            signature fails (nothing of it was decompressed).
         CorruptionError: a checksum, a length or the compressed data is
             wrong; the message names the key and ``where``.
     """
@@ -47,6 +58,13 @@ def read_value(client: Any, keys: rfmt.Keys, key: str, record: bytes, where: str
         codec, rawlen = found.codec, found.rawlen
     else:
         codec, rawlen, data = found
+    if signer is not None:
+        data = signer.verify(
+            key.encode("utf-8", "surrogatepass"), codec, data, rawlen, (where, None)
+        )
+        codec &= ~SIGNED
+    elif codec & SIGNED:
+        raise CorruptionError(f"record of key {key!r} at {where} is signed: open with key=")
     if not codec:
         return data
     try:

@@ -46,7 +46,8 @@ _COVERED = 20  # header bytes covered by hcrc (all but hcrc itself)
 #: chunk count as 10 ASCII decimal digits (readable by the Lua scripts).
 POINTER_BODY = 42
 _CODEC_SHIFT = 1
-_RESERVED_FLAGS = 0xFF & ~fmt.CODEC_MASK
+_RESERVED_FLAGS = 0xFF & ~(fmt.CODEC_MASK | fmt.FLAG_SIGNED)
+_CODEC_FIELD = (fmt.CODEC_MASK | fmt.FLAG_SIGNED) >> _CODEC_SHIFT
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
 _GLOB = re.compile(rb"([*?\[\]\\])")
 
@@ -124,7 +125,7 @@ def _hcrc(header: bytes, key_bytes: bytes, body: bytes = b"") -> int:
 
 
 def _check_codec(codec: int, rawlen: int, vlen: int) -> None:
-    if not 0 <= codec <= 3 or not 0 <= rawlen <= fmt.MAX_RAWLEN:
+    if not 0 <= codec <= _CODEC_FIELD or codec & 4 or not 0 <= rawlen <= fmt.MAX_RAWLEN:
         raise ValueError(f"bad codec {codec} or raw length {rawlen}")
     if vlen >= 1 << 64:  # pragma: no cover - no such value fits in memory
         raise ValueError("value too long")
@@ -180,7 +181,7 @@ def unpack(
         )
     if flags & _RESERVED_FLAGS or reserved:
         raise FormatError(f"record of key {key!r} at {where} was written by a newer logshelf")
-    codec = (flags & fmt.CODEC_MASK) >> _CODEC_SHIFT
+    codec = (flags & (fmt.CODEC_MASK | fmt.FLAG_SIGNED)) >> _CODEC_SHIFT
     if kind == CHUNKED:
         count = body[32:]
         if not count.isdigit():

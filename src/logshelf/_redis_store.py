@@ -45,7 +45,9 @@ from ._redis_scripts import (
     Lock,
     wait_steps,
 )
+from ._redis_signing import open_signer
 from ._redis_url import RedisTarget, parse_url
+from ._signing import Signer, signed_record
 from ._txn import Transaction
 from .errors import (
     BackendUnavailableError,
@@ -117,6 +119,8 @@ class RedisStore:
         self._txn: Transaction | None = None
         self._closed = False
         self._durable: Durable | None = None
+        self._keys_given = options.keys
+        self._signer: Signer | None = None
         with self._translate("connecting"):
             self._client: Any = connect(target, self._durability, self.path)
         try:
@@ -209,6 +213,9 @@ class RedisStore:
             )
         if self.flag == "n":
             self._reset()
+        self._signer = open_signer(
+            self._client, self._keys, self.path, self.flag, self._keys_given, _SCAN_COUNT
+        )
 
     def _reset(self) -> None:
         """Flag "n": delete every key of the namespace but its meta and lock,
@@ -241,7 +248,7 @@ class RedisStore:
     def _decode(self, key: str, record: bytes, rkey: bytes) -> bytes | None:
         """The value in ``record`` (chunks joined, decompressed), or None when
         a chunk is gone (an overwrite let it expire: read the key again)."""
-        return read_value(self._client, self._keys, key, record, self._where(rkey))
+        return read_value(self._client, self._keys, key, record, self._where(rkey), self._signer)
 
     def _read(self, keys: list[str]) -> list[bytes | None]:
         """Values of ``keys`` from one state of the namespace (one MGET)."""
@@ -350,6 +357,9 @@ class RedisStore:
     # -- writes -------------------------------------------------------------
 
     def put(self, key: str, codec: int, data: bytes, rawlen: int) -> None:
+        if self._signer is not None:
+            kb = key.encode("utf-8", "surrogatepass")
+            codec, data = self._signer.sign(kb, codec, data, rawlen)
         record = put_record(key, codec, data, rawlen)
         if (
             self._txn is None
@@ -385,7 +395,11 @@ class RedisStore:
 
     def put_many(self, records: list[Record]) -> None:
         if records:
-            self._write(list({r.key: r for r in records}.values()))
+            latest = list({r.key: r for r in records}.values())
+            signer = self._signer
+            if signer is not None:
+                latest = [signed_record(signer, r) for r in latest]
+            self._write(latest)
 
     def delete(self, key: str) -> bool:
         return self._write([delete_record(key)]) > 0

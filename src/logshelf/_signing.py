@@ -39,6 +39,7 @@ __all__ = [
     "TAG_SIZE",
     "Signer",
     "check_keys",
+    "key_check",
     "open_signer",
     "read_identity",
     "signed_record",
@@ -94,7 +95,8 @@ def _mac_key(key: bytes) -> bytes:
     return key if len(key) <= 64 else hashlib.blake2b(key).digest()
 
 
-def _key_check(key: bytes, identity: bytes) -> bytes:
+def key_check(key: bytes, identity: bytes) -> bytes:
+    """What a store keeps to recognise its key: a MAC of its identity."""
     return hashlib.blake2b(
         _MAGIC + identity, key=_mac_key(key), digest_size=TAG_SIZE, person=b"logshelf-store"
     ).digest()
@@ -123,7 +125,7 @@ def read_identity(fs: FileSystem, path: str) -> tuple[bytes, bytes] | None:
 
 def write_identity(fs: FileSystem, path: str, key: bytes, identity: bytes, mode: int) -> None:
     """Write the SIGNED file (atomically): ``identity``, checked with ``key``."""
-    body = _FILE.pack(_MAGIC, _VERSION, _ALGORITHM_BLAKE2B, identity, _key_check(key, identity))
+    body = _FILE.pack(_MAGIC, _VERSION, _ALGORITHM_BLAKE2B, identity, key_check(key, identity))
     fs.write_file_atomic(
         os.path.join(path, SIGNED_NAME), body + _CRC.pack(zlib.crc32(body)), mode=mode
     )
@@ -133,7 +135,7 @@ class Signer:
     """Signs and checks the records of one signed store with a handle's keys."""
 
     def __init__(self, keys: Sequence[bytes], identity: bytes, check: bytes, path: str) -> None:
-        matching = [k for k in keys if hmac.compare_digest(_key_check(k, identity), check)]
+        matching = [k for k in keys if hmac.compare_digest(key_check(k, identity), check)]
         if not matching:
             raise SigningError(
                 f"{path} is signed with none of the keys given: wrong key (the store's "
@@ -187,7 +189,7 @@ class Signer:
         codec: int,
         value: bytes,
         rawlen: int,
-        where: tuple[str, int],
+        where: tuple[str, int | None],
         buffers: Any = (),
     ) -> bytes:
         """The value of a record without its tag, once the tag checks with
@@ -216,7 +218,7 @@ class Signer:
             "this handle: written without the key, or changed since"
         )
 
-    def verify_plain(self, key: bytes, value: bytes, where: tuple[str, int]) -> bytes:
+    def verify_plain(self, key: bytes, value: bytes, where: tuple[str, int | None]) -> bytes:
         """:meth:`verify` for the common read: an uncompressed value without
         buffers, shorter than :data:`DIGEST_FROM` (the same MAC, in fewer steps)."""
         if len(value) >= DIGEST_FROM:
@@ -233,7 +235,7 @@ class Signer:
         return self.verify(key, SIGNED, value, 0, where)  # says why
 
     def unsigned(
-        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int]
+        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int | None]
     ) -> tuple[int, Any]:
         """A stored record's ``(codec field, value)`` checked, then without its
         signature (as it was before signing; a value with buffers is an
@@ -252,15 +254,16 @@ class Signer:
         return codec & ~SIGNED, self.verify(key, codec, value, rawlen, where)
 
     def resign(
-        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int]
+        self, key: bytes, codec: int, value: Any, rawlen: int, where: tuple[str, int | None]
     ) -> tuple[int, Any]:
         """:meth:`unsigned`, then signed with the newest key (compaction)."""
         codec, inner = self.unsigned(key, codec, value, rawlen, where)
         return self.sign(key, codec, inner, rawlen)
 
 
-def _named(key: bytes, where: tuple[str, int]) -> str:
-    return f"key {key.decode('utf-8', 'replace')!r}: {where[0]}, offset {where[1]}"
+def _named(key: bytes, where: tuple[str, int | None]) -> str:
+    place = where[0] if where[1] is None else f"{where[0]}, offset {where[1]}"
+    return f"key {key.decode('utf-8', 'replace')!r}: {place}"
 
 
 def digest(data: Any) -> bytes:
@@ -319,7 +322,7 @@ def open_signer(options: Options, path: str, writable: bool, empty: bool) -> Sig
             )
         identity = os.urandom(16)
         write_identity(fs, path, keys[0], identity, options.mode)
-        found = identity, _key_check(keys[0], identity)
+        found = identity, key_check(keys[0], identity)
     signer = Signer(keys, found[0], found[1], path)
     if signer.stale_check and writable:
         write_identity(fs, path, keys[0], signer.identity, options.mode)

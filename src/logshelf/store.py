@@ -46,7 +46,6 @@ from ._redis_url import is_url
 from ._restricted import check_safety
 from ._serializers import Loads, Serializer, load_enveloped, make_loads, resolve
 from ._signing import check_keys
-from .errors import SigningError
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
 
@@ -535,15 +534,13 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     if (safe or keys) and mode == 0o666:
         options = dataclasses.replace(options, mode=0o600)
     engine: BytesStore
+    if keys:
+        options = dataclasses.replace(options, keys=keys)
     if is_url(filename):  # a namespace of a Redis server (docs/redis.md)
-        if keys:
-            raise SigningError("key= (a signed store) is not available on Redis yet")
         from ._redis_store import open_url  # imports redis: only for such a URL
 
         engine = open_url(filename, options)
     else:
-        if keys:
-            options = dataclasses.replace(options, keys=keys)
         engine = Engine(options)
     try:
         return Shelf(
