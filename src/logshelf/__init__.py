@@ -17,6 +17,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._compaction import CompactionResult
+from ._hashing import UnhashableArgumentError
 from ._memoize import CacheInfo
 from ._salvage import SalvageReport, salvage
 from ._serializers import Serializer, register_serializer
@@ -69,6 +70,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "TamperedError",
+    "UnhashableArgumentError",
     "UntrustedGlobalError",
     "UntrustedStoreError",
     "UntrustedStoreWarning",

@@ -47,7 +47,16 @@ class BulkOperations:
         raise NotImplementedError  # Shelf's
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        """Write many keys as one atomic batch (like ``dict.update``)."""
+        """Write many keys as one atomic batch (like ``dict.update``).
+
+        Args:
+            other: a mapping, an object with ``keys()``, or ``(key, value)`` pairs.
+            **kwargs: more keys and values.
+
+        Raises:
+            TypeError: a key that is not a ``str``.
+            pickle.PicklingError: a value that cannot be pickled (nothing is written).
+        """
         items: Iterable[tuple[str, Any]]
         if isinstance(other, Mapping):
             items = other.items()
@@ -61,7 +70,16 @@ class BulkOperations:
     def set_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Write many keys as one atomic batch: all become visible together,
         and after a crash either all or none are present. One lock
-        acquisition and one write for the whole batch."""
+        acquisition and one write for the whole batch.
+
+        Args:
+            items: a mapping, or ``(key, value)`` pairs (a later pair of a
+                key wins).
+
+        Raises:
+            TypeError: a key that is not a ``str``.
+            pickle.PicklingError: a value that cannot be pickled (nothing is written).
+        """
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         records = []
         for key, value in pairs:
@@ -84,14 +102,33 @@ class BulkOperations:
         """Read many keys from one state of the store (another process's
         batch is either wholly visible or not at all); absent keys map to
         ``default``. ``encoding``, ``errors`` and ``fix_imports`` override
-        the handle's settings for this call, as in :meth:`get`."""
+        the handle's settings for this call, as in :meth:`get`.
+
+        Args:
+            keys: the keys to read.
+            default: the value of an absent key.
+            encoding: as :func:`pickle.loads`'s, for this call (None: the handle's).
+            errors: as :func:`pickle.loads`'s, for this call.
+            fix_imports: as :func:`pickle.loads`'s, for this call.
+
+        Raises:
+            TypeError: a key that is not a ``str``.
+            CorruptionError: a value fails its checksum (naming the key).
+        """
         loads = self._loads_for(encoding, errors, fix_imports)
         wanted = [check_key(k) for k in keys]
         found = self._load_many(wanted, loads)
         return {key: found.get(key, default) for key in wanted}
 
     def delete_many(self, keys: Iterable[str]) -> int:
-        """Delete many keys as one atomic batch; return how many were present."""
+        """Delete many keys as one atomic batch; return how many were present.
+
+        Args:
+            keys: the keys to delete (absent ones are skipped).
+
+        Raises:
+            TypeError: a key that is not a ``str``.
+        """
         wanted = [check_key(k) for k in keys]
         count = self._engine.delete_many(wanted)
         for key in wanted:

@@ -142,7 +142,11 @@ Encoder = Callable[["_Encoder", Any], None]
 
 
 class UnhashableArgumentError(TypeError):
-    """An argument (or something inside it) has no stable content to hash."""
+    """A memoized function was called with an argument (or something inside
+    one) that has no stable content to hash: an open file, a lock, a
+    generator. The message names the argument, its type and how to make it
+    hashable; ``ignore=`` leaves an argument out of the key. Also a
+    :class:`TypeError`."""
 
 
 class _Encoder:

@@ -31,7 +31,16 @@ __all__ = ["SalvageReport", "salvage"]
 
 @dataclass
 class SalvageReport:
-    """What :func:`salvage` copied and what it could not."""
+    """What :func:`salvage` copied and what it could not.
+
+    Attributes:
+        keys: keys in the copy.
+        records: valid records read from the source.
+        skipped: ``(file, start offset, end offset, reason)`` of every byte
+            range left out.
+        lost_keys: keys whose latest record was damaged (or, for a signed
+            store, failed its signature); they are absent from the copy.
+    """
 
     keys: int = 0
     records: int = 0
@@ -126,6 +135,9 @@ def salvage(
         FormatError: ``source`` holds neither a MANIFEST nor a segment file.
         FileExistsError: ``destination`` already exists.
         SigningError: ``source`` is signed and no key (or a wrong one) was given.
+
+    Returns:
+        A :class:`SalvageReport`; ``str()`` of it is a readable summary.
     """
     fs = FileSystem()
     source = os.path.abspath(os.fspath(source))

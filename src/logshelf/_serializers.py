@@ -82,9 +82,13 @@ class Serializer(Protocol):
 
     name: str
 
-    def dumps(self, obj: Any) -> bytes: ...
+    def dumps(self, obj: Any) -> bytes:
+        """The bytes of ``obj``; raise ``TypeError`` for a value it cannot encode."""
+        ...
 
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes) -> Any:
+        """The object ``dumps`` made ``data`` from."""
+        ...
 
 
 class _Json:
@@ -200,7 +204,30 @@ def _check_name(name: object) -> str:
 
 def register_serializer(serializer: Serializer) -> None:
     """Make records written with ``serializer`` readable by every handle of
-    this process, whatever serializer the handle itself writes with."""
+    this process, whatever serializer the handle itself writes with.
+
+    Args:
+        serializer: an object with a stable ``name`` (1 to 255 ASCII
+            characters, not "pickle"), ``dumps`` and ``loads``.
+
+    Raises:
+        TypeError: ``serializer`` lacks ``name``, ``dumps`` or ``loads``.
+        ValueError: its name is not a valid one (the message says why).
+
+    Examples:
+        >>> import logshelf, os, tempfile
+        >>> class Upper:
+        ...     name = "upper-text"
+        ...     def dumps(self, obj): return obj.upper().encode()
+        ...     def loads(self, data): return bytes(data).decode()
+        >>> path = os.path.join(tempfile.mkdtemp(), "s.db")
+        >>> with logshelf.open(path, serializer=Upper()) as db:
+        ...     db["greeting"] = "hello"
+        >>> logshelf.register_serializer(Upper())
+        >>> with logshelf.open(path, "r") as db:  # a pickle handle reads it too
+        ...     db["greeting"]
+        'HELLO'
+    """
     if not isinstance(serializer, Serializer):
         raise TypeError(f"a serializer has name, dumps and loads; {serializer!r} has not")
     _registered[_check_name(serializer.name)] = serializer

@@ -63,6 +63,24 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
     ``encoding``, ``errors`` and ``fix_imports`` are passed to
     :func:`pickle.loads` for every value read; they matter only for pickles
     written by Python 2 (see ``docs/objects.md``).
+
+    Not meant to be constructed directly: its first argument is a bytes
+    store (``_bytes_store.BytesStore``), which :func:`open` builds from a
+    path or a Redis URL and the options it checks.
+
+    Every method raises :class:`~logshelf.StoreClosedError` once the store
+    is closed; writes raise :class:`~logshelf.ReadOnlyError` under flag "r"
+    and :class:`~logshelf.LockTimeoutError` when ``lock_timeout`` passes
+    while another process holds the writer lock.
+
+    Examples:
+        >>> import logshelf, os, tempfile
+        >>> db = logshelf.open(os.path.join(tempfile.mkdtemp(), "s.db"))
+        >>> db["user:ada"] = {"name": "Ada"}
+        >>> db.update({"user:bob": {"name": "Bob"}, "visits": 2})
+        >>> sorted(db.keys("user:")), len(db)
+        (['user:ada', 'user:bob'], 3)
+        >>> db.close()
     """
 
     def __init__(
@@ -234,7 +252,9 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
         otherwise the value read is cached as usual.
 
         Raises:
-            ValueError, TypeError: a bad override (the message names it).
+            ValueError: a bad ``encoding`` or ``errors`` override (named).
+            TypeError: an override or ``copy`` of the wrong type, or a key
+                that is not a ``str``.
         """
         if encoding is None and errors is None and fix_imports is None and copy is None:
             try:
@@ -285,6 +305,21 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
         counter across processes. Reads inside see the transaction's own
         writes. On an exception nothing is written. Nested transactions join
         the outermost one.
+
+        Raises:
+            ReadOnlyError: the store was opened with flag "r".
+            LockTimeoutError: ``lock_timeout`` passed while another process
+                held the writer lock.
+
+        Examples:
+            >>> import logshelf, os, tempfile
+            >>> db = logshelf.open(os.path.join(tempfile.mkdtemp(), "s.db"))
+            >>> with db.transaction():
+            ...     db["balance:a"] = 90
+            ...     db["balance:b"] = 110
+            >>> db["balance:a"] + db["balance:b"]
+            200
+            >>> db.close()
         """
         return self._engine.transaction()
 
@@ -342,7 +377,12 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
     # -- lifecycle -----------------------------------------------------------
 
     def sync(self) -> None:
-        """Write back the writeback cache (if any) and make every write durable."""
+        """Write back the writeback cache (if any) and make every write durable.
+
+        Raises:
+            HandlePoisonedError: an earlier sync of this handle failed.
+            OSError: the sync itself failed (the handle is then poisoned).
+        """
         if self._writeback and self._cache:
             # As shelve does: write every cached entry back, then start afresh.
             if self._engine.writable:
@@ -438,11 +478,14 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         compression: None, "lz4", "zlib" or "bz2", applied per record to
             values of at least ``compress_min`` pickled bytes, and kept only
             when it saves an eighth. Any store reads under any setting.
+        compress_min: the smallest serialized value that is compressed
+            (bytes, default 256): smaller ones gain nothing.
         durability: what a returned write survives. "none" (default): a
             process crash loses nothing; a power loss keeps a consistent prefix
             of the writes. "always": every returned write also survives a power
             loss (fdatasync before returning). "interval": like "none", plus a
             sync at most every ``sync_interval`` seconds at write time.
+        sync_interval: seconds between syncs with ``durability="interval"``.
         lock_timeout: seconds a write may wait for another process's writer
             lock before raising :class:`~logshelf.LockTimeoutError`; None waits
             indefinitely.
@@ -455,12 +498,15 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         mode: permission bits of the files the store creates, less the umask
             (dbm's ``mode``; directories also get search permission where
             they are readable).
-        encoding, errors, fix_imports: passed to :func:`pickle.loads` for
-            every value read, with its meaning; they matter only for pickles
-            written by Python 2. ``encoding="latin1"`` reads Python 2 numpy
-            arrays and datetimes (and 8-bit ``str`` as text); ``"bytes"``
-            reads 8-bit ``str`` as ``bytes``. :meth:`Shelf.get` and
-            :meth:`Shelf.get_many` can override them per call.
+        encoding: passed to :func:`pickle.loads` for every value read; it
+            matters only for pickles written by Python 2 (docs/objects.md):
+            "ASCII" (default) fails on 8-bit ``str``, ``"latin1"`` reads
+            Python 2 numpy arrays and datetimes (and 8-bit ``str`` as text),
+            ``"bytes"`` reads 8-bit ``str`` as ``bytes``.
+        errors: passed to :func:`pickle.loads` with ``encoding``.
+        fix_imports: passed to :func:`pickle.loads`: map Python 2 module
+            names to Python 3 ones. :meth:`Shelf.get` and
+            :meth:`Shelf.get_many` override these three per call.
         serializer: how new values become bytes: "pickle" (None, the
             default), "json", "raw" (bytes as they are), "dill" or
             "cloudpickle" (when installed), or an object with a stable
@@ -468,6 +514,8 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
             a callable ``serializer(obj, protocol) -> bytes`` together with
             ``deserializer(data) -> obj``. Each record keeps its serializer's
             name, so records of any serializer read back (docs/objects.md).
+        deserializer: with a callable ``serializer``, the function that
+            turns its bytes back into objects (CPython 3.15's shelve).
         safe: load values through an allow-list of globals (docs/security.md):
             containers, scalars, datetime, Decimal, UUID, collections types
             and numpy arrays; anything else raises
@@ -478,6 +526,8 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         trusted: with ``safe=True``, more globals this handle may load:
             classes or functions, ``(module, qualname)`` tuples or
             ``"module:qualname"`` strings.
+        trusted_owner: with ``safe=True``, open a store that another user
+            owns or that group or others can write (refused otherwise).
         copy: what reads of values with large arrays return (numpy arrays
             and pandas objects; docs/objects.md): True (default), fresh,
             writable arrays, their checksums checked; False, read-only
@@ -508,6 +558,26 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
         SigningError: ``key=`` does not fit the store: a signed store
             without a key, an unsigned store holding data with one, or keys
             none of which the store was signed with.
+        UntrustedStoreError: ``safe=True`` and a store others can write.
+        LockTimeoutError: a writable open waited ``lock_timeout`` for the
+            writer lock (opening catches up and cuts a torn tail under it).
+        CodecUnavailableError: ``compression="lz4"`` without the lz4 package.
+        BackendUnavailableError: a Redis URL whose server cannot be reached.
+
+    Warns:
+        UntrustedStoreWarning: without ``safe=True`` or ``key=``, a store
+            that another user owns or that others can write.
+
+    Examples:
+        >>> import logshelf, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "state.db")
+        >>> with logshelf.open(path) as db:
+        ...     db["config"] = {"retries": 3}
+        ...     with db.transaction():
+        ...         db["runs"] = db.get("runs", 0) + 1
+        >>> with logshelf.open(path, "r") as db:
+        ...     db["config"]["retries"], db["runs"]
+        (3, 1)
     """
     # Validate everything before touching disk.
     options = make_options(

@@ -27,6 +27,8 @@ MODULES = [
     "logshelf.errors",
     "logshelf._transfer",
     "logshelf._prefix_scans",
+    "logshelf.store",
+    "logshelf._serializers",
 ]
 #: Pages written as ">>>" sessions.
 PAGES = ["docs/tutorial.md"]

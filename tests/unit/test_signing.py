@@ -197,7 +197,10 @@ def _recheck(data: bytearray, pos: int, salt: int) -> None:
     data[pos : pos + 4] = hcrc.to_bytes(4, "little")
 
 
-def test_fuzz_changes_that_keep_the_checksums_are_never_loaded(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "cases", [150, pytest.param(1500, marks=pytest.mark.slow)], ids=["fast", "slow"]
+)
+def test_fuzz_changes_that_keep_the_checksums_are_never_loaded(tmp_path: Path, cases: int) -> None:
     """Random byte changes in a record's key and value, with both CRCs
     recomputed so that only the MAC can catch them: each read returns the
     value exactly or raises CorruptionError (TamperedError), and nothing runs."""
@@ -217,7 +220,7 @@ def test_fuzz_changes_that_keep_the_checksums_are_never_loaded(tmp_path: Path) -
     records = [(pos, h) for pos, h in _records(template / segment_name) if h.kind == fmt.KIND_PUT]
     rng = random.Random(1)
     outcomes = {"refused": 0, "same": 0}
-    for case in range(150):
+    for case in range(cases):
         pos, header = rng.choice(records)
         changed = original[pos + 32 : pos + 32 + header.klen].decode()
         start = pos + fmt.RECORD_HEADER.size  # the key and value, not the lengths
@@ -254,7 +257,7 @@ def test_fuzz_changes_that_keep_the_checksums_are_never_loaded(tmp_path: Path) -
     assert not marker.exists()
     # Only bytes of an alignment pad (not signed: they are no data) may change
     # and leave the value as it was.
-    assert outcomes["refused"] >= 145, outcomes
+    assert outcomes["refused"] >= cases * 0.95, outcomes
 
 
 def test_the_sign_command_makes_a_signed_copy(tmp_path: Path) -> None:
