@@ -42,8 +42,9 @@ def check_value(
     vcrc: int,
 ) -> bool:
     """Do the head and every buffer of the value at file offset ``value_at``
-    match their checksums? ``read(offset, n)`` returns bytes of the file and
-    ``crc_of(offset, n)`` the crc32 of a range (a scan streams large ones)."""
+    match their checksums, with zeros in the pad and gaps between them?
+    ``read(offset, n)`` returns bytes of the file and ``crc_of(offset, n)``
+    the crc32 of a range (a scan streams large ones)."""
     start = read(value_at, 4)
     if len(start) < 4:
         return False
@@ -57,13 +58,39 @@ def check_value(
         entries, _, first = decode_head(head, value_at, vlen)
     except CorruptionError:
         return False
+    if any(read(at, n) != bytes(n) for at, n in _gaps(entries, value_at + head_len, first)):
+        return False
     return all(crc_of(first + e.rel, e.stored) == e.crc for e in entries)
 
 
+def _gaps(entries: list[Entry], head_end: int, first: int) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the pad after the head and of each gap
+    between buffers: zero bytes by the format, covered by no checksum, so
+    checked for zeros (damage there changes no value, but is damage)."""
+    ranges = []
+    at = head_end
+    for entry in entries:
+        start = first + entry.rel
+        if start > at:
+            ranges.append((at, start - at))
+        at = start + entry.stored
+    return ranges
+
+
 def _layout(fs: FileSystem, fd: int, offset: int, head: bytes) -> tuple[list[Entry], bytes, int]:
-    """Decode the head of the record at ``offset`` against its header."""
+    """Decode the head of the record at ``offset`` against its header, and
+    check its pad and gaps (see :func:`_gaps`).
+
+    Raises:
+        CorruptionError: an impossible layout, or padding that is not zeros.
+    """
     _, _, _, vlen, _, klen, _, _ = fmt.RECORD_HEADER.unpack(fs.pread(fd, _HEADER_SIZE, offset))
-    return decode_head(head, offset + _HEADER_SIZE + klen, vlen)
+    value_at = offset + _HEADER_SIZE + klen
+    entries, stream, first = decode_head(head, value_at, vlen)
+    for at, n in _gaps(entries, value_at + len(head), first):
+        if fs.pread(fd, n, at) != bytes(n):
+            raise CorruptionError(f"the padding at offset {at} is not zeros")
+    return entries, stream, first
 
 
 def _mapped(fs: FileSystem, fd: int, at: int, length: int) -> memoryview:

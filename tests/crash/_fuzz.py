@@ -1224,6 +1224,7 @@ def _buffers_ok(data: bytes, at: int, vlen: int, vcrc: int) -> bool:
         return False
     first = -(-(at + head_len) // 64) * 64
     expected = end = 0
+    previous_end = at + head_len  # the pad and gaps must be zeros
     for i in range(count):
         rel, stored, _, crc, _ = struct.unpack_from("<QQQIB", data, at + 8 + 32 * i)
         if rel != expected:
@@ -1231,6 +1232,9 @@ def _buffers_ok(data: bytes, at: int, vlen: int, vcrc: int) -> bool:
         end = first + rel + stored
         if end > at + vlen or zlib.crc32(data[first + rel : end]) != crc:
             return False
+        if any(data[previous_end : first + rel]):
+            return False
+        previous_end = end
         expected = -(-(rel + stored) // 64) * 64
     return end == at + vlen
 
