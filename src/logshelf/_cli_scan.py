@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ._cli_signing import add_key_file, keys_of
 from ._restricted import trusted_pairs
 from ._scan import Global, RecordScan, allowed_globals, scan_store
 
@@ -55,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--summary", action="store_true", help="each global once, with how many records use it"
     )
     scan.add_argument("--json", action="store_true", help="one JSON document")
+    add_key_file(scan)
     scan.add_argument(
         "--trusted",
         type=_pair,
@@ -127,7 +129,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     allowed_names: dict[str, bool] = {}
     rows: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
-    for key, scan in scan_store(path, args.prefix, _progress()):
+    keys = keys_of(args)
+    for key, scan in scan_store(path, args.prefix, _progress(), keys):
         records += 1
         passes = scan.passes(allowed)
         failing += not passes

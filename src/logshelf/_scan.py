@@ -438,6 +438,7 @@ def scan_store(
     path: str | os.PathLike[str],
     prefix: str = "",
     progress: Callable[[int, int], None] | None = None,
+    signing_key: bytes | list[bytes] | None = None,
 ) -> Iterator[tuple[str, RecordScan]]:
     """``(key, scan)`` for every key of the store at ``path`` starting with
     ``prefix``, in key order. The store (or cache) is opened read-only and
@@ -448,7 +449,8 @@ def scan_store(
     Raises:
         StoreNotFoundError, FormatError, OSError: as :func:`logshelf.open` with "r".
     """
-    with open_store(path, "r") as db:
+    # A signed store (``signing_key``, newest first) has its tags checked first.
+    with open_store(path, "r", key=signing_key) as db:
         engine = db._engine  # the stored bytes: nothing goes through loads
         every = engine.keys()  # a snapshot (a list)
         keys = sorted(k for k in every if k.startswith(prefix))

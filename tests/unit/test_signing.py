@@ -300,3 +300,16 @@ def test_a_large_value_is_digested_in_pieces_and_a_changed_byte_is_caught(tmp_pa
         hint.unlink()
     with logshelf.open(store, "r", key=KEY) as db, pytest.raises(logshelf.TamperedError):
         db["big"]
+
+
+def test_scan_reads_a_signed_store_with_its_key(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    with logshelf.open(store, key=KEY) as db:
+        db["when"] = __import__("datetime").date(2020, 1, 2)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    command = [sys.executable, "-m", "logshelf", "scan", str(store)]
+    done = subprocess.run([*command, "--key-file", str(key_file)], capture_output=True, text=True)
+    assert done.returncode == 0 and "datetime:date" in done.stdout, done.stderr
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2 and "key=" in refused.stderr
