@@ -32,7 +32,7 @@ from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
 from ._segment_set import ensure_store, remove_segments
-from ._signing import Signer, open_signer, signed_record
+from ._signing import Signer, latest_signed, open_signer
 from ._txn import Transaction
 from ._view import HEADER_END, View
 from ._writer import Writer
@@ -322,11 +322,7 @@ class Engine:
         visible, to other processes and after a crash. A later record for
         the same key wins."""
         if records:
-            latest = list({r.key: r for r in records}.values())
-            signer = self._signer
-            if signer is not None:
-                latest = [signed_record(signer, r) for r in latest]
-            self._write(latest)
+            self._write(latest_signed(records, self._signer))
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the present keys among ``keys`` as one atomic batch; return

@@ -47,7 +47,7 @@ from ._redis_scripts import (
 )
 from ._redis_signing import open_signer
 from ._redis_url import RedisTarget, parse_url
-from ._signing import Signer, signed_record
+from ._signing import Signer, latest_signed
 from ._txn import Transaction
 from .errors import (
     BackendUnavailableError,
@@ -395,11 +395,7 @@ class RedisStore:
 
     def put_many(self, records: list[Record]) -> None:
         if records:
-            latest = list({r.key: r for r in records}.values())
-            signer = self._signer
-            if signer is not None:
-                latest = [signed_record(signer, r) for r in latest]
-            self._write(latest)
+            self._write(latest_signed(records, self._signer))
 
     def delete(self, key: str) -> bool:
         return self._write([delete_record(key)]) > 0

@@ -40,6 +40,7 @@ __all__ = [
     "Signer",
     "check_keys",
     "key_check",
+    "latest_signed",
     "open_signer",
     "read_identity",
     "signed_record",
@@ -327,6 +328,13 @@ def open_signer(options: Options, path: str, writable: bool, empty: bool) -> Sig
     if signer.stale_check and writable:
         write_identity(fs, path, keys[0], signer.identity, options.mode)
     return signer
+
+
+def latest_signed(records: list[Record], signer: Signer | None) -> list[Record]:
+    """A batch's records as a bytes store writes them: the last one of each
+    key (a later record of a key wins), signed when ``signer`` is given."""
+    latest = list({r.key: r for r in records}.values())
+    return latest if signer is None else [signed_record(signer, r) for r in latest]
 
 
 def signed_record(signer: Signer, record: Record) -> Record:
