@@ -34,6 +34,7 @@ from ._options import Options
 from ._records import Record, delete_record, put_record
 from ._redis_chunks import read_value, write_chunks
 from ._redis_client import UNAVAILABLE, connect, rexc
+from ._redis_client import close as close_client
 from ._redis_durability import Durable
 from ._redis_scripts import (
     FENCED,
@@ -131,7 +132,7 @@ class RedisStore:
                 if self._durability == "always":
                     self._durable = Durable.for_server(self._client, self.path, target.replicas)
         except BaseException:
-            self._client.close()
+            close_client(self._client)
             raise
 
     # -- errors --------------------------------------------------------------
@@ -540,7 +541,7 @@ class RedisStore:
             if self._closed:
                 return
             self._closed = True
-            self._client.close()
+            close_client(self._client)
 
     @property
     def closed(self) -> bool:
