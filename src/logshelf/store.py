@@ -13,21 +13,16 @@ import dataclasses
 import functools
 import os
 import pickle
-from collections.abc import (
-    Callable,
-    Iterable,
-    Iterator,
-    MutableMapping,
-)
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from types import TracebackType
 from typing import Any
 
 from . import _codecs
-from ._buffer_format import Buffered
 from ._bulk import BulkOperations
 from ._bulk import check_key as _check_key
 from ._bytes_store import BytesStore
 from ._compaction import CompactionResult
+from ._decoding import Decoding
 from ._encoding import LargeBuffer, compressed, encode
 from ._encoding import probe as _probe
 from ._engine import Engine
@@ -44,7 +39,7 @@ from ._options import (
 from ._prefix_scans import PrefixScans
 from ._redis_url import is_url
 from ._restricted import check_safety
-from ._serializers import Loads, Serializer, load_enveloped, make_loads, resolve
+from ._serializers import Loads, Serializer, make_loads, resolve
 from ._signing import check_keys
 
 __all__ = ["DEFAULT_PROTOCOL", "Shelf", "open"]
@@ -53,7 +48,7 @@ _dumps = pickle.dumps
 _UnpicklingError = pickle.UnpicklingError
 
 
-class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
+class Shelf(Decoding, BulkOperations, PrefixScans, MutableMapping[str, Any]):
     """A persistent ``MutableMapping[str, Any]``; create one with :func:`open`.
 
     Reading a key returns a *copy* of the stored object (it is unpickled on
@@ -108,11 +103,11 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
         check_unpickling(encoding, errors, fix_imports)
         self._unpickling = (encoding, errors, fix_imports)
         self._engine = engine
-        # Bound once: db[key] is the "random read" the benchmarks measure, and
-        # with the default settings _loads is pickle.loads itself.
         self._copy = check_copy(copy)
         #: Pickle finds large buffers for the engine to store out of band.
         self._oob = self._protocol >= 5 and engine.out_of_band
+        # Bound once (db[key] is the benchmarked "random read"); by default
+        # _loads is pickle.loads itself.
         self._get = engine.get if copy else functools.partial(engine.get, copy=False)
         self._loads = make_loads(encoding, errors, fix_imports, trusted)
         self._writeback = writeback
@@ -148,23 +143,6 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
         except (_UnpicklingError, TypeError) as exc:  # no cost unless raised: 3.11+
             return self._enveloped(data, exc, loads)
 
-    def _enveloped(self, data: bytes | Buffered, exc: Exception, loads: Loads) -> Any:
-        """A value that pickle refused: one with out-of-band buffers (a
-        ``Buffered``, which pickle refuses before reading anything), an
-        envelope of another serializer (read with it), or else the error,
-        re-raised."""
-        if type(data) is Buffered:
-            return loads(data.stream, buffers=data.buffers)
-        if not isinstance(data, bytes) or data[:1] != b"\x00":
-            raise exc
-        return load_enveloped(data, self._serializer, self._protocol, self._trusted is not None)
-
-    def _decode(self, loads: Loads, data: bytes | Buffered) -> Any:
-        try:
-            return loads(data)  # type: ignore[arg-type]  # see __getitem__
-        except (_UnpicklingError, TypeError) as exc:
-            return self._enveloped(data, exc, loads)
-
     def _cached(self, key: str) -> Any:
         """``self[key]`` under ``writeback=True``: each entry is read once and
         then served from (and written back from) the cache."""
@@ -177,19 +155,6 @@ class Shelf(BulkOperations, PrefixScans, MutableMapping[str, Any]):
             raise KeyError(key)
         value = self._cache[key] = self._decode(self._loads, data)
         return value
-
-    def _loads_for(
-        self, encoding: str | None, errors: str | None, fix_imports: bool | None
-    ) -> Loads:
-        """The loads function for one call's overrides (None: the handle's setting)."""
-        if encoding is None and errors is None and fix_imports is None:
-            return self._loads
-        default_encoding, default_errors, default_fix = self._unpickling
-        encoding = default_encoding if encoding is None else encoding
-        errors = default_errors if errors is None else errors
-        fix_imports = default_fix if fix_imports is None else fix_imports
-        check_unpickling(encoding, errors, fix_imports)
-        return make_loads(encoding, errors, fix_imports, self._trusted)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str:
