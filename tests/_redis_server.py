@@ -151,10 +151,14 @@ class RedisClusterServers:
     each with ``replicas`` replicas, made with ``redis-cli --cluster create``.
     A node timeout of one second makes a failover take a few seconds."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 1, extra: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.masters = masters
         self.replicas = replicas
+        #: More redis-server options for every node (later ones win).
+        self.extra = extra
         self.nodes: list[RedisServer] = []
 
     @property
@@ -171,6 +175,7 @@ class RedisClusterServers:
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", "1000",
+                    *self.extra,
                 )  # fmt: skip
                 self.nodes.append(node.start())
             cli = shutil.which("redis-cli")

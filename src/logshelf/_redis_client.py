@@ -22,7 +22,10 @@ except ImportError as _exc:  # pragma: no cover - exercised without the extra
         "logshelf.open('redis://...') needs the redis package: pip install logshelf[redis]"
     ) from _exc
 
-__all__ = ["UNAVAILABLE", "close", "connect", "rexc"]
+__all__ = ["MOVED", "UNAVAILABLE", "close", "connect", "master_of", "refresh", "rexc"]
+
+#: What a node answers when it no longer serves a slot (after a failover).
+MOVED = rexc.MovedError
 
 #: The client's errors that mean "the server cannot be used right now":
 #: raised as BackendUnavailableError.
@@ -42,10 +45,8 @@ def connect(target: RedisTarget, durability: str, where: str) -> Any:
     One server: no retries (a failure is reported, never repeated behind the
     caller's back). A Cluster: redis-py's own retries, which follow a
     failover to the promoted replica; every write is idempotent (the same
-    records again), so a repeated one does no harm.
-
-    Raises:
-        ValueError: durability="always" on a Cluster (not supported yet).
+    records again), so a repeated one does no harm. (``durability`` and
+    ``where`` are for the caller's checks; see :func:`master_of`.)
     """
     if not target.seeds:
         return redis.Redis.from_url(
@@ -54,8 +55,6 @@ def connect(target: RedisTarget, durability: str, where: str) -> Any:
             socket_connect_timeout=5,
             socket_timeout=60,
         )
-    if durability == "always":
-        raise ValueError(f"durability='always' is not supported on a Redis Cluster yet ({where})")
     nodes = [ClusterNode(host, port) for host, port in target.seeds[1:]]  # type: ignore[no-untyped-call]
     return RedisCluster.from_url(
         target.client_url, startup_nodes=nodes, socket_connect_timeout=5, socket_timeout=60
@@ -76,3 +75,19 @@ def close(client: Any) -> None:
         connection = getattr(node, "redis_connection", None)
         if connection is not None:
             connection.connection_pool.disconnect()
+
+
+def master_of(client: Any, key: bytes) -> Any:
+    """A client of the one server that serves ``key``: ``client`` itself, or
+    on a Cluster the master of the key's slot. durability="always" sends
+    each write and its WAIT / WAITAOF there in one pipeline, since they wait
+    for the writes of the connection they are sent on."""
+    if not isinstance(client, RedisCluster):
+        return client
+    return client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
+
+
+def refresh(client: Any) -> None:
+    """Learn a Cluster's topology again (after MOVED or a dead master)."""
+    if isinstance(client, RedisCluster):
+        client.nodes_manager.initialize()

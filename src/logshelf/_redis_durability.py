@@ -15,11 +15,16 @@ nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from ._redis_client import MOVED, UNAVAILABLE, master_of, refresh
 from .errors import StoreError
 
-__all__ = ["WAIT_MS", "Durable"]
+__all__ = ["WAIT_MS", "Durable", "write_and_wait"]
+
+#: Seconds a durable write on a Cluster keeps retrying through a failover.
+FAILOVER_S = 30.0
 
 #: Milliseconds a write waits for its acknowledgements before it fails.
 WAIT_MS = 10_000
@@ -93,3 +98,28 @@ class Durable:
                 f"the write to {self._where} is applied but reached {int(reply)} of "
                 f"{replicas} replicas within {WAIT_MS} ms"
             )
+
+
+def write_and_wait(
+    client: Any, key: bytes, script: Any, keys: list[Any], args: list[Any], wait: tuple[Any, ...]
+) -> Any:
+    """``[script reply, wait reply]``: the write script and the wait in one
+    pipeline to the server that serves ``key`` (the master of its slot on a
+    Cluster: a wait counts the writes of its own connection). On a Cluster
+    whose master moved or died (a failover), the topology is learnt again
+    and the write repeated (writes are idempotent) for up to
+    :data:`FAILOVER_S` seconds; then the error is raised.
+    """
+    deadline = time.monotonic() + FAILOVER_S
+    while True:
+        server = master_of(client, key)
+        pipe = server.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command(*wait)
+        try:
+            return pipe.execute()
+        except (MOVED, *UNAVAILABLE):
+            if server is client or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            refresh(client)

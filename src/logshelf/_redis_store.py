@@ -33,9 +33,9 @@ from ._compaction import CompactionResult, Drop
 from ._options import Options
 from ._records import Record, delete_record, put_record
 from ._redis_chunks import read_value, write_chunks
-from ._redis_client import UNAVAILABLE, connect, rexc
+from ._redis_client import UNAVAILABLE, connect, master_of, rexc
 from ._redis_client import close as close_client
-from ._redis_durability import Durable
+from ._redis_durability import Durable, write_and_wait
 from ._redis_scripts import (
     FENCED,
     LOCKED,
@@ -130,7 +130,8 @@ class RedisStore:
                 self._put_one = self._client.register_script(PUT_ONE)
                 self._open_namespace()
                 if self._durability == "always":
-                    self._durable = Durable.for_server(self._client, self.path, target.replicas)
+                    master = master_of(self._client, self._keys.lock)
+                    self._durable = Durable.for_server(master, self.path, target.replicas)
         except BaseException:
             close_client(self._client)
             raise
@@ -450,11 +451,10 @@ class RedisStore:
             with self._translate("a write", write=True):
                 if durable is None:
                     status, deleted = self._write_script(keys=keys, args=args)
-                else:  # the wait on the write's own connection (it waits for its writes)
-                    pipe = self._client.pipeline(transaction=False)
-                    self._write_script(keys=keys, args=args, client=pipe)
-                    pipe.execute_command(*durable)
-                    (status, deleted), reply = pipe.execute()
+                else:
+                    (status, deleted), reply = write_and_wait(
+                        self._client, self._keys.lock, self._write_script, keys, args, durable
+                    )
             if status == LOCKED:
                 wait()
                 continue

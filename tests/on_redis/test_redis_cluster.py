@@ -69,9 +69,60 @@ def test_processes_writing_one_namespace_lose_nothing(redis_cluster_url: str) ->
         assert len(db) == 1 + 4 * 25 * 3  # no batch lost
 
 
-def test_durability_always_is_refused_on_a_cluster(redis_cluster_url: str) -> None:
-    with pytest.raises(ValueError, match="Cluster"):
+def test_durability_always_needs_a_cluster_that_fsyncs_every_write(redis_cluster_url: str) -> None:
+    """The session's Cluster keeps no append-only file: "always" cannot be
+    promised there, and open() says what to configure."""
+    with pytest.raises(ValueError, match="appendfsync always"):
         logshelf.open(redis_cluster_url, durability="always")
+
+
+@pytest.mark.timeout(180)
+def test_durability_always_on_a_cluster_waits_and_follows_a_failover(tmp_path: Path) -> None:
+    """With every node fsyncing each write and replicas=1, a write returns
+    once the slot's master has it on disk and a replica acknowledged it (WAIT
+    on the master's own connection); when that master dies, writes resume on
+    the promoted replica, and nothing acknowledged is lost."""
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    cluster = RedisClusterServers(tmp_path / "cluster", extra=aof).start()
+    try:
+        url = f"{cluster.url}?namespace=durable&replicas=1"
+        with logshelf.open(url, durability="always") as db:
+            db.update({f"k{i}": i for i in range(50)})
+            for i in range(50, 60):
+                db[f"k{i}"] = i
+            with db.transaction():
+                db["tx"] = "committed"
+            slot = _slot(cluster, namespace_of(url))
+            master = cluster.master_of(slot)
+            master.kill()
+            # The write follows the failover to the promoted replica, which
+            # has no replica of its own yet: applied, but not confirmed.
+            with pytest.raises(logshelf.StoreError, match="unavailable|of 1 replicas"):
+                db["during"] = "the failover"
+            deadline = time.monotonic() + 90
+            while True:  # the replica takes over ...
+                try:
+                    if cluster.master_of(slot) is not master:
+                        break
+                except RuntimeError:
+                    pass
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.2)
+            master.start()  # ... and the old master comes back as its replica
+            cluster.wait_ok()
+            errors: list[BaseException] = []
+            while True:
+                try:
+                    db["after"] = "failover"
+                    break
+                except logshelf.StoreError as exc:  # unavailable, or no replica synced yet
+                    errors.append(exc)
+                    assert time.monotonic() < deadline, errors[-1]
+                    time.sleep(0.2)
+            assert db.get_many([f"k{i}" for i in range(60)]) == {f"k{i}": i for i in range(60)}
+            assert db["tx"] == "committed" and db["after"] == "failover"
+    finally:
+        cluster.stop()
 
 
 @pytest.mark.timeout(120)
