@@ -97,7 +97,7 @@ def test_durability_always_on_a_cluster_waits_and_follows_a_failover(tmp_path: P
             master.kill()
             # The write follows the failover to the promoted replica, which
             # has no replica of its own yet: applied, but not confirmed.
-            with pytest.raises(logshelf.StoreError, match="unavailable|of 1 replicas"):
+            with pytest.raises(logshelf.StoreError, match=r"unavailable|of 1 replicas"):
                 db["during"] = "the failover"
             deadline = time.monotonic() + 90
             while True:  # the replica takes over ...
