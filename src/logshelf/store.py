@@ -24,6 +24,7 @@ from ._bytes_store import BytesStore
 from ._compaction import CompactionResult
 from ._decoding import Decoding
 from ._encoding import LargeBuffer, compressed, encode
+from ._encoding import dumps as dumps_out_of_band
 from ._encoding import probe as _probe
 from ._engine import Engine
 from ._fs import FileSystem
@@ -106,6 +107,7 @@ class Shelf(Decoding, BulkOperations, PrefixScans, MutableMapping[str, Any]):
         self._copy = check_copy(copy)
         #: Pickle finds large buffers for the engine to store out of band.
         self._oob = self._protocol >= 5 and engine.out_of_band
+        self._out_of_band = (self._protocol, self._codec, self._compress_min)
         # Bound once (db[key] is the benchmarked "random read"); by default
         # _loads is pickle.loads itself.
         self._get = engine.get if copy else functools.partial(engine.get, copy=False)
@@ -166,8 +168,8 @@ class Shelf(Decoding, BulkOperations, PrefixScans, MutableMapping[str, Any]):
         else:
             try:
                 data = _dumps(value, self._protocol, buffer_callback=_probe)
-            except LargeBuffer:
-                self._engine.put(key, *self._encode(value))
+            except LargeBuffer:  # pickle again, the large buffers out of band
+                self._engine.put(key, *dumps_out_of_band(value, *self._out_of_band))
             else:
                 if self._codec and len(data) >= self._compress_min:
                     self._engine.put(key, *compressed(data, self._codec, self._compress_min))
