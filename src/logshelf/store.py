@@ -569,11 +569,11 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     local = not is_url(filename)
     allowed = check_safety(options.path, safe, trusted, trusted_owner, warn=local and not keys)
     if (safe or keys) and mode == 0o666:
-        options = dataclasses.replace(options, mode=0o600)
-    engine: BytesStore
-    if keys:
+        options = dataclasses.replace(options, mode=0o600, keys=keys)
+    elif keys:
         options = dataclasses.replace(options, keys=keys)
-    if is_url(filename):  # a namespace of a Redis server (docs/redis.md)
+    engine: BytesStore
+    if not local:  # a namespace of a Redis server (docs/redis.md)
         from ._redis_store import open_url  # imports redis: only for such a URL
 
         engine = open_url(filename, options)
