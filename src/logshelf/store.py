@@ -573,7 +573,7 @@ def open(  # mirrors shelve.open, shadowing the builtin on purpose
     elif keys:
         options = dataclasses.replace(options, keys=keys)
     engine: BytesStore
-    if not local:  # a namespace of a Redis server (docs/redis.md)
+    if is_url(filename):  # a namespace of a Redis server (docs/redis.md)
         from ._redis_store import open_url  # imports redis: only for such a URL
 
         engine = open_url(filename, options)
