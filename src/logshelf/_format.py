@@ -10,6 +10,7 @@ A store is a directory::
 
     LOCK                     the writer lock (empty; never deleted)
     CHANGES                  change counter, 16 bytes (docs/format.md §6.1)
+    LEASE                    writers waiting for a lease holder's lock (§6.3)
     SYNCED                   how far the active segment is known durable (§6.2)
     COMPACT.LOCK             held while a compaction runs (empty; no data)
     MANIFEST                 the live segments in replay order, last = active
@@ -48,6 +49,8 @@ __all__ = [
     "KIND_DELETE",
     "KIND_PUT",
     "KIND_SEAL",
+    "LEASE",
+    "LEASE_NAME",
     "MANIFEST_NAME",
     "MAX_KEY_BYTES",
     "RECORD_HEADER",
@@ -80,11 +83,13 @@ CHECKSUM_CRC32 = 1
 SEGMENT_MAGIC = b"LSHFSEG\x00"
 MANIFEST_MAGIC = b"LSHFMAN\x00"
 CHANGES_MAGIC = b"LSHFCHG\x00"
+LEASE_MAGIC = b"LSHFLSE\x00"
 
 MANIFEST_NAME = "MANIFEST"
 LOCK_NAME = "LOCK"
 COMPACT_LOCK_NAME = "COMPACT.LOCK"
 CHANGES_NAME = "CHANGES"
+LEASE_NAME = "LEASE"
 SYNCED_NAME = "SYNCED"
 QUARANTINE_DIR = "quarantine"
 
@@ -118,6 +123,34 @@ assert CHANGES.size == 16
 def encode_changes(counter: int) -> bytes:
     """A new CHANGES file holding ``counter``."""
     return CHANGES.pack(CHANGES_MAGIC, counter)
+
+
+# --------------------------------------------------------------------------
+# LEASE: the waiters of the writer lock, 272 bytes, shared through memory maps.
+#
+#   off size field
+#     0    8 magic b"LSHFLSE\0"
+#     8    8 reserved, 0
+#    16  256 64 waiter slots, u32 each: the pid of a process waiting for the
+#            writer lock, 0 for a free slot
+#
+# A writer that keeps the OS lock between its writes (a lease) releases it at
+# the end of its next write, or at once if idle, when any slot is non-zero.
+# Created with the store; a store made by an older version gets it from its
+# first writer here (O_CREAT, then the bytes written by pwrite: two creators
+# write the same bytes). Never truncated or replaced, so a map of it stays
+# valid. Anything but the right size and magic means "no waiter
+# list": writers then fall back to waiting out the holder's idle release.
+LEASE = struct.Struct("<8sQ")
+LEASE_SLOTS = 64
+LEASE_WAITERS = slice(LEASE.size, LEASE.size + 4 * LEASE_SLOTS)
+LEASE_SIZE = LEASE.size + 4 * LEASE_SLOTS
+assert LEASE_SIZE == 272
+
+
+def encode_lease() -> bytes:
+    """A new LEASE file: no waiters."""
+    return LEASE.pack(LEASE_MAGIC, 0) + bytes(4 * LEASE_SLOTS)
 
 
 # --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from types import TracebackType
 from . import _forking
 from . import _format as fmt
 from ._fs import FileSystem
+from ._lease import COOL_DOWN, WaitList, releaser
 from .errors import LockTimeoutError
 
 try:
@@ -47,6 +48,9 @@ __all__ = ["ChangeCounter", "ExclusiveFileLock", "WriterLock"]
 # Contended waits with a timeout poll with this back-off (seconds).
 _POLL_FIRST = 50e-6
 _POLL_MAX = 1e-3
+
+# Every this many hand-overs, a holder frees the waiter slots of dead pids.
+_CLEAR_DEAD_EVERY = 256
 
 # Where CHANGES keeps its counter (little-endian: byte _AT holds bit 0).
 _AT = fmt.CHANGES_COUNTER.start
@@ -173,8 +177,21 @@ class _ProcessLock:
         self.filelock: object | None = None
         # Raised around every hold, whichever backend takes the OS lock.
         self.changes = ChangeCounter.open(os.path.dirname(path), True, fs)
+        # The lease (_lease): the flock backend keeps the OS lock between
+        # holds while no other process waits for it. ``leased``: held with
+        # depth 0. ``holds`` counts holds ended under the lease (the releaser
+        # compares it to see idleness); ``yield_next`` asks the next hold's
+        # end to release, and no lease begins before ``lease_after``.
+        self.leased = False
+        self.holds = 0
+        self.lease_since = 0.0
+        self.lease_after = 0.0
+        self.yield_next = False
+        self._handovers = 0
+        self.waiters: WaitList | None = None
         if backend == "flock":
             self.fd = fs.open(path, os.O_RDWR | os.O_CREAT, mode)
+            self.waiters = WaitList.open(os.path.dirname(path), fs, mode)
         else:
             import filelock
 
@@ -211,7 +228,9 @@ class _ProcessLock:
         if self.depth:
             self.depth += 1
             return None
-        if self.fd >= 0:
+        if self.leased:
+            pass  # the OS lock is still ours: no system call
+        elif self.fd >= 0:
             try:
                 self._flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -237,8 +256,45 @@ class _ProcessLock:
         finally:
             if self.filelock is not None:
                 self.filelock.release()  # type: ignore[attr-defined]
-            else:
+            elif self.waiters is None or self.yield_next or self.waiters.anyone():
+                self._hand_over()
+            elif self.leased:
+                self.holds += 1
+            elif time.monotonic() >= self.lease_after:
+                self._begin_lease()
+            else:  # cooling down after a long lease: no lease yet
                 self._flock(self.fd, fcntl.LOCK_UN)
+
+    def _begin_lease(self) -> None:
+        """Keep the OS lock after this hold; the releaser gives it up later."""
+        self.leased = True
+        self.lease_since = time.monotonic()
+        releaser.watch(self)
+
+    def _hand_over(self) -> None:
+        """Release the OS lock at the end of a hold (someone waits, the
+        lease ran its time, or there is no waiter list to sign up on)."""
+        if self.yield_next:
+            self.lease_after = time.monotonic() + COOL_DOWN
+            self.yield_next = False
+        self.leased = False
+        self._flock(self.fd, fcntl.LOCK_UN)
+        if self.waiters is not None:
+            self._handovers += 1
+            if not self._handovers % _CLEAR_DEAD_EVERY:
+                # A waiter killed while waiting leaves its pid behind, and
+                # every holder would hand over to nobody at each write.
+                self.waiters.clear_dead()
+
+    def drop_lease(self, cool_down: bool) -> None:
+        """The releaser's call: give up an idle, wanted or (``cool_down``)
+        too long held lease. The caller holds ``mutex`` and saw ``depth == 0``."""
+        if self.fd >= 0:
+            self._flock(self.fd, fcntl.LOCK_UN)  # if this raises, still leased
+        if cool_down:
+            self.lease_after = time.monotonic() + COOL_DOWN
+        self.leased = False
+        self.yield_next = False
 
     def _acquire_os(self, timeout: float | None, store: str, deadline: float | None) -> None:
         if deadline is None and timeout is not None:
@@ -252,21 +308,28 @@ class _ProcessLock:
             except filelock.Timeout as exc:
                 raise _timed_out(store, timeout, "another process is writing") from exc
             return
-        if deadline is None:
-            # Blocks in the kernel; interruptible by signals (Ctrl-C).
-            self.fs.flock(self.fd, fcntl.LOCK_EX)
-            return
-        pause = _POLL_FIRST
-        while True:
-            try:
-                self.fs.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Sign up as a waiter, so that a holder keeping a lease hands over
+        # at the end of its current write (_lease).
+        slot = 0 if self.waiters is None else self.waiters.join(os.getpid())
+        try:
+            if deadline is None:
+                # Blocks in the kernel; interruptible by signals (Ctrl-C).
+                self.fs.flock(self.fd, fcntl.LOCK_EX)
                 return
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _timed_out(store, timeout, "another process is writing") from None
-                time.sleep(min(pause, remaining))
-                pause = min(pause * 2, _POLL_MAX)
+            pause = _POLL_FIRST
+            while True:
+                try:
+                    self.fs.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _timed_out(store, timeout, "another process is writing") from None
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, _POLL_MAX)
+        finally:
+            if self.waiters is not None:
+                self.waiters.leave(slot)
 
     def release(self) -> None:
         try:
@@ -275,9 +338,27 @@ class _ProcessLock:
             self.mutex.release()
 
     def close(self) -> None:
+        releaser.forget(self)
+        with self.mutex:
+            # Not while the releaser may be unlocking this descriptor.
+            self.leased = False
+            self._release_resources()
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies, release nothing
+        (the parent's lease is the parent's; no releaser thread exists here,
+        and the mutex may be held by a thread that did not survive the fork)."""
+        self.leased = False
+        self._release_resources()
+
+    def _release_resources(self) -> None:
+        # Closing the last descriptor releases a lease's OS lock.
         if self.changes is not None:
             changes, self.changes = self.changes, None
             changes.close()
+        if self.waiters is not None:
+            waiters, self.waiters = self.waiters, None
+            waiters.close()
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             self.fs.close(fd)
@@ -342,7 +423,7 @@ class _Registry:
         self.guard = threading.Lock()
         for lock, _ in self.locks.values():
             try:
-                lock.close()
+                lock.forget()
             except OSError:
                 pass
         self.locks = {}

@@ -89,6 +89,10 @@ def create_store(fs: FileSystem, path: str, mode: int) -> None:
         fs.write_file_atomic(
             os.path.join(tmp, fmt.CHANGES_NAME), fmt.encode_changes(0), sync_dir=False, mode=mode
         )
+        # With the store, so that opening it writes nothing (_lease).
+        fs.write_file_atomic(
+            os.path.join(tmp, fmt.LEASE_NAME), fmt.encode_lease(), sync_dir=False, mode=mode
+        )
         first = Segment.create(fs, tmp, 1, 0, mode)
         first.close()
         # The first segment's header is durable: the first mark (see _synced).

@@ -1803,6 +1803,18 @@ def _vm_size() -> int:
     return 0
 
 
+def _start_lease_thread(workdir: Path) -> None:
+    """Write once to a scratch store before any case: the first writer lease
+    of a process starts its one releaser thread (logshelf._lease), whose
+    malloc arena reserves about 128 MiB of address space, untouched. That is
+    once per process and unrelated to what a case's damage makes the store
+    allocate, which is what the peak check below is for."""
+    scratch = workdir.parent / "lease-warm-up"
+    with logshelf.open(str(scratch)) as db:
+        db["warm"] = 1
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _limit_address_space() -> None:
     """Cap this process's address space a few GiB above its current size, so a
     runaway allocation fails (MemoryError, a failure) instead of taking the
@@ -1982,6 +1994,7 @@ def worker(job_path: str) -> None:
     workdir = Path(job["workdir"])
     if job.get("inject"):
         _inject(job["inject"])
+    _start_lease_thread(workdir)
     _limit_address_space()
     forged: dict[str, dict[str, list[Op]]] = {}
     for case_id in job["cases"]:
