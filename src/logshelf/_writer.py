@@ -128,6 +128,11 @@ class Writer:
         commits. Deletes of absent keys are left out; return how many
         records were written (0: nothing was). The caller holds the mutex.
         On any failure the segment is cut back to where the batch started."""
+        if len(records) == 1 and not records[0].codec & _BUFFERS:
+            r = records[0]
+            return self.write_one(
+                r.kind, r.key, r.key_bytes, r.codec, r.data, r.vcrc, r.rawlen, deadline
+            )
         view = self.view
         lock = self.lock
         # If the change counter still holds what this view saw when it last
@@ -157,27 +162,12 @@ class Writer:
                 location = ((len(segments) - 1) << _SLOT_SHIFT) | start
                 txid = view.max_txid + 1
                 parts = None
-                if len(records) == 1 and not records[0].codec & _BUFFERS:
-                    r = records[0]
-                    data = fmt.pack_record(
-                        active.salt,
-                        txid,
-                        r.kind,
-                        True,
-                        r.codec,
-                        r.key_bytes,
-                        r.data,
-                        r.vcrc,
-                        r.rawlen,
-                    )
-                    locations = [location]
-                else:
-                    try:
-                        data, locations = fmt.pack_batch(active.salt, txid, records, location)
-                    except fmt.HasBuffers:
-                        # Arrays' buffers are written from their own memory,
-                        # never joined (_buffer_format): a list of parts.
-                        parts, locations, size = pack_parts(active.salt, txid, records, location)
+                try:
+                    data, locations = fmt.pack_batch(active.salt, txid, records, location)
+                except fmt.HasBuffers:
+                    # Arrays' buffers are written from their own memory,
+                    # never joined (_buffer_format): a list of parts.
+                    parts, locations, size = pack_parts(active.salt, txid, records, location)
                 if parts is None:
                     size = len(data)
                 if attempt or start + size <= self._max_size or start <= HEADER_END:
@@ -194,17 +184,7 @@ class Writer:
                 self.undo(active, start)
                 raise
             view.txid = txid
-            if len(records) == 1 and all_puts:
-                # The common write, without the call (View.apply_written
-                # handles every other batch the same way). view.index, not
-                # the local bound above: a rollover in the loop may have
-                # reloaded the view (a MANIFEST that another process's
-                # compaction plan had moved on), replacing the dict.
-                view.index[records[0].key] = locations[0]
-                if view.active_deletes:
-                    view.active_deletes.discard(records[0].key)
-            else:
-                view.apply_written(records, locations, all_puts)
+            view.apply_written(records, locations, all_puts)
             view.end = end = start + size
             active.readable_end = end
             if self._syncs:
@@ -216,6 +196,71 @@ class Writer:
             # to date as of the counter it just set.
             view.seen = released
         return len(records)
+
+    def write_one(
+        self,
+        kind: int,
+        key: str,
+        kb: bytes,
+        codec: int,
+        data: bytes,
+        vcrc: int,
+        rawlen: int,
+        deadline: float | None = None,
+    ) -> int:
+        """:meth:`write` of one put or delete without out-of-band buffers:
+        the single-key write (``db[k] = v``, ``del db[k]``), with nothing
+        else. Returns 1, or 0 for a delete of an absent key (nothing
+        written). The caller holds the mutex."""
+        view = self.view
+        lock = self.lock
+        at = lock.enter_held(deadline)
+        try:
+            if (
+                at != view.seen and self.fs.size(view.segments[-1].fd) != view.end
+            ) or view.seal_next:
+                self.prepare()
+            if kind != _PUT and key not in view.index:
+                return 0
+            for attempt in (0, 1):
+                segments = view.segments
+                active = segments[-1]
+                start = view.end
+                txid = view.max_txid + 1
+                record = fmt.pack_record(
+                    active.salt, txid, kind, True, codec, kb, data, vcrc, rawlen
+                )
+                if attempt or start + len(record) <= self._max_size or start <= HEADER_END:
+                    break
+                self.roll(drop_old=False)
+            view.max_txid = txid  # burnt even if the write fails
+            try:
+                self.fs.append(active.fd, record)
+            except BaseException:
+                self.undo(active, start)
+                raise
+            view.txid = txid
+            # view.index, never a local bound before the loop: a rollover
+            # may have reloaded the view (a MANIFEST that another process's
+            # compaction plan had moved on), replacing the dict.
+            if kind == _PUT:
+                view.index[key] = ((len(segments) - 1) << _SLOT_SHIFT) | start
+                if view.active_deletes:
+                    view.active_deletes.discard(key)
+            else:
+                view.index.pop(key, None)
+                view.active_deletes.add(key)
+            view.end = end = start + len(record)
+            active.readable_end = end
+            if self._syncs:
+                self.sync_after_write()
+        finally:
+            released = lock.exit_held()
+        if released is not None:
+            # Caught up under the lock, then only this write: this view is up
+            # to date as of the counter it just set.
+            view.seen = released
+        return 1
 
     def undo(self, seg: Segment, start: int) -> None:
         """A write failed part-way: cut back to where it started. If even that
