@@ -19,8 +19,11 @@ issues require it:
 Part 1 builds that pipeline up one step at a time, in plain straight-line
 Python with no engine around it, and prints each step's time per write and
 its ratio to the raw baseline, next to logshelf itself (one key per write and
-in transactions of 100). The last "floor" line is the least a design that
-keeps the issues' requirements can cost per write.
+in transactions of 100). The "floor" line is the least a design with a
+lock system call per write can cost. The two "lease" lines are the least
+without one (logshelf's writer lease, ``docs/concurrency.md``): with a
+write(2) per record, and with a copy into a preallocated shared memory map
+instead, the design issue 15's 2.0x insert target would need.
 
 Part 1b does the same for a random read: a slice of a memory-mapped
 record, then both checksums and the key comparison, then the check that
@@ -132,6 +135,50 @@ def _pipeline(lock: bool, size_check: bool, header: bool, batch: int = 1) -> Ste
     return run
 
 
+def _lease_floor(mapped: bool) -> Step:
+    """What a writer holding a lease must still do per record: pickle, the
+    checksummed header, the change counter's two one-byte stores, and the
+    append: one write(2), or (``mapped``) a copy into a file that is
+    preallocated and mapped shared, so no system call at all. A copy into a
+    shared map is in the page cache when it returns: it survives ``kill -9``
+    and other processes see it, as a write(2) does."""
+
+    def run(directory: str, items: list[tuple[str, Any]]) -> float:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(os.path.join(directory, "log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        counter = mmap.mmap(-1, 16)
+        size = 64 << 20
+        if mapped:
+            os.ftruncate(fd, size)
+            log = mmap.mmap(fd, size)
+        index: dict[str, int] = {}
+        end = 0
+        dumps, write, crc32, pack = pickle.dumps, os.write, zlib.crc32, fmt.pack_record
+        start = time.perf_counter()
+        try:
+            for key, value in items:
+                data = dumps(value, 5)
+                data = pack(7, 1, fmt.KIND_PUT, True, 0, key.encode(), data, crc32(data), 0)
+                counter[8] = counter[8] | 1
+                if mapped:
+                    if end + len(data) > size:
+                        raise RuntimeError("preallocate more for this many records")
+                    log[end : end + len(data)] = data
+                else:
+                    write(fd, data)
+                index[key] = end
+                end += len(data)
+                counter[8] = (counter[8] + 1) & 0xFE
+            return time.perf_counter() - start
+        finally:
+            if mapped:
+                log.close()
+            counter.close()
+            os.close(fd)
+
+    return run
+
+
 def _logshelf(tx: int) -> Step:
     def run(directory: str, items: list[tuple[str, Any]]) -> float:
         with logshelf.open(directory) as db:
@@ -155,6 +202,8 @@ STEPS: list[tuple[str, Step]] = [
     ("+ checksummed 32-byte header", _pipeline(lock=False, size_check=False, header=True)),
     ("+ flock / unlock per write", _pipeline(lock=True, size_check=False, header=True)),
     ("+ size check (lseek): the floor", _pipeline(lock=True, size_check=True, header=True)),
+    ("a lease instead of the lock: header, counter, write(2)", _lease_floor(mapped=False)),
+    ("lease, and a copy into a shared map instead of write(2)", _lease_floor(mapped=True)),
     ("logshelf, one key per write", _logshelf(1)),
     (
         "batches of 100: header, lock, size check, one write(2)",
