@@ -18,6 +18,12 @@ again keeps the OS lock instead, as long as nobody else wants it:
   another waiter shared and cleared, an older logshelf, a foreign
   ``filelock`` user.
 
+A lease is for a process that writes alone. Once a hold ended with a
+waiter, or this process had to wait, it takes no lease for
+``CONTENDED_PAUSE``: writers that contend take and release the lock per
+write, as without leases (a holder descheduled between two writes would
+otherwise keep the lock from everyone for a time slice).
+
 Nothing here changes what the lock protects: every change to the store is
 still made inside a hold, with the change counter odd (``_locking``); a
 killed holder's lock is released by the kernel as before.
@@ -35,7 +41,7 @@ from . import _forking
 from . import _format as fmt
 from ._fs import FileSystem
 
-__all__ = ["COOL_DOWN", "MAX_HOLD", "TICK", "Releaser", "WaitList", "releaser"]
+__all__ = ["CONTENDED_PAUSE", "COOL_DOWN", "MAX_HOLD", "TICK", "Releaser", "WaitList", "releaser"]
 
 #: How often the releaser looks at a held lease (seconds). A lease is given
 #: up between one and two ticks after the holder's last write.
@@ -48,6 +54,12 @@ MAX_HOLD = 0.02
 #: process that cannot sign up as a waiter (an older logshelf, a foreign
 #: ``filelock`` user polling the lock file) gets its turn.
 COOL_DOWN = 0.002
+#: After a hand-over to a waiter, or a wait for the lock, this process takes
+#: no lease for this long (seconds). While several processes write at once a
+#: lease buys nothing (it is handed over after every write) and costs much:
+#: a holder the scheduler stops between two writes would keep everyone
+#: waiting for its next time slice, where without a lease the lock is free.
+CONTENDED_PAUSE = 0.05
 
 _SLOTS = fmt.LEASE_SLOTS
 _FIRST = fmt.LEASE_WAITERS.start
@@ -135,9 +147,9 @@ class Holder(Protocol):
     yield_next: bool
     waiters: WaitList | None
 
-    def drop_lease(self, cool_down: bool) -> None:
-        """Release the OS lock held as a lease (caller holds ``mutex``);
-        ``cool_down``: begin no new lease for ``COOL_DOWN`` seconds."""
+    def drop_lease(self, pause: float) -> None:
+        """Release the OS lock held as a lease (caller holds ``mutex``) and
+        begin no new lease for ``pause`` seconds."""
 
 
 class Releaser:
@@ -198,7 +210,7 @@ class Releaser:
         if holder.mutex.acquire(blocking=False):
             try:
                 if holder.leased and not holder.depth:
-                    holder.drop_lease(cool_down=not (idle or wanted))
+                    holder.drop_lease(CONTENDED_PAUSE if wanted else (0.0 if idle else COOL_DOWN))
                     if wanted and waiters is not None:
                         waiters.clear_dead()
             except (OSError, ValueError):

@@ -35,7 +35,7 @@ from types import TracebackType
 from . import _forking
 from . import _format as fmt
 from ._fs import FileSystem
-from ._lease import COOL_DOWN, WaitList, releaser
+from ._lease import CONTENDED_PAUSE, COOL_DOWN, WaitList, releaser
 from .errors import LockTimeoutError
 
 try:
@@ -256,8 +256,12 @@ class _ProcessLock:
         finally:
             if self.filelock is not None:
                 self.filelock.release()  # type: ignore[attr-defined]
-            elif self.waiters is None or self.yield_next or self.waiters.anyone():
-                self._hand_over()
+            elif self.waiters is None:
+                self._flock(self.fd, fcntl.LOCK_UN)  # no lease without a waiter list
+            elif self.yield_next:
+                self._hand_over(COOL_DOWN)
+            elif self.waiters.anyone():
+                self._hand_over(CONTENDED_PAUSE)
             elif self.leased:
                 self.holds += 1
             elif time.monotonic() >= self.lease_after:
@@ -271,28 +275,26 @@ class _ProcessLock:
         self.lease_since = time.monotonic()
         releaser.watch(self)
 
-    def _hand_over(self) -> None:
-        """Release the OS lock at the end of a hold (someone waits, the
-        lease ran its time, or there is no waiter list to sign up on)."""
-        if self.yield_next:
-            self.lease_after = time.monotonic() + COOL_DOWN
-            self.yield_next = False
+    def _hand_over(self, pause: float) -> None:
+        """Release the OS lock at the end of a hold (someone waits, or the
+        lease ran its time) and begin no lease for ``pause`` seconds."""
+        self.lease_after = time.monotonic() + pause
+        self.yield_next = False
         self.leased = False
         self._flock(self.fd, fcntl.LOCK_UN)
-        if self.waiters is not None:
-            self._handovers += 1
-            if not self._handovers % _CLEAR_DEAD_EVERY:
-                # A waiter killed while waiting leaves its pid behind, and
-                # every holder would hand over to nobody at each write.
-                self.waiters.clear_dead()
+        self._handovers += 1
+        if not self._handovers % _CLEAR_DEAD_EVERY and self.waiters is not None:
+            # A waiter killed while waiting leaves its pid behind, and every
+            # holder would hand over to nobody at each write.
+            self.waiters.clear_dead()
 
-    def drop_lease(self, cool_down: bool) -> None:
-        """The releaser's call: give up an idle, wanted or (``cool_down``)
-        too long held lease. The caller holds ``mutex`` and saw ``depth == 0``."""
+    def drop_lease(self, pause: float) -> None:
+        """The releaser's call: give up an idle, wanted or too long held
+        lease, and begin no lease for ``pause`` seconds. The caller holds
+        ``mutex`` and saw ``depth == 0``."""
         if self.fd >= 0:
             self._flock(self.fd, fcntl.LOCK_UN)  # if this raises, still leased
-        if cool_down:
-            self.lease_after = time.monotonic() + COOL_DOWN
+        self.lease_after = time.monotonic() + pause
         self.leased = False
         self.yield_next = False
 
@@ -309,8 +311,10 @@ class _ProcessLock:
                 raise _timed_out(store, timeout, "another process is writing") from exc
             return
         # Sign up as a waiter, so that a holder keeping a lease hands over
-        # at the end of its current write (_lease).
+        # at the end of its current write (_lease); and, having waited,
+        # take no lease for a while (others are writing too).
         slot = 0 if self.waiters is None else self.waiters.join(os.getpid())
+        self.lease_after = time.monotonic() + CONTENDED_PAUSE
         try:
             if deadline is None:
                 # Blocks in the kernel; interruptible by signals (Ctrl-C).
