@@ -163,11 +163,12 @@ class Releaser:
         self.wake = threading.Event()
         self.holders: set[Holder] = set()
         self.thread: threading.Thread | None = None
+        self.stopping = False
 
     def watch(self, holder: Holder) -> None:
         """``holder`` just began a lease: look at it every tick until it ends."""
         with self.guard:
-            if holder in self.holders:
+            if holder in self.holders and self.thread is not None:
                 return  # still watched since its last lease: the thread is awake
             self.holders.add(holder)
             if self.thread is None:
@@ -181,7 +182,7 @@ class Releaser:
             self.holders.discard(holder)
 
     def _run(self) -> None:
-        while True:
+        while not self.stopping:
             with self.guard:
                 holders = list(self.holders)
             if not holders:
@@ -190,6 +191,8 @@ class Releaser:
                 continue
             seen = [h.holds for h in holders]
             time.sleep(TICK)
+            if self.stopping:
+                return
             now = time.monotonic()
             for holder, holds in zip(holders, seen, strict=True):
                 if not self._look(holder, holder.holds == holds, now):
@@ -225,14 +228,54 @@ class Releaser:
             holder.yield_next = True
         return holder.leased
 
+    def before_fork(self) -> None:
+        """Before ``fork()``: give up every lease that no thread is inside a
+        hold of, and stop the thread. A process forked while it has threads
+        may deadlock in the child, and Python 3.12+ warns about exactly that
+        (a DeprecationWarning, after the parent's at-fork hooks ran: so the
+        thread stays stopped unless a lease is still held)."""
+        thread = self.thread
+        if thread is None or thread is threading.current_thread():
+            return
+        self.stopping = True
+        self.wake.set()
+        thread.join(1.0)
+        with self.guard:
+            for holder in list(self.holders):
+                if not holder.mutex.acquire(blocking=False):
+                    continue
+                try:
+                    if holder.leased and not holder.depth:
+                        holder.drop_lease(0.0)
+                except (OSError, ValueError):
+                    pass
+                finally:
+                    holder.mutex.release()
+                if not holder.leased:
+                    self.holders.discard(holder)
+
+    def after_fork_in_parent(self) -> None:
+        """Start the thread again if a lease is still held (one a thread
+        of this process was inside a hold of at the fork)."""
+        with self.guard:
+            self.stopping = False
+            if self.thread is not None and not self.thread.is_alive():
+                self.thread = None
+            if self.holders and self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="logshelf-lease", daemon=True)
+                self.thread.start()
+
     def forget_after_fork(self) -> None:
         # No thread survives a fork, and the child holds no lease.
         self.guard = threading.Lock()
         self.wake = threading.Event()
         self.holders = set()
         self.thread = None
+        self.stopping = False
 
 
 #: The process's releaser.
 releaser = Releaser()
 _forking.register(releaser)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=releaser.before_fork, after_in_parent=releaser.after_fork_in_parent)

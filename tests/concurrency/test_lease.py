@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -276,3 +277,33 @@ def test_a_foreign_filelock_user_gets_its_turn(tmp_path: Path) -> None:
             assert child.stdout is not None and child.stdout.read().strip() == "got"
         finally:
             _stop(child)
+
+
+def _lease_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "logshelf-lease" and t.is_alive()]
+
+
+def test_fork_drops_leases_and_the_thread(tmp_path: Path) -> None:
+    """A process forked while it has threads may deadlock in the child, and
+    Python 3.12+ warns about it: before a fork every lease is given up and
+    the releaser thread stopped; the next write starts it again."""
+    store = tmp_path / "s"
+    with logshelf.open(store) as db:
+        db["k"] = 0
+        assert _lease_threads() and not _lock_is_free(store)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its status
+            ok = not _lease_threads()
+            try:
+                with logshelf.open(store, lock_timeout=5) as child:
+                    child["child"] = 1
+            except BaseException:
+                os._exit(2)
+            os._exit(0 if ok else 1)
+        # In the parent, right after the fork: no thread, no lock held.
+        assert not _lease_threads()
+        assert os.waitpid(pid, 0)[1] == 0
+        assert _lock_is_free(store)
+        db["k"] = 1
+        assert _lease_threads()
+        assert db["child"] == 1
