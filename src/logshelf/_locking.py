@@ -343,10 +343,16 @@ class _ProcessLock:
 
     def close(self) -> None:
         releaser.forget(self)
-        with self.mutex:
-            # Not while the releaser may be unlocking this descriptor.
+        # Not while the releaser may be unlocking this descriptor; but never
+        # wait forever: at interpreter exit the (daemon) releaser can be
+        # frozen holding the mutex, and closing the descriptor is all we need.
+        got = self.mutex.acquire(timeout=1.0)
+        try:
             self.leased = False
             self._release_resources()
+        finally:
+            if got:
+                self.mutex.release()
 
     def forget(self) -> None:
         """In a forked child: close this process's copies, release nothing
