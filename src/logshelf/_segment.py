@@ -14,13 +14,12 @@ import re
 import struct
 import zlib
 from array import array
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable
 
 from . import _format as fmt
-from ._buffer_io import check_value
 from ._fs import FileSystem
-from .errors import CorruptionError, FormatError
+from ._segment_scan import SCAN_CHUNK, ScannedRecord, SegmentScan
+from .errors import CorruptionError
 
 __all__ = ["ScannedRecord", "Segment", "SegmentScan"]
 
@@ -33,10 +32,6 @@ _BUFFERS = fmt.FLAG_BUFFERS
 _HEAD_LEN = struct.Struct("<I")
 # A read first fetches this many bytes in the hope that the whole record fits.
 _SPECULATIVE_READ = 512
-# Scans read the file in chunks of this size.
-_SCAN_CHUNK = 1 << 20
-# Values larger than this are checksummed in pieces instead of read whole.
-_STREAM_VALUE = 8 << 20
 # Remap once this many committed bytes lie beyond the mapping; reads of the
 # newest records use pread meanwhile, so frequent small writes don't cause a
 # remap (and its page faults) each.
@@ -47,17 +42,6 @@ _REMAP_AFTER_PREADS = 64
 # A record may start wherever its kind byte (offset 30) and flags byte (31) look
 # plausible: used to look for valid records after damage.
 _CANDIDATE = re.compile(rb"[\xa1\xa2\xa4][\x00-\x1f]", re.DOTALL)
-
-
-class ScannedRecord(NamedTuple):
-    """A valid record found by a scan (values are not kept)."""
-
-    offset: int
-    kind: int
-    key: bytes
-    txid: int
-    length: int
-    seal_next: int
 
 
 class Segment:
@@ -390,7 +374,7 @@ class Segment:
         overlap = _HEADER_SIZE
         while chunk_start < limit:
             # Candidates are located by their kind/flags bytes at offset 30.
-            data = self.fs.pread(self.fd, min(_SCAN_CHUNK, limit - chunk_start), chunk_start)
+            data = self.fs.pread(self.fd, min(SCAN_CHUNK, limit - chunk_start), chunk_start)
             if not data:
                 return None
             for match in _CANDIDATE.finditer(data):
@@ -411,156 +395,3 @@ class Segment:
             return False
         key = self.fs.pread(self.fd, header.klen, offset + _HEADER_SIZE)
         return len(key) == header.klen and fmt.record_hcrc(head, key, self.salt) == header.hcrc
-
-
-class SegmentScan:
-    """Iterate the committed batches in a byte range of a segment.
-
-    Iterating yields one list of :class:`ScannedRecord` per committed batch and
-    stops at the first record that is incomplete or invalid: everything after
-    it is left alone ("stop at the first invalid record"). Afterwards:
-
-    * ``end``: end of the last committed batch (where appends continue);
-    * ``stop``: first byte not part of a valid record (``== limit`` when the
-      range ended cleanly; between ``end`` and ``stop`` lie valid records of a
-      batch that has no commit record yet);
-    * ``problem``: why the scan stopped before ``limit``, or None;
-    * ``max_txid``: the largest txid of any valid record, committed or not;
-    * ``damaged``: offsets of records whose header is valid but whose value
-      fails its checksum while valid records follow (bit rot, not a torn
-      write); they stay indexed and reading them raises CorruptionError.
-      Not at or after ``floor()`` (the synced mark, see ``_synced``), where
-      a power loss may have kept a header's page and lost its value's: the
-      scan stops there instead, as at any other unsynced damage.
-
-    Raises FormatError for a checksum-valid record that uses flag bits this
-    version does not know (written by a newer logshelf).
-    """
-
-    def __init__(
-        self,
-        segment: Segment,
-        start: int,
-        limit: int,
-        last_txid: int,
-        verify_values: bool,
-        floor: Callable[[], int | None] | None = None,
-    ) -> None:
-        self.segment = segment
-        self._floor = floor
-        self.start = start
-        self.limit = limit
-        self.verify_values = verify_values
-        self.last_txid = max(last_txid, segment.base_txid)
-        self.end = start
-        self.stop = start
-        self.problem: str | None = None
-        self.max_txid = self.last_txid
-        # txid of the last committed batch seen (the plausibility floor).
-        self.last_committed = self.last_txid
-        self.damaged: list[int] = []
-        self._buf = b""
-        self._buf_start = start
-
-    def _get(self, offset: int, length: int) -> bytes:
-        """Bytes ``[offset, offset+length)``, through a read-ahead buffer."""
-        rel = offset - self._buf_start
-        if rel < 0 or rel + length > len(self._buf):
-            want = max(length, min(_SCAN_CHUNK, self.limit - offset))
-            self._buf = self.segment.fs.pread(self.segment.fd, want, offset)
-            self._buf_start = offset
-            rel = 0
-        return self._buf[rel : rel + length]
-
-    def _value_crc(self, offset: int, length: int) -> int:
-        if length <= _STREAM_VALUE:
-            return zlib.crc32(self._get(offset, length))
-        crc = 0
-        done = 0
-        while done < length:
-            piece = self.segment.fs.pread(
-                self.segment.fd, min(_STREAM_VALUE, length - done), offset + done
-            )
-            if not piece:
-                return -1
-            crc = zlib.crc32(piece, crc)
-            done += len(piece)
-        return crc
-
-    def _value_ok(self, value_at: int, header: fmt.RecordHeader) -> bool:
-        if header.flags & _BUFFERS:
-            return check_value(self._get, self._value_crc, value_at, header.vlen, header.vcrc)
-        return self._value_crc(value_at, header.vlen) == header.vcrc
-
-    def _check(self, pos: int) -> tuple[fmt.RecordHeader, bytes] | str:
-        """Header and key of a structurally valid record at ``pos``, or a reason."""
-        if pos + _HEADER_SIZE > self.limit:
-            return "incomplete record header"
-        head = self._get(pos, _HEADER_SIZE)
-        if len(head) < _HEADER_SIZE:
-            return "incomplete record header"
-        header = fmt.RecordHeader._make(_RECORD.unpack_from(head))
-        reason = fmt.check_record_header(header, pos, self.limit)
-        if reason is not None:
-            return reason
-        key = self._get(pos + _HEADER_SIZE, header.klen)
-        if len(key) != header.klen or fmt.record_hcrc(head, key, self.segment.salt) != header.hcrc:
-            return "record header checksum mismatch"
-        if fmt.has_reserved_flags(header.flags):
-            raise FormatError(
-                f"{self.segment.path}: the record at offset {pos} uses features of a "
-                "newer logshelf format (reserved flag bits set); upgrade logshelf"
-            )
-        return header, key
-
-    def _unsynced(self, pos: int) -> bool:
-        """Is ``pos`` at or after the synced mark? (Asked only on damage.)"""
-        floor = self._floor() if self._floor is not None else None
-        return floor is not None and pos >= floor
-
-    def __iter__(self) -> Iterator[list[ScannedRecord]]:
-        pos = self.start
-        pending: list[ScannedRecord] = []
-        last_txid = self.last_txid
-        while pos < self.limit:
-            checked = self._check(pos)
-            if isinstance(checked, str):
-                self.problem = checked
-                break
-            header, key = checked
-            if pending:
-                if header.txid != pending[0].txid:
-                    self.problem = "batch interrupted by another transaction id"
-                    break
-            elif not last_txid < header.txid <= last_txid + fmt.TXID_WINDOW:
-                self.problem = f"implausible transaction id {header.txid}"
-                break
-            total = _HEADER_SIZE + header.klen + header.vlen
-            value_at = pos + _HEADER_SIZE + header.klen
-            seal_next = 0
-            if header.kind == fmt.KIND_SEAL:
-                (seal_next,) = fmt.SEAL_VALUE.unpack(self._get(value_at, 8))
-            if self.verify_values and not self._value_ok(value_at, header):
-                # A torn write ends the data; bit rot is followed by valid records.
-                nxt = pos + total
-                if (
-                    nxt < self.limit
-                    and not isinstance(self._check(nxt), str)
-                    and not self._unsynced(pos)
-                ):
-                    self.damaged.append(pos)
-                else:
-                    self.problem = "value checksum mismatch"
-                    break
-            self.max_txid = max(self.max_txid, header.txid)
-            pending.append(
-                ScannedRecord(pos, header.kind, bytes(key), header.txid, total, seal_next)
-            )
-            pos += total
-            if header.flags & fmt.FLAG_COMMIT:
-                batch, pending = pending, []
-                last_txid = header.txid
-                self.last_committed = last_txid
-                self.end = pos
-                yield batch
-        self.stop = pos

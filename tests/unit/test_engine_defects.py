@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import logshelf
-from logshelf import _engine, _locking
+from logshelf import _engine, _file_lock, _locking
 from logshelf import _format as fmt
 from logshelf._fs import FileSystem
 from logshelf._locking import ExclusiveFileLock
@@ -191,6 +191,7 @@ def test_lock_timeout_bounds_the_total_wait(
             monotonic=clock.monotonic, sleep=clock.sleep, perf_counter=clock.monotonic
         )
         monkeypatch.setattr(_locking, "time", fake)
+        monkeypatch.setattr(_file_lock, "time", fake)
         monkeypatch.setattr(_engine, "time", fake)
         with pytest.raises(logshelf.LockTimeoutError):
             writer.compact()
