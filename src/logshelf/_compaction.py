@@ -93,8 +93,10 @@ class Plan:
     #: Ids reserved for output segments, in order.
     output_ids: list[int]
     #: A copy of the index when the inputs were chosen: packed entries (slot <<
-    #: 40 | offset); those with a slot below ``len(inputs)`` point into inputs.
+    #: 40 | offset); those with a slot of ``input_slots`` point into inputs.
     index: dict[str, int]
+    #: The view's slot of each input, in order (``View.slot_ids``).
+    input_slots: list[int] = field(default_factory=list)
     #: Read-only handles on the inputs, owned by the compaction.
     segments: list[Segment] = field(default_factory=list)
     segments_before: int = 0
@@ -142,6 +144,9 @@ def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | No
     eviction rewrites only those); when at least that many are sealed, the
     active segment is left as it is."""
     view.refresh_manifest()
+    # The snapshot below must name only slots the view holds (rare: a
+    # failed write of this handle left a switch's remap pending).
+    view.finish_remap()
     sealed = len(view.segments) - 1
     if max_inputs is not None and 0 < max_inputs <= sealed:
         # Only a prefix: no segment needs sealing. Replacing a prefix keeps
@@ -173,6 +178,7 @@ def _plan_inputs(view: View, count: int, reserve: int) -> Plan:
         # Copying the dict is C-speed; filtering and sorting it happen in
         # the copy step, outside the lock.
         view.index.copy(),
+        view.slot_ids[:count],
         segments_before=len(view.segments),
         bytes_before=sum(seg.size() for seg in view.segments),
     )
@@ -221,8 +227,14 @@ def copy(
     fs, max_segment_size = options.fs, options.max_segment_size
     target = _Target(fs, options.path, options.mode, created)
     ids = list(plan.output_ids)
-    limit_entry = len(plan.inputs) << SLOT_SHIFT
-    live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
+    # Entries renumbered by input position (slots need not be in MANIFEST
+    # order after an earlier switch), the others left out.
+    position = {slot: i << SLOT_SHIFT for i, slot in enumerate(plan.input_slots)}
+    live = {
+        key: position[loc >> SLOT_SHIFT] | (loc & OFFSET_MASK)
+        for key, loc in plan.index.items()
+        if loc >> SLOT_SHIFT in position
+    }
     # Log order: by input, then offset. A packed entry sorts exactly that way.
     keys = sorted(live, key=live.__getitem__)
     if drop is not None:

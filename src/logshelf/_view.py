@@ -16,16 +16,16 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import _format as fmt
-from . import _index
+from . import _index, _remap
 from ._buffer_format import Buffered
 from ._fs import FileSystem
 from ._locking import ChangeCounter
-from ._records import Record, encode_key
+from ._records import Record
 from ._segment import Segment, SegmentScan
 from ._signing import Signer
 from ._synced import read_mark
 from ._values import load
-from .errors import CorruptionError, StoreNotFoundError, TamperedError
+from .errors import CorruptionError, StoreNotFoundError
 
 __all__ = ["HEADER_END", "MissingSegmentError", "View"]
 
@@ -71,6 +71,18 @@ class View:
         self.signer: Signer | None = None
         self.manifest = fmt.Manifest(0, 0)
         self.segments: list[Segment] = []
+        #: Slot -> segment: what an index entry's slot names. A slot stays the
+        #: same while the view holds its segment; a reload renumbers them in
+        #: MANIFEST order. The slots a compaction retired keep their closed
+        #: segment: no entry of theirs is ever read (``_remap``).
+        self.slots: list[Segment] = []
+        #: The slot of each segment of ``segments``.
+        self.slot_ids: list[int] = []
+        #: A compaction switch adopted but not yet applied to the index: the
+        #: retired slots and the outputs' ``(slot, segment, length)``.
+        self.pending_remap: tuple[set[int], list[tuple[int, Segment, int]]] | None = None
+        #: Set by a writer that completes the remap itself, after its lock.
+        self.remap_later = False
         #: key -> (slot << 40) | offset of its live PUT; see ``_index.py``.
         self.index: dict[str, int] = {}
         #: Keys whose final state in the active segment is a delete (its hint lists them).
@@ -104,7 +116,7 @@ class View:
 
     @property
     def active_slot(self) -> int:
-        return len(self.segments) - 1
+        return self.slot_ids[-1]
 
     def reset_active(self, end: int = HEADER_END) -> None:
         """The active segment changed (a new one, or a fresh load): forget what
@@ -223,6 +235,7 @@ class View:
                 seg.close()
         self.manifest = manifest
         self.segments = segments
+        self.renumber()
         self.index = index
         self.reset_active(loaded.end)
         self.active_deletes = deletes
@@ -231,6 +244,12 @@ class View:
         self.seal_next = loaded.seal_next
         # A hint that already covers everything need not be rewritten at close.
         self.hinted_end = loaded.end if loaded.hinted == loaded.end else 0
+
+    def renumber(self) -> None:
+        """Slots in MANIFEST order, as a fresh index numbers them."""
+        self.slots = list(self.segments)
+        self.slot_ids = list(range(len(self.segments)))
+        self.pending_remap = None
 
     def _open_segment(self, segment_id: int, writable: bool) -> Segment:
         try:
@@ -419,8 +438,10 @@ class View:
         manifest = self.read_manifest()
         if manifest.active_id == self.segments[-1].id:
             return  # the writer has not published it yet (or crashed: a writer completes it)
-        if not self._follow_rollover(manifest):
+        if not self._follow_rollover(manifest) and not self._follow_switch(manifest):
             self.load_latest(manifest)
+        if not self.remap_later:
+            self.finish_remap()
         if self.seal_next == 0:
             self.refresh()
 
@@ -437,6 +458,7 @@ class View:
         if (
             len(new) != len(old) + 1
             or len(new) > _index.MAX_SEGMENTS
+            or len(self.slots) >= _index.MAX_SEGMENTS
             or new[-1][0] != self.seal_next
             or new[-2] != (active.id, self.end)
             or new[:-2] != old[:-1]
@@ -449,8 +471,66 @@ class View:
         self.adopt(manifest, successor)
         return True
 
+    def _follow_switch(self, manifest: fmt.Manifest) -> bool:
+        """Adopt ``manifest`` if it is one compaction switch of ours (``_remap``):
+        outputs and successor under new slots, the inputs' slots retired, the
+        index left to :meth:`finish_remap`. False (nothing changed) if not."""
+        self.finish_remap()  # an earlier switch, if a failed write left it pending
+        old = self.manifest.segments
+        shape = _remap.switch_shape(
+            old, manifest.segments, (self.segments[-1].id, self.end), self.seal_next
+        )
+        if shape is None or len(self.slots) + len(manifest.segments) >= _index.MAX_SEGMENTS:
+            return False
+        inputs, count = shape
+        opened: list[Segment] = []
+        try:
+            for segment_id, length in manifest.segments[:count]:
+                opened.append(Segment.open(self.fs, self.path, segment_id, False))
+                if opened[-1].size() < length:  # not what the MANIFEST says: reload
+                    raise FileNotFoundError(segment_id)
+                opened[-1].readable_end = length
+            opened.append(Segment.open(self.fs, self.path, self.seal_next, self.writable))
+        except BaseException as exc:
+            for seg in opened:
+                seg.close()
+            if isinstance(exc, FileNotFoundError):
+                return False  # replaced again already: reload from the newest MANIFEST
+            raise
+        successor = opened.pop()
+        retired = set(self.slot_ids[:inputs])
+        for seg in self.segments[:inputs]:
+            seg.close()
+        slots = range(len(self.slots), len(self.slots) + count)
+        lengths = [length for _, length in manifest.segments[:count]]
+        self.pending_remap = (retired, list(zip(slots, opened, lengths, strict=True)))
+        self.slots.extend(opened)
+        self.segments = opened + self.segments[inputs:]
+        self.slot_ids = [*slots, *self.slot_ids[inputs:]]
+        self.adopt(manifest, successor)
+        return True
+
+    def finish_remap(self) -> None:
+        """Apply an adopted switch to the index (``_remap.remap``), outside the
+        writer lock where the caller can; reload if an output has no valid hint."""
+        pending = self.pending_remap
+        if pending is None:
+            return
+        self.pending_remap = None
+        retired, outputs = pending
+        hints = []
+        for slot, seg, length in outputs:
+            hint = self._read_hint(seg, length, sealed=True)
+            if hint is None or hint.deleted_keys or hint.seal_next:
+                self.load_latest(self.read_manifest())
+                return
+            hints.append((slot, hint))
+        _remap.remap(self.index, retired, hints)
+
     def adopt(self, manifest: fmt.Manifest, successor: Segment) -> None:
         """Append ``successor`` as the new, empty active segment of ``manifest``."""
+        self.slot_ids.append(len(self.slots))
+        self.slots.append(successor)
         self.segments.append(successor)
         self.manifest = manifest
         self.reset_active()
@@ -461,7 +541,7 @@ class View:
         """The value of ``key``, whose index entry is ``location``, as
         ``_values.load`` gives it: verified, its signature checked on a
         signed store, decompressed; errors name the key."""
-        seg = self.segments[location >> _SLOT_SHIFT]
+        seg = self.slots[location >> _SLOT_SHIFT]
         return load(self.fs, seg, location & _OFFSET_MASK, key, self.signer, copy)
 
     def stats(self) -> dict[str, int]:
@@ -476,60 +556,6 @@ class View:
             "unsynced_tail_bytes": self.unsynced_tail,
         }
 
-    def verify(self, progress: Callable[[str], None] | None) -> list[str]:
-        """Scan every segment's committed bytes and read every index entry;
-        return the problems found (see ``Engine.verify``)."""
-        segments = self.segments
-        problems: list[str] = []
-        for number, seg in enumerate(segments, 1):
-            if progress is not None and number > 1:
-                progress(f"checked {number - 1} of {len(segments)} segments")
-            limit = seg.readable_end
-            scan = seg.scan(HEADER_END, limit, seg.base_txid)
-            for _ in scan:
-                pass
-            if scan.stop < limit or scan.end < limit:
-                problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
-            problems.extend(
-                f"{seg.path}: value checksum mismatch in the record at offset {offset}"
-                for offset in scan.damaged
-            )
-        for key, loc in self.index.items():
-            try:
-                if self.signer is not None:
-                    self.read(loc, key, copy=False)  # the signature too (buffers mapped)
-                else:
-                    segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK, encode_key(key))
-            except TamperedError as exc:
-                problems.append(str(exc))
-            except CorruptionError as exc:
-                problems.append(f"key {key!r}: {exc}")
-        if progress is not None:
-            progress(f"checked {len(segments)} segments and {len(self.index)} index entries")
-        return problems
-
-    def dead_bytes(self) -> tuple[int, int]:
-        """(estimated dead bytes, total record bytes) of the sealed segments.
-
-        Live bytes are estimated from the sizes of up to ~256 live records
-        spread over the sealed segments: exact enough for a threshold, and
-        cheap (one pass over the index, a few hundred header reads).
-        """
-        count = len(self.segments) - 1
-        sealed = sum(length - HEADER_END for _, length in self.manifest.segments[:count])
-        if sealed <= 0:
-            return 0, 0
-        limit = count << _SLOT_SHIFT
-        live = [loc for loc in self.index.values() if loc < limit]
-        if not live:
-            return sealed, sealed
-        sample = live[:: max(1, len(live) // 256)]
-        size = sum(
-            self.segments[loc >> _SLOT_SHIFT].record_size(loc & _OFFSET_MASK) for loc in sample
-        )
-        live_bytes = size * len(live) // len(sample)
-        return max(sealed - live_bytes, 0), sealed
-
     def close(self) -> None:
         """Close every descriptor and map (idempotent)."""
         for seg in self.segments:
@@ -538,6 +564,9 @@ class View:
             except OSError:
                 pass
         self.segments = []
+        self.slots = []
+        self.slot_ids = []
+        self.pending_remap = None
         if self.changes is not None:
             self.counter = _NO_COUNTER
             self.changes.close()

@@ -137,16 +137,20 @@ class Writer:
         try:
             segments = view.segments
             if (at != view.seen and self.fs.size(segments[-1].fd) != view.end) or view.seal_next:
-                self.prepare()
+                self.prepare(remap_later=True)
             index = view.index
             all_puts = True
             if len(records) == 1:
                 if records[0].kind != _PUT:
+                    if view.pending_remap is not None:
+                        view.finish_remap()  # a key the switch dropped is absent
                     if records[0].key not in index:
                         return 0
                     all_puts = False
             elif not all(r.kind == _PUT for r in records):
                 all_puts = False
+                if view.pending_remap is not None:
+                    view.finish_remap()
                 records = [r for r in records if r.kind == _PUT or r.key in index]
                 if not records:
                     return 0
@@ -154,7 +158,7 @@ class Writer:
                 segments = view.segments
                 active = segments[-1]
                 start = view.end
-                location = ((len(segments) - 1) << _SLOT_SHIFT) | start
+                location = (view.slot_ids[-1] << _SLOT_SHIFT) | start
                 txid = view.max_txid + 1
                 parts = None
                 if len(records) == 1 and not records[0].codec & _BUFFERS:
@@ -211,6 +215,10 @@ class Writer:
                 self.sync_after_write()
         finally:
             released = lock.exit_held()
+            if view.pending_remap is not None:
+                # A compaction switch this write adopted under the lock:
+                # its index work, proportional to the keys, waits for nobody.
+                view.finish_remap()
         if released is not None:
             # Caught up under the lock, then only this write: this view is up
             # to date as of the counter it just set.
@@ -276,11 +284,23 @@ class Writer:
 
     # -- catching up, torn tails ---------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, remap_later: bool = False) -> None:
         """Under the writer lock: catch up with other writers, cut a torn tail,
         finish an interrupted rollover, so that appending is safe. Whatever
         lies beyond the last committed batch at this point is garbage: no
-        other writer can be mid-write while we hold the lock."""
+        other writer can be mid-write while we hold the lock.
+
+        ``remap_later``: a compaction switch met here is adopted, but its
+        remap of the index (``_remap``) is left to the caller, to run once
+        the lock is released (``view.pending_remap``)."""
+        view = self.view
+        view.remap_later = remap_later
+        try:
+            self._prepare()
+        finally:
+            view.remap_later = False
+
+    def _prepare(self) -> None:
         view = self.view
         while True:
             if view.seal_next:
@@ -464,11 +484,12 @@ class Writer:
             # while the MANIFEST still calls that segment active, or a reopen
             # would skip the SEAL and append after it.
             write_hint(view, self.options.mode, seal_next=new.id)  # ``old`` is still active
-        if replace is not None:
-            # Every slot after the replaced segments moved. Rather than
-            # renumber in place, follow our own SEAL like any other handle,
-            # on the next operation: the reload from the new MANIFEST and the
-            # hints then happens after the writer lock is released.
+        if replace is not None or len(view.slots) >= _index.MAX_SEGMENTS - 1:
+            # Follow our own SEAL like any other handle, on the next
+            # operation, after the writer lock is released: it retires the
+            # inputs' slots and remaps the keys that moved from the outputs'
+            # hints (``_remap``). (Or reloads, renumbering slots that would
+            # run out.)
             new.close()
             view.seal_next = new.id
             return
@@ -479,6 +500,7 @@ class Writer:
                 seg.close()
             remove_segments(self.fs, self.path, [seg.id for seg in view.segments])
             view.segments = []
+            view.renumber()
             view.index = {}
         view.adopt(new_manifest, new)
         view.txid = max(view.txid, seal_txid)
