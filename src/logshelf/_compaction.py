@@ -256,6 +256,7 @@ def copy(
     batch_keys: list[str] = []
     batch_size = 0
     copied_bytes = 0
+    dropped: list[str] = []
 
     for key in keys:
         loc = live[key]
@@ -283,6 +284,7 @@ def copy(
                 f"{key!r} points at another record ({seg.path}, offset {offset})"
             )
         if drop is not None and drop(key, value, codec):
+            dropped.append(key)
             continue
         size = fmt.RECORD_HEADER.size + len(kb) + len(value)
         if isinstance(value, OutOfBand):
@@ -308,7 +310,10 @@ def copy(
         assert current is not None
         copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
     if current is not None:
-        _finish(target, current)
+        # Its hint lists the keys left out as deleted: a no-op where the
+        # outputs stand, at the front of the log, but it tells the handles
+        # that follow the switch to drop them at once (``_remap``).
+        _finish(target, current, dropped)
     if outputs:
         fs.sync_directory(options.path)
     entries = tuple((out.segment.id, out.size) for out in outputs)
@@ -398,12 +403,13 @@ def _flush(out: _Output) -> None:
         out.buffered = 0
 
 
-def _finish(target: _Target, out: _Output) -> None:
-    """Write out, fsync and close an output segment, then write its hint."""
+def _finish(target: _Target, out: _Output, dropped: list[str] | None = None) -> None:
+    """Write out, fsync and close an output segment, then write its hint
+    (listing ``dropped`` as deleted)."""
     try:
         _flush(out)
         out.segment.sync()
-        hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, [])
+        hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, dropped or [])
     finally:
         out.segment.close()
     target.fs.write_file_atomic(

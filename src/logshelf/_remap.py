@@ -3,38 +3,51 @@
 A compaction replaces a prefix of the MANIFEST (its inputs) with its output
 segments. Index entries name segments by *slot*, a number that stays fixed
 for as long as the handle holds the segment (``View.slots``), so the switch
-changes only the entries of keys whose records moved, those that point into
-an input, and none of the segments after the inputs. A handle adopts a
-switch in two steps:
+concerns only the entries of keys whose records moved (those that point into
+an input) and none of the segments after the inputs. A handle adopts a
+switch in steps:
 
 1. :func:`switch_shape` recognises the new MANIFEST as exactly one switch
    (plus the rollover that commits it) of the one the handle holds; the view
-   then opens the outputs under new slots and retires the inputs' slots: a
-   few file opens, cheap enough under the writer lock.
-2. :func:`remap`, outside the writer lock where the caller can (``Writer``
-   runs it once the lock is released), moves every entry that still points
-   into a retired slot to where the output's hint says the key was copied.
-   An entry pointing elsewhere was written after the compaction's plan (or
-   by the view after the switch) and keeps its newer location; an entry left
-   in a retired slot belongs to a key the compaction left out (the cache's
-   eviction) and goes.
+   opens the outputs under new slots and *retires* the inputs' slots, but
+   keeps the inputs open: a few file opens, cheap under the writer lock.
+   Every entry is still right: an entry in a retired slot points at the very
+   record the compaction copied, in a file that stays readable through its
+   descriptor after the compaction deleted it.
+2. The first :meth:`Remap.step`, before the operation that adopted the
+   switch returns (a writer runs it once it released the writer lock),
+   removes the keys the compaction left out (the cache's eviction lists them
+   in its last output's hint): they must vanish at once, like any delete.
+3. Further steps, one per operation of the handle, each of at most
+   :data:`CHUNK` keys, move the entries that still point into a retired slot
+   to where the output's hint says the key was copied. An entry pointing
+   elsewhere was written after the compaction's plan (or after the switch)
+   and keeps its newer location. A last sweep drops whatever still points
+   into a retired slot (a key left out by a compactor that did not list it),
+   and the view then closes the inputs.
 
-No entry of a retired slot is ever read: every operation completes the
-remap before it returns, and the only work done between the two steps is
-a write appending under the writer lock (entries of the active slot).
-This module does no I/O.
+So no operation walks the whole index for a switch: at 100,000 keys a full
+pass costs tens of milliseconds (see ``docs/compaction.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
 
 from ._hint_format import Hint
 from ._index import SLOT_SHIFT
+from ._segment import Segment
 
-__all__ = ["remap", "switch_shape"]
+__all__ = ["CHUNK", "NoHint", "Remap", "switch_shape"]
+
+#: Keys one step looks at: about a millisecond.
+CHUNK = 4096
 
 Entries = tuple[tuple[int, int], ...]
+
+
+class NoHint(Exception):
+    """An output has no valid hint (a hint is only ever an optimisation): reload."""
 
 
 def switch_shape(
@@ -60,33 +73,96 @@ def switch_shape(
     return inputs, outputs
 
 
-def remap(
-    index: dict[str, int], retired: set[int], hints: Sequence[tuple[int, Hint]]
-) -> tuple[int, int]:
-    """Move the entries of ``index`` that point into a ``retired`` slot to
-    the location the output hints give (``(slot, hint)`` pairs; an output's
-    hint lists every record it holds, puts only), and drop those the outputs
-    do not hold. Return ``(moved, dropped)``.
+class Remap:
+    """An adopted switch whose index work is not done yet.
 
-    ``index`` may be a dict subclass: only ``items``, ``get``, item
-    assignment and deletion are used.
+    Args:
+        index: the view's index (a mapping that may be a dict subclass:
+            only ``get``, item assignment, deletion and iteration are used).
+        retired: the slots of the inputs; ``inputs`` their segments, open.
+        outputs: ``(slot, segment, length)`` of each output.
+        read_hint: the valid hint of an output, or None.
     """
-    moved: dict[str, int] = {}
-    for slot, hint in hints:
-        base = slot << SLOT_SHIFT
-        moved.update(
-            zip(hint.put_keys, [base | offset for offset in hint.put_offsets], strict=True)
-        )
-    # One pass collects the stale keys (the dict cannot change while it is
-    # walked); a key overwritten or deleted since the compaction's plan
-    # points elsewhere, or nowhere, and is not among them.
-    stale = [key for key, loc in index.items() if loc >> SLOT_SHIFT in retired]
-    dropped = 0
-    for key in stale:
-        loc = moved.get(key)
-        if loc is None:
-            del index[key]
-            dropped += 1
-        else:
-            index[key] = loc
-    return len(stale) - dropped, dropped
+
+    def __init__(
+        self,
+        index: dict[str, int],
+        retired: set[int],
+        inputs: list[Segment],
+        outputs: list[tuple[int, Segment, int]],
+        read_hint: Callable[[Segment, int], Hint | None],
+    ) -> None:
+        self.index = index
+        self.retired = retired
+        self.inputs = inputs
+        self.started = False
+        self._steps = self._run(outputs, read_hint)
+
+    def step(self) -> bool:
+        """Do the next piece of work; True when all is done.
+
+        Raises:
+            NoHint: an output's hint is missing or invalid.
+        """
+        self.started = True
+        return next(self._steps, True)
+
+    def _run(
+        self,
+        outputs: list[tuple[int, Segment, int]],
+        read_hint: Callable[[Segment, int], Hint | None],
+    ) -> Iterator[bool]:
+        index, retired = self.index, self.retired
+        get = index.get
+        hints: dict[int, Hint] = {}
+
+        def hint_of(slot: int, seg: Segment, length: int) -> Hint:
+            if slot not in hints:
+                hint = read_hint(seg, length)
+                if hint is None or hint.seal_next:
+                    raise NoHint(seg.path)
+                hints[slot] = hint
+            return hints[slot]
+
+        # The keys left out go in the first step (a compaction lists them
+        # in the hint of its last output; no later write names them, or
+        # their entries would point elsewhere).
+        work = 0
+        if outputs:
+            for key in hint_of(*outputs[-1]).deleted_keys:
+                loc = get(key)
+                if loc is not None and loc >> SLOT_SHIFT in retired:
+                    del index[key]
+                    work += 1
+        for slot, seg, length in outputs:
+            hint = hint_of(slot, seg, length)
+            base = slot << SLOT_SHIFT
+            keys, offsets = hint.put_keys, hint.put_offsets
+            start = 0
+            while start < len(keys):
+                if work >= CHUNK:
+                    yield False
+                    work = 0
+                end = min(start + CHUNK - work, len(keys))
+                for key, offset in zip(keys[start:end], offsets[start:end], strict=True):
+                    loc = get(key)
+                    if loc is not None and loc >> SLOT_SHIFT in retired:
+                        index[key] = base | offset
+                work += end - start
+                start = end
+            del hints[slot]
+        # The sweep: normally finds nothing, but no entry may outlive its
+        # slot. (Without outputs, every key left is one left out: all at once.)
+        keys = list(index)
+        start = 0
+        while start < len(keys):
+            if work >= CHUNK and outputs:
+                yield False
+                work = 0
+            end = min(start + CHUNK - work, len(keys)) if outputs else len(keys)
+            for key in keys[start:end]:
+                loc = get(key)
+                if loc is not None and loc >> SLOT_SHIFT in retired:
+                    del index[key]
+            work += end - start
+            start = end

@@ -22,7 +22,7 @@ from ._buffer_io import check_value
 from ._fs import FileSystem
 from .errors import CorruptionError, FormatError
 
-__all__ = ["ScannedRecord", "Segment", "SegmentScan"]
+__all__ = ["ScannedRecord", "Segment", "SegmentScan", "check_tail"]
 
 _RECORD = fmt.RECORD_HEADER
 _unpack_from = _RECORD.unpack_from
@@ -564,3 +564,30 @@ class SegmentScan:
                 self.end = pos
                 yield batch
         self.stop = pos
+
+
+def check_tail(
+    seg: Segment, scan: SegmentScan, limit: int, floor: Callable[[], int | None]
+) -> bool:
+    """Tell a torn tail (nothing valid after the stop) from damage in the
+    middle of the active segment (valid records follow). The first is normal
+    after a crash; the second must never be silently cut away, unless it lies
+    at or after the synced mark (``floor()``): then it is what a power loss
+    leaves when the kernel wrote a later page back before an earlier one, and
+    True says so (the caller ignores or cuts it like a torn tail, and reports
+    it). Raises :class:`CorruptionError` for damage before the mark, or with
+    no mark at all."""
+    if scan.stop >= limit:
+        return False
+    found = seg.find_valid_record(scan.stop + 1, limit)
+    if found is None:
+        return False
+    synced = floor()
+    if synced is not None and scan.stop >= synced:
+        return True
+    where = "" if synced is None else f" before the synced mark ({synced})"
+    raise CorruptionError(
+        f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}){where} is "
+        f"followed by valid records (offset {found}); the store needs "
+        "logshelf.salvage(source, destination) to copy what is intact"
+    )

@@ -21,7 +21,7 @@ from ._buffer_format import Buffered
 from ._fs import FileSystem
 from ._locking import ChangeCounter
 from ._records import Record
-from ._segment import Segment, SegmentScan
+from ._segment import Segment, SegmentScan, check_tail
 from ._signing import Signer
 from ._synced import read_mark
 from ._values import load
@@ -78,10 +78,9 @@ class View:
         self.slots: list[Segment] = []
         #: The slot of each segment of ``segments``.
         self.slot_ids: list[int] = []
-        #: A compaction switch adopted but not yet applied to the index: the
-        #: retired slots and the outputs' ``(slot, segment, length)``.
-        self.pending_remap: tuple[set[int], list[tuple[int, Segment, int]]] | None = None
-        #: Set by a writer that completes the remap itself, after its lock.
+        #: A compaction switch adopted, its index work not done (``_remap``).
+        self.pending_remap: _remap.Remap | None = None
+        #: Set by a writer that starts that work itself, after its lock.
         self.remap_later = False
         #: key -> (slot << 40) | offset of its live PUT; see ``_index.py``.
         self.index: dict[str, int] = {}
@@ -249,7 +248,13 @@ class View:
         """Slots in MANIFEST order, as a fresh index numbers them."""
         self.slots = list(self.segments)
         self.slot_ids = list(range(len(self.segments)))
-        self.pending_remap = None
+        self._drop_remap()
+
+    def _drop_remap(self) -> None:
+        if self.pending_remap is not None:
+            for seg in self.pending_remap.inputs:
+                seg.close()
+            self.pending_remap = None
 
     def _open_segment(self, segment_id: int, writable: bool) -> Segment:
         try:
@@ -363,11 +368,15 @@ class View:
         raw = self.counter[_COUNTER]
         if raw == self.seen:
             return
+        if self.pending_remap is not None:
+            self.remap_step()
         # Remembered only when the active segment ends exactly where this
         # view does. Writers skip their size check on a remembered value, so
         # bytes nobody could parse (left by a write whose undo failed) must
         # keep every handle checking until a writer cuts them.
-        if self.refresh() and not raw[0] & 1:
+        # Nor while a switch's remap runs: every operation then comes here
+        # and does a step of it.
+        if self.refresh() and not raw[0] & 1 and self.pending_remap is None:
             self.seen = raw
 
     def refresh(self) -> bool:
@@ -441,7 +450,7 @@ class View:
         if not self._follow_rollover(manifest) and not self._follow_switch(manifest):
             self.load_latest(manifest)
         if not self.remap_later:
-            self.finish_remap()
+            self.remap_step()  # the keys it left out go before this operation ends
         if self.seal_next == 0:
             self.refresh()
 
@@ -498,34 +507,39 @@ class View:
                 return False  # replaced again already: reload from the newest MANIFEST
             raise
         successor = opened.pop()
-        retired = set(self.slot_ids[:inputs])
-        for seg in self.segments[:inputs]:
-            seg.close()
         slots = range(len(self.slots), len(self.slots) + count)
         lengths = [length for _, length in manifest.segments[:count]]
-        self.pending_remap = (retired, list(zip(slots, opened, lengths, strict=True)))
+        self.pending_remap = _remap.Remap(
+            self.index,
+            set(self.slot_ids[:inputs]),
+            self.segments[:inputs],  # kept open: entries still point into them
+            list(zip(slots, opened, lengths, strict=True)),
+            lambda seg, length: self._read_hint(seg, length, sealed=True),
+        )
         self.slots.extend(opened)
         self.segments = opened + self.segments[inputs:]
         self.slot_ids = [*slots, *self.slot_ids[inputs:]]
         self.adopt(manifest, successor)
         return True
 
-    def finish_remap(self) -> None:
-        """Apply an adopted switch to the index (``_remap.remap``), outside the
-        writer lock where the caller can; reload if an output has no valid hint."""
+    def remap_step(self) -> None:
+        """One step of an adopted switch's index work (``_remap``); then, when
+        all is done, close the inputs. Reload if an output has no valid hint."""
         pending = self.pending_remap
         if pending is None:
             return
-        self.pending_remap = None
-        retired, outputs = pending
-        hints = []
-        for slot, seg, length in outputs:
-            hint = self._read_hint(seg, length, sealed=True)
-            if hint is None or hint.deleted_keys or hint.seal_next:
-                self.load_latest(self.read_manifest())
-                return
-            hints.append((slot, hint))
-        _remap.remap(self.index, retired, hints)
+        try:
+            done = pending.step()
+        except _remap.NoHint:
+            self.load_latest(self.read_manifest())
+            return
+        if done:
+            self._drop_remap()
+
+    def finish_remap(self) -> None:
+        """All of an adopted switch's index work, now."""
+        while self.pending_remap is not None:
+            self.remap_step()
 
     def adopt(self, manifest: fmt.Manifest, successor: Segment) -> None:
         """Append ``successor`` as the new, empty active segment of ``manifest``."""
@@ -566,35 +580,8 @@ class View:
         self.segments = []
         self.slots = []
         self.slot_ids = []
-        self.pending_remap = None
+        self._drop_remap()
         if self.changes is not None:
             self.counter = _NO_COUNTER
             self.changes.close()
             self.changes = None
-
-
-def check_tail(
-    seg: Segment, scan: SegmentScan, limit: int, floor: Callable[[], int | None]
-) -> bool:
-    """Tell a torn tail (nothing valid after the stop) from damage in the
-    middle of the active segment (valid records follow). The first is normal
-    after a crash; the second must never be silently cut away, unless it lies
-    at or after the synced mark (``floor()``): then it is what a power loss
-    leaves when the kernel wrote a later page back before an earlier one, and
-    True says so (the caller ignores or cuts it like a torn tail, and reports
-    it). Raises :class:`CorruptionError` for damage before the mark, or with
-    no mark at all."""
-    if scan.stop >= limit:
-        return False
-    found = seg.find_valid_record(scan.stop + 1, limit)
-    if found is None:
-        return False
-    synced = floor()
-    if synced is not None and scan.stop >= synced:
-        return True
-    where = "" if synced is None else f" before the synced mark ({synced})"
-    raise CorruptionError(
-        f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}){where} is "
-        f"followed by valid records (offset {found}); the store needs "
-        "logshelf.salvage(source, destination) to copy what is intact"
-    )

@@ -23,7 +23,7 @@ from ._buffer_format import BUFFERS, pack_parts
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
 from ._records import Record
-from ._segment import Segment
+from ._segment import Segment, check_tail
 from ._segment_set import (
     collect_garbage,
     remove_segments,
@@ -32,7 +32,7 @@ from ._segment_set import (
     write_manifest,
 )
 from ._synced import MarkWriter
-from ._view import HEADER_END, View, check_tail
+from ._view import HEADER_END, View
 from .errors import HandlePoisonedError, LockTimeoutError
 
 __all__ = ["Writer"]
@@ -142,15 +142,15 @@ class Writer:
             all_puts = True
             if len(records) == 1:
                 if records[0].kind != _PUT:
-                    if view.pending_remap is not None:
-                        view.finish_remap()  # a key the switch dropped is absent
+                    if view.pending_remap is not None and not view.pending_remap.started:
+                        view.remap_step()  # a key the switch left out is absent
                     if records[0].key not in index:
                         return 0
                     all_puts = False
             elif not all(r.kind == _PUT for r in records):
                 all_puts = False
-                if view.pending_remap is not None:
-                    view.finish_remap()
+                if view.pending_remap is not None and not view.pending_remap.started:
+                    view.remap_step()
                 records = [r for r in records if r.kind == _PUT or r.key in index]
                 if not records:
                     return 0
@@ -216,13 +216,17 @@ class Writer:
         finally:
             released = lock.exit_held()
             if view.pending_remap is not None:
-                # A compaction switch this write adopted under the lock:
-                # its index work, proportional to the keys, waits for nobody.
-                view.finish_remap()
+                # A compaction switch's index work (_remap): a step per
+                # operation, never under the writer lock, reads doing steps
+                # too as long as ``seen`` stays unset.
+                view.seen = b""
+                released = None
         if released is not None:
             # Caught up under the lock, then only this write: this view is up
             # to date as of the counter it just set.
             view.seen = released
+        elif view.pending_remap is not None:
+            view.remap_step()
         return len(records)
 
     def undo(self, seg: Segment, start: int) -> None:
@@ -334,6 +338,8 @@ class Writer:
         round parses what arrived during the previous one, so the backlog
         shrinks quickly."""
         view = self.view
+        # A compaction's plan snapshots the index: no retired slot in it.
+        view.finish_remap()
         for _ in range(_CATCH_UP_ROUNDS):
             view.refresh()
             if view.seal_next or self.fs.size(view.active.fd) - view.end <= _LOCK_BACKLOG:
