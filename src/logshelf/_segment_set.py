@@ -29,6 +29,7 @@ __all__ = [
     "seal_record",
     "write_hint",
     "write_manifest",
+    "write_sealed_hint",
 ]
 
 
@@ -142,12 +143,45 @@ def write_hint(view: View, mode: int, seal_next: int = 0) -> bool:
     """Snapshot the index entries of ``view``'s active segment, up to the end
     it has parsed (best effort: False when it could not be written; the next
     open then scans). ``seal_next``: the successor its SEAL names."""
-    seg = view.active
-    keys, offsets = snapshot(view.index, view.active_slot)
+    return _write_hint(
+        view, view.active, view.active_slot, view.end, view.txid, list(view.active_deletes),
+        seal_next, mode,
+    )  # fmt: skip
+
+
+#: What :func:`write_sealed_hint` needs of a segment that a rollover sealed:
+#: the segment, its end (after the SEAL), last txid, the keys whose final
+#: state in it is a delete, and the successor its SEAL names.
+SealedHint = tuple[Segment, int, int, list[str], int]
+
+
+def write_sealed_hint(view: View, sealed: SealedHint, mode: int) -> bool:
+    """The hint of a segment that a rollover sealed, written after the
+    rollover let go of the writer lock (the snapshot walks the whole index):
+    the keys whose live record is still in it. Keys overwritten since then
+    are left out, which changes nothing: a later segment holds their newer
+    record (or delete), and replay applies it after this one. False when the
+    view no longer holds the segment (a compaction or a reload replaced it)."""
+    seg, covered, txid, deleted, seal_next = sealed
+    for slot, held in zip(view.slot_ids, view.segments, strict=True):
+        if held is seg:
+            return _write_hint(view, seg, slot, covered, txid, deleted, seal_next, mode)
+    return False
+
+
+def _write_hint(
+    view: View,
+    seg: Segment,
+    slot: int,
+    covered: int,
+    txid: int,
+    deleted: list[str],
+    seal_next: int,
+    mode: int,
+) -> bool:
+    keys, offsets = snapshot(view.index, slot)
     try:
-        hint = seg.make_hint(
-            view.end, view.txid, keys, offsets, list(view.active_deletes), seal_next
-        )
+        hint = seg.make_hint(covered, txid, keys, offsets, deleted, seal_next)
         view.fs.write_file_atomic(
             os.path.join(view.path, fmt.hint_name(seg.id)),
             fmt.encode_hint(hint),

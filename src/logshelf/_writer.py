@@ -25,11 +25,13 @@ from ._options import Options
 from ._records import Record
 from ._segment import Segment, check_tail
 from ._segment_set import (
+    SealedHint,
     collect_garbage,
     remove_segments,
     seal_record,
     write_hint,
     write_manifest,
+    write_sealed_hint,
 )
 from ._synced import MarkWriter
 from ._view import HEADER_END, View
@@ -75,6 +77,9 @@ class Writer:
         #: The synced mark (``_synced``): rewritten after every sync made under the lock.
         self.marks = MarkWriter(self.fs, self.path, options.mode)
         self._marked_at = float("-inf")
+        #: The hint of the segment the last rollover sealed, until it is
+        #: written outside the writer lock (``write_deferred``).
+        self.sealed_hint: SealedHint | None = None
         # Read on every write.
         self._max_size = options.max_segment_size
         self._syncs = options.durability != "none"
@@ -215,17 +220,18 @@ class Writer:
                 self.sync_after_write()
         finally:
             released = lock.exit_held()
-            if view.pending_remap is not None:
-                # A compaction switch's index work (_remap): a step per
-                # operation, never under the writer lock, reads doing steps
-                # too as long as ``seen`` stays unset.
+            if view.pending_remap is not None or self.sealed_hint is not None:
+                # Work left for after the lock: a compaction switch's remap
+                # (_remap: a step per operation, reads doing steps too as
+                # long as ``seen`` stays unset), a rollover's hint.
                 view.seen = b""
                 released = None
         if released is not None:
             # Caught up under the lock, then only this write: this view is up
             # to date as of the counter it just set.
             view.seen = released
-        elif view.pending_remap is not None:
+        elif not lock.busy():
+            self.write_deferred()
             view.remap_step()
         return len(records)
 
@@ -338,6 +344,7 @@ class Writer:
         round parses what arrived during the previous one, so the backlog
         shrinks quickly."""
         view = self.view
+        self.write_deferred()
         # A compaction's plan snapshots the index: no retired slot in it.
         view.finish_remap()
         for _ in range(_CATCH_UP_ROUNDS):
@@ -488,8 +495,13 @@ class Writer:
         if not drop_old:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
-            # would skip the SEAL and append after it.
-            write_hint(view, self.options.mode, seal_next=new.id)  # ``old`` is still active
+            # would skip the SEAL and append after it. Written once the lock is
+            # released: its snapshot walks the whole index, 5-25 ms at 100,000
+            # keys, a pause for every writer of the store if done here. (A
+            # crash before leaves the segment without a hint: an open scans it.)
+            if self.sealed_hint is not None:
+                self.write_deferred()  # two rollovers in one hold: rare
+            self.sealed_hint = (old, view.end, view.txid, list(view.active_deletes), new.id)
         if replace is not None or len(view.slots) >= _index.MAX_SEGMENTS - 1:
             # Follow our own SEAL like any other handle, on the next
             # operation, after the writer lock is released: it retires the
@@ -535,8 +547,16 @@ class Writer:
             return exc
         return None
 
+    def write_deferred(self) -> None:
+        """Write the hint a rollover left for after the writer lock."""
+        sealed, self.sealed_hint = self.sealed_hint, None
+        if sealed is not None:
+            write_sealed_hint(self.view, sealed, self.options.mode)
+
     def write_active_hint(self) -> None:
-        """At close: a hint of the active segment, unless one covers it already."""
+        """At close: a hint of the active segment, unless one covers it
+        already (and the hint a rollover left for after the lock)."""
+        self.write_deferred()
         view = self.view
         if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
             write_hint(view, self.options.mode)
