@@ -515,6 +515,7 @@ class View:
             self.segments[:inputs],  # kept open: entries still point into them
             list(zip(slots, opened, lengths, strict=True)),
             lambda seg, length: self._read_hint(seg, length, sealed=True),
+            self.fs.read_file,
         )
         self.slots.extend(opened)
         self.segments = opened + self.segments[inputs:]
