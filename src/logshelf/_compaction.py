@@ -44,6 +44,7 @@ from ._buffer_io import out_of_band
 from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
+from ._pieces import pieces
 from ._records import Record, new_record
 from ._segment import Segment
 from ._signing import Signer
@@ -361,8 +362,8 @@ def _add_batch(
         # Written at once, part by part: buffers are never joined in memory.
         parts, offsets, size = pack_parts(out.segment.salt, txid, batch, out.size)
         _flush(out)
-        for part in parts:
-            out.segment.append(part)
+        for piece in pieces(parts):
+            out.segment.append(piece)
         _placed(out, keys, offsets, size, txid)
         return size
     assert len(data) == size

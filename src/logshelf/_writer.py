@@ -22,6 +22,7 @@ from . import _index
 from ._buffer_format import BUFFERS, pack_parts
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
+from ._pieces import pieces
 from ._records import Record
 from ._segment import Segment, check_tail
 from ._segment_set import (
@@ -185,7 +186,8 @@ class Writer:
                         data, locations = fmt.pack_batch(active.salt, txid, records, location)
                     except fmt.HasBuffers:
                         # Arrays' buffers are written from their own memory,
-                        # never joined (_buffer_format): a list of parts.
+                        # never joined (_buffer_format), and so are the values
+                        # of a large batch (_pieces): a list of parts.
                         parts, locations, size = pack_parts(active.salt, txid, records, location)
                 if parts is None:
                     size = len(data)
@@ -197,8 +199,8 @@ class Writer:
                 if parts is None:
                     self.fs.append(active.fd, data)
                 else:
-                    for part in parts:
-                        self.fs.append(active.fd, part)
+                    for piece in pieces(parts):
+                        self.fs.append(active.fd, piece)
             except BaseException:
                 self.undo(active, start)
                 raise
