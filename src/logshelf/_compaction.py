@@ -17,7 +17,9 @@ reading and writing (``docs/compaction.md`` has the whole protocol):
    with the inputs, then roll the active segment over with a MANIFEST that
    lists the outputs in place of the inputs. That MANIFEST replacement is the
    commit point; the SEAL it writes into the active segment is what makes
-   every other handle reload on its next access. Then delete the inputs.
+   every other handle follow the switch on its next access (``_remap``:
+   the keys that moved are remapped in steps, no index is reloaded). Then
+   delete the inputs.
 
 A crash before the switch leaves unreferenced output files (deleted by the
 next writer that opens the store); a crash after it leaves unreferenced input

@@ -412,7 +412,7 @@ class Writer:
         MANIFEST. ``reserve_ids`` allocates that many further segment ids for
         a compaction's output files. ``replace=(n, entries)`` commits a
         compaction: the first ``n`` sealed segments give way to ``entries``;
-        the SEAL is then what tells every other handle to reload.
+        the SEAL is then what tells every handle to follow the switch.
         """
         view, fs, mode = self.view, self.fs, self.options.mode
         if not seal_written:
