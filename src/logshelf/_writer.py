@@ -30,6 +30,7 @@ from ._segment_set import (
     collect_garbage,
     remove_segments,
     seal_record,
+    sealed_hint,
     write_hint,
     write_manifest,
     write_sealed_hint,
@@ -498,12 +499,12 @@ class Writer:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
             # would skip the SEAL and append after it. Written once the lock is
-            # released: its snapshot walks the whole index, 5-25 ms at 100,000
-            # keys, a pause for every writer of the store if done here. (A
-            # crash before leaves the segment without a hint: an open scans it.)
+            # released (``sealed_hint``: only a copy of the index is taken
+            # here). A crash before leaves the segment without a hint: an open
+            # scans it.
             if self.sealed_hint is not None:
                 self.write_deferred()  # two rollovers in one hold: rare
-            self.sealed_hint = (old, view.end, view.txid, list(view.active_deletes), new.id)
+            self.sealed_hint = sealed_hint(view, new.id)
         if replace is not None or len(view.slots) >= _index.MAX_SEGMENTS - 1:
             # Follow our own SEAL like any other handle, on the next
             # operation, after the writer lock is released: it retires the
