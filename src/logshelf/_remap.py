@@ -45,6 +45,8 @@ __all__ = ["CHUNK", "NoHint", "Remap", "switch_shape"]
 
 #: Keys one step looks at: about a millisecond.
 CHUNK = 4096
+#: An output of more bytes has its hint decoded in a step of its own.
+_LARGE_OUTPUT = 1 << 20
 
 Entries = tuple[tuple[int, int], ...]
 
@@ -146,7 +148,7 @@ class Remap:
         # their entries would point elsewhere). Usually there are none, and
         # the hint's count says so without decoding its keys (10-20 ms for
         # a 16 MiB segment of small records).
-        work = 0
+        work = 1  # reading the count
         if outputs and self._left_out(outputs[-1][1]):
             for key in hint_of(*outputs[-1]).deleted_keys:
                 loc = get(key)
@@ -154,7 +156,13 @@ class Remap:
                     del index[key]
                     work += 1
         for slot, seg, length in outputs:
+            if work and length > _LARGE_OUTPUT:
+                # Decoding its hint is a step of its own (5-10 ms for 16 MiB
+                # of small records), not added to the first one or a chunk.
+                yield False
+                work = 0
             hint = hint_of(slot, seg, length)
+            work += len(hint.put_keys) // 4  # decoding, in keys moved
             base = slot << SLOT_SHIFT
             keys, offsets = hint.put_keys, hint.put_offsets
             start = 0
