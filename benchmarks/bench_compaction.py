@@ -225,11 +225,59 @@ def concurrent_latency(root: str, w: Workload) -> dict[str, Any]:
     }
 
 
+def follow_cost(root: str, keys: int, repeats: int = 5) -> dict[str, float]:
+    """In one process: what a second writer's operations cost after another
+    handle's compaction switch (it saw the plan's rollover, as a busy writer
+    does): its first write, and the longest of the following ones until its
+    remap is done (private attributes: ``_remap``, issue 15). Medians."""
+    from logshelf import _compaction
+
+    path = os.path.join(root, "follow")
+    found: dict[str, list[float]] = {"first_ms": [], "longest_next_ms": [], "operations": []}
+    for _ in range(repeats):
+        fill(path, Workload("follow", keys, 60, 1))
+        with (
+            logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db,
+            logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as other,
+        ):
+            original = _compaction.copy
+
+            def copy(*args: Any, _copy: Any = original, _other: Any = other, **kwargs: Any) -> Any:
+                done = _copy(*args, **kwargs)
+                _other["during"] = 1  # follows the plan's rollover
+                return done
+
+            _compaction.copy = copy  # type: ignore[assignment]
+            try:
+                db.compact()
+            finally:
+                _compaction.copy = original  # type: ignore[assignment]
+            start = time.perf_counter()
+            other["after"] = 0
+            found["first_ms"].append((time.perf_counter() - start) * 1e3)
+            view = other._engine._view
+            longest, operations = 0.0, 0
+            while getattr(view, "pending_remap", None) is not None:
+                start = time.perf_counter()
+                other["after"] = operations
+                longest = max(longest, time.perf_counter() - start)
+                operations += 1
+            found["longest_next_ms"].append(longest * 1e3)
+            found["operations"].append(operations)
+        shutil.rmtree(path)
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--dir", help="where the temporary stores go")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="only what a second writer's operations cost after a switch (100,000 keys)",
+    )
     parser.add_argument(
         "--latency-only",
         action="store_true",
@@ -247,6 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logshelf {logshelf.__version__}, Python {sys.version.split()[0]}, {root}")
         header = f"{'workload':40} {'before':>10} {'after':>10} {'live':>10} {'after/live':>10}"
         print(header + f" {'payload':>10} {'after/payload':>13} {'seconds':>8} {'MB/s':>7}")
+        if args.follow:
+            cost = follow_cost(root, workloads[0].keys)
+            print(
+                "a second writer after a switch: first write "
+                f"{cost['first_ms']:.1f} ms, then {cost['operations']:.0f} writes "
+                f"until its remap is done, the longest {cost['longest_next_ms']:.1f} ms "
+                "(medians of 5)"
+            )
+            return 0
         results = []
         for w in [] if args.latency_only else workloads:
             r = run_workload(root, w)
