@@ -124,6 +124,10 @@ def run_workload(root: str, w: Workload) -> Result:
 
 def _writer(path: str, seconds: float, queue: Any) -> None:
     latencies: list[float] = []
+    # (start, seconds) of the puts over 5 ms, to place them against the
+    # compacting process's lock holds (perf_counter is CLOCK_MONOTONIC,
+    # shared by the processes of one machine).
+    slow: list[tuple[float, float]] = []
     with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
         queue.put("ready")
         deadline = time.perf_counter() + seconds
@@ -131,12 +135,17 @@ def _writer(path: str, seconds: float, queue: Any) -> None:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             db[f"live-{i % 1000}"] = {"i": i}
-            latencies.append(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            latencies.append(took)
+            if took > 0.005:
+                slow.append((start, took))
             i += 1
-    queue.put(latencies)
+    queue.put((latencies, slow))
 
 
-def _time_lock_holds(sink: list[float]) -> Callable[[], None]:
+def _time_lock_holds(
+    sink: list[float], spans: list[tuple[float, float]] | None = None
+) -> Callable[[], None]:
     """Record how long this process holds the writer lock each time (outermost
     acquire to release), by wrapping logshelf's private ``_ProcessLock``
     (``src/`` stays untouched). Must run before the store is opened; returns
@@ -156,7 +165,10 @@ def _time_lock_holds(sink: list[float]) -> Callable[[], None]:
 
     def timed_exit(self: Any) -> bytes | None:
         if self.depth == 1 and started:
-            sink.append(time.perf_counter() - started.pop())
+            began = started.pop()
+            sink.append(time.perf_counter() - began)
+            if spans is not None:
+                spans.append((began, sink[-1]))
         return exit_(self)
 
     cls.enter_held, cls.exit_held = timed_enter, timed_exit  # type: ignore[method-assign]
@@ -179,13 +191,16 @@ def concurrent_latency(root: str, w: Workload) -> dict[str, Any]:
     proc.start()
     assert queue.get(timeout=60) == "ready"
     holds: list[float] = []
-    undo = _time_lock_holds(holds)
+    spans: list[tuple[float, float]] = []
+    undo = _time_lock_holds(holds, spans)
     try:
         with logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db:
+            began = time.perf_counter()
             result = db.compact()
     finally:
         undo()
-    latencies = sorted(queue.get(timeout=120))
+    latencies, slow = queue.get(timeout=120)
+    latencies.sort()
     proc.join(timeout=60)
     shutil.rmtree(path)
     return {
@@ -196,7 +211,61 @@ def concurrent_latency(root: str, w: Workload) -> dict[str, Any]:
         "max_ms": latencies[-1] * 1e3,
         "mean_us": statistics.fmean(latencies) * 1e6,
         "lock_holds_ms": [round(h * 1e3, 1) for h in holds],
+        # The writer's slowest puts: when they started (ms after compact()
+        # was called) and whether a lock hold of the compacting process
+        # overlapped them (else the writer's own work, or the scheduler).
+        "slowest_puts": [
+            {
+                "at_ms": round((start - began) * 1e3, 1),
+                "ms": round(took * 1e3, 1),
+                "during_compactor_hold": any(s < start + took and start < s + d for s, d in spans),
+            }
+            for start, took in sorted(slow, key=lambda p: -p[1])[:5]
+        ],
     }
+
+
+def follow_cost(root: str, keys: int, repeats: int = 5) -> dict[str, float]:
+    """In one process: what a second writer's operations cost after another
+    handle's compaction switch (it saw the plan's rollover, as a busy writer
+    does): its first write, and the longest of the following ones until its
+    remap is done (private attributes: ``_remap``, issue 15). Medians."""
+    from logshelf import _compaction
+
+    path = os.path.join(root, "follow")
+    found: dict[str, list[float]] = {"first_ms": [], "longest_next_ms": [], "operations": []}
+    for _ in range(repeats):
+        fill(path, Workload("follow", keys, 60, 1))
+        with (
+            logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as db,
+            logshelf.open(path, auto_compact=None, max_segment_size=16 << 20) as other,
+        ):
+            original = _compaction.copy
+
+            def copy(*args: Any, _copy: Any = original, _other: Any = other, **kwargs: Any) -> Any:
+                done = _copy(*args, **kwargs)
+                _other["during"] = 1  # follows the plan's rollover
+                return done
+
+            _compaction.copy = copy  # type: ignore[assignment]
+            try:
+                db.compact()
+            finally:
+                _compaction.copy = original  # type: ignore[assignment]
+            start = time.perf_counter()
+            other["after"] = 0
+            found["first_ms"].append((time.perf_counter() - start) * 1e3)
+            view = other._engine._view
+            longest, operations = 0.0, 0
+            while getattr(view, "pending_remap", None) is not None:
+                start = time.perf_counter()
+                other["after"] = operations
+                longest = max(longest, time.perf_counter() - start)
+                operations += 1
+            found["longest_next_ms"].append(longest * 1e3)
+            found["operations"].append(operations)
+        shutil.rmtree(path)
+    return {name: statistics.median(values) for name, values in found.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--dir", help="where the temporary stores go")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="only what a second writer's operations cost after a switch (100,000 keys)",
+    )
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only the concurrent writer's latency during a compaction (100,000 keys)",
+    )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     workloads = [
@@ -216,8 +295,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logshelf {logshelf.__version__}, Python {sys.version.split()[0]}, {root}")
         header = f"{'workload':40} {'before':>10} {'after':>10} {'live':>10} {'after/live':>10}"
         print(header + f" {'payload':>10} {'after/payload':>13} {'seconds':>8} {'MB/s':>7}")
+        if args.follow:
+            cost = follow_cost(root, workloads[0].keys)
+            print(
+                "a second writer after a switch: first write "
+                f"{cost['first_ms']:.1f} ms, then {cost['operations']:.0f} writes "
+                f"until its remap is done, the longest {cost['longest_next_ms']:.1f} ms "
+                "(medians of 5)"
+            )
+            return 0
         results = []
-        for w in workloads:
+        for w in [] if args.latency_only else workloads:
             r = run_workload(root, w)
             results.append(r)
             print(
@@ -236,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "the compacting process held the writer lock, each time in order (ms): "
             + ", ".join(f"{h:g}" for h in latency["lock_holds_ms"])
+        )
+        print(
+            "the writer's slowest puts (ms after compact() began: ms, * = during a hold): "
+            + ", ".join(
+                f"{p['at_ms']:g}: {p['ms']:g}{'*' if p['during_compactor_hold'] else ''}"
+                for p in latency["slowest_puts"]
+            )
         )
         if args.json:
             with open(args.json, "w") as f:

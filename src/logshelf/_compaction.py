@@ -17,7 +17,9 @@ reading and writing (``docs/compaction.md`` has the whole protocol):
    with the inputs, then roll the active segment over with a MANIFEST that
    lists the outputs in place of the inputs. That MANIFEST replacement is the
    commit point; the SEAL it writes into the active segment is what makes
-   every other handle reload on its next access. Then delete the inputs.
+   every other handle follow the switch on its next access (``_remap``:
+   the keys that moved are remapped in steps, no index is reloaded). Then
+   delete the inputs.
 
 A crash before the switch leaves unreferenced output files (deleted by the
 next writer that opens the store); a crash after it leaves unreferenced input
@@ -44,6 +46,7 @@ from ._buffer_io import out_of_band
 from ._fs import FileSystem
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._options import Options
+from ._pieces import pieces
 from ._records import Record, new_record
 from ._segment import Segment
 from ._signing import Signer
@@ -93,8 +96,10 @@ class Plan:
     #: Ids reserved for output segments, in order.
     output_ids: list[int]
     #: A copy of the index when the inputs were chosen: packed entries (slot <<
-    #: 40 | offset); those with a slot below ``len(inputs)`` point into inputs.
+    #: 40 | offset); those with a slot of ``input_slots`` point into inputs.
     index: dict[str, int]
+    #: The view's slot of each input, in order (``View.slot_ids``).
+    input_slots: list[int] = field(default_factory=list)
     #: Read-only handles on the inputs, owned by the compaction.
     segments: list[Segment] = field(default_factory=list)
     segments_before: int = 0
@@ -142,6 +147,9 @@ def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | No
     eviction rewrites only those); when at least that many are sealed, the
     active segment is left as it is."""
     view.refresh_manifest()
+    # The snapshot below must name only slots the view holds (rare: a
+    # failed write of this handle left a switch's remap pending).
+    view.finish_remap()
     sealed = len(view.segments) - 1
     if max_inputs is not None and 0 < max_inputs <= sealed:
         # Only a prefix: no segment needs sealing. Replacing a prefix keeps
@@ -173,6 +181,7 @@ def _plan_inputs(view: View, count: int, reserve: int) -> Plan:
         # Copying the dict is C-speed; filtering and sorting it happen in
         # the copy step, outside the lock.
         view.index.copy(),
+        view.slot_ids[:count],
         segments_before=len(view.segments),
         bytes_before=sum(seg.size() for seg in view.segments),
     )
@@ -221,8 +230,14 @@ def copy(
     fs, max_segment_size = options.fs, options.max_segment_size
     target = _Target(fs, options.path, options.mode, created)
     ids = list(plan.output_ids)
-    limit_entry = len(plan.inputs) << SLOT_SHIFT
-    live = {key: loc for key, loc in plan.index.items() if loc < limit_entry}
+    # Entries renumbered by input position (slots need not be in MANIFEST
+    # order after an earlier switch), the others left out.
+    position = {slot: i << SLOT_SHIFT for i, slot in enumerate(plan.input_slots)}
+    live = {
+        key: position[loc >> SLOT_SHIFT] | (loc & OFFSET_MASK)
+        for key, loc in plan.index.items()
+        if loc >> SLOT_SHIFT in position
+    }
     # Log order: by input, then offset. A packed entry sorts exactly that way.
     keys = sorted(live, key=live.__getitem__)
     if drop is not None:
@@ -244,6 +259,7 @@ def copy(
     batch_keys: list[str] = []
     batch_size = 0
     copied_bytes = 0
+    dropped: list[str] = []
 
     for key in keys:
         loc = live[key]
@@ -271,6 +287,7 @@ def copy(
                 f"{key!r} points at another record ({seg.path}, offset {offset})"
             )
         if drop is not None and drop(key, value, codec):
+            dropped.append(key)
             continue
         size = fmt.RECORD_HEADER.size + len(kb) + len(value)
         if isinstance(value, OutOfBand):
@@ -296,7 +313,10 @@ def copy(
         assert current is not None
         copied_bytes += _add_batch(current, txid, batch, batch_keys, batch_size)
     if current is not None:
-        _finish(target, current)
+        # Its hint lists the keys left out as deleted: a no-op where the
+        # outputs stand, at the front of the log, but it tells the handles
+        # that follow the switch to drop them at once (``_remap``).
+        _finish(target, current, dropped)
     if outputs:
         fs.sync_directory(options.path)
     entries = tuple((out.segment.id, out.size) for out in outputs)
@@ -344,8 +364,8 @@ def _add_batch(
         # Written at once, part by part: buffers are never joined in memory.
         parts, offsets, size = pack_parts(out.segment.salt, txid, batch, out.size)
         _flush(out)
-        for part in parts:
-            out.segment.append(part)
+        for piece in pieces(parts):
+            out.segment.append(piece)
         _placed(out, keys, offsets, size, txid)
         return size
     assert len(data) == size
@@ -386,12 +406,13 @@ def _flush(out: _Output) -> None:
         out.buffered = 0
 
 
-def _finish(target: _Target, out: _Output) -> None:
-    """Write out, fsync and close an output segment, then write its hint."""
+def _finish(target: _Target, out: _Output, dropped: list[str] | None = None) -> None:
+    """Write out, fsync and close an output segment, then write its hint
+    (listing ``dropped`` as deleted)."""
     try:
         _flush(out)
         out.segment.sync()
-        hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, [])
+        hint = out.segment.make_hint(out.size, out.last_txid, out.keys, out.offsets, dropped or [])
     finally:
         out.segment.close()
     target.fs.write_file_atomic(

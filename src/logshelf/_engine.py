@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from . import _compaction, _forking
+from . import _compaction, _forking, _inspect
 from . import _format as fmt
 from ._buffer_format import Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
@@ -213,7 +213,7 @@ class Engine:
             loc = view.index.get(key)
             if loc is None:
                 return None
-            seg = view.segments[loc >> SLOT_SHIFT]
+            seg = view.slots[loc >> SLOT_SHIFT]
             offset = loc & OFFSET_MASK
             m = seg.mapping
             if m is not None and offset + _RECORD_SIZE <= seg.mapped_end:
@@ -439,7 +439,7 @@ class Engine:
         mutex = self._acquire()
         try:
             self._view.refresh()
-            return self._view.verify(progress)
+            return _inspect.verify(self._view, progress)
         finally:
             mutex.release()
 
@@ -463,7 +463,7 @@ class Engine:
             loc = view.index.get(key)
             if loc is None:
                 return None
-            return view.segments[loc >> SLOT_SHIFT].path, loc & OFFSET_MASK
+            return view.slots[loc >> SLOT_SHIFT].path, loc & OFFSET_MASK
         finally:
             mutex.release()
 
@@ -582,7 +582,7 @@ class Engine:
             mutex = self._acquire()
             try:
                 self._view.refresh()
-                dead, sealed = self._view.dead_bytes()
+                dead, sealed = _inspect.dead_bytes(self._view)
             finally:
                 mutex.release()
             if threshold is None or dead < threshold * sealed:

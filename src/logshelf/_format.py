@@ -46,9 +46,11 @@ __all__ = [
     "HINT_HEADER",
     "HINT_MAGIC",
     "HINT_VERSION",
+    "JOIN_LIMIT",
     "KIND_DELETE",
     "KIND_PUT",
     "KIND_SEAL",
+    "LARGE_VALUE",
     "LEASE",
     "LEASE_NAME",
     "MANIFEST_NAME",
@@ -355,10 +357,19 @@ def pack_header(
     return _U32.pack(zlib.crc32(key, zlib.crc32(tail, salt))) + tail + key
 
 
+#: A batch whose values of at least LARGE_VALUE bytes add up to more than
+#: JOIN_LIMIT is not joined into one ``bytes`` (see ``_pieces``). Batches of
+#: small records are joined whatever their size: per byte, that is cheaper
+#: than packing record by record.
+JOIN_LIMIT = 4 << 20
+LARGE_VALUE = 256 << 10
+
+
 class HasBuffers(Exception):
-    """:func:`pack_batch` met a value with out-of-band buffers: the batch is
-    packed by ``_buffer_format.pack_parts`` instead (one comparison per
-    record here, rather than a pass over every batch to choose)."""
+    """:func:`pack_batch` met a value with out-of-band buffers, or the batch
+    grew past :data:`JOIN_LIMIT`: it is packed by
+    ``_buffer_format.pack_parts`` instead (one comparison per record here,
+    rather than a pass over every batch to choose)."""
 
 
 def pack_batch(
@@ -385,6 +396,7 @@ def pack_batch(
     pack_u32 = _U32.pack
     crc32 = zlib.crc32
     offset = start
+    large = 0
     for kind, _, key, codec, value, vcrc, rawlen in records:
         if codec & _BUFFERS_FIELD:
             raise HasBuffers
@@ -392,6 +404,10 @@ def pack_batch(
         parts += (pack_u32(crc32(key, crc32(tail, salt))), tail, key, value)
         add_position(offset)
         offset += 32 + len(key) + len(value)
+        if len(value) >= LARGE_VALUE:
+            large += len(value)
+            if large > JOIN_LIMIT:
+                raise HasBuffers
     if parts:
         # The last record carries COMMIT: set the flag and checksum again (one
         # repack, rather than a comparison per record).

@@ -12,7 +12,15 @@ import zlib
 from array import array
 from typing import NamedTuple
 
-__all__ = ["HINT_HEADER", "HINT_MAGIC", "HINT_VERSION", "Hint", "decode_hint", "encode_hint"]
+__all__ = [
+    "HINT_HEADER",
+    "HINT_MAGIC",
+    "HINT_VERSION",
+    "Hint",
+    "decode_hint",
+    "deleted_count",
+    "encode_hint",
+]
 
 HINT_MAGIC = b"LSHFHNT\x00"
 
@@ -154,3 +162,20 @@ def decode_hint(data: bytes) -> Hint | None:
         check_offset,
         check_hcrc,
     )
+
+
+def deleted_count(data: bytes) -> int | None:
+    """How many deleted keys a hint lists (its checksums verified), without
+    decoding any key; None when it is not a valid hint of this version."""
+    size = HINT_HEADER.size + _HINT_CRC.size
+    if len(data) < size + _HINT_PAYLOAD_HEAD.size or not data.startswith(HINT_MAGIC):
+        return None
+    (_, version, _, _, _, _, _, plen, pcrc) = HINT_HEADER.unpack_from(data)
+    (hcrc,) = _HINT_CRC.unpack_from(data, HINT_HEADER.size)
+    if version != HINT_VERSION or zlib.crc32(data[: HINT_HEADER.size]) != hcrc:
+        return None
+    payload = memoryview(data)[size:]
+    if len(payload) != plen or zlib.crc32(payload) != pcrc:
+        return None
+    ndels: int = _HINT_PAYLOAD_HEAD.unpack_from(payload)[1]
+    return ndels

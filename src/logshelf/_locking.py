@@ -498,6 +498,11 @@ class WriterLock:
     ) -> None:
         self._shared.release()
 
+    def yield_lease(self) -> None:
+        """Release the OS lock when the current hold ends, even with no
+        waiter (the caller has work to do after it, outside the lock)."""
+        self._shared.yield_next = True
+
     def busy(self) -> bool:
         """Is the OS lock held by some thread of this process right now? A
         hint only (read without the mutex): for "not now" decisions."""

@@ -21,7 +21,7 @@ from ._fs import FileSystem
 from ._segment_scan import SCAN_CHUNK, ScannedRecord, SegmentScan
 from .errors import CorruptionError
 
-__all__ = ["ScannedRecord", "Segment", "SegmentScan"]
+__all__ = ["ScannedRecord", "Segment", "SegmentScan", "check_tail"]
 
 _RECORD = fmt.RECORD_HEADER
 _unpack_from = _RECORD.unpack_from
@@ -395,3 +395,30 @@ class Segment:
             return False
         key = self.fs.pread(self.fd, header.klen, offset + _HEADER_SIZE)
         return len(key) == header.klen and fmt.record_hcrc(head, key, self.salt) == header.hcrc
+
+
+def check_tail(
+    seg: Segment, scan: SegmentScan, limit: int, floor: Callable[[], int | None]
+) -> bool:
+    """Tell a torn tail (nothing valid after the stop) from damage in the
+    middle of the active segment (valid records follow). The first is normal
+    after a crash; the second must never be silently cut away, unless it lies
+    at or after the synced mark (``floor()``): then it is what a power loss
+    leaves when the kernel wrote a later page back before an earlier one, and
+    True says so (the caller ignores or cuts it like a torn tail, and reports
+    it). Raises :class:`CorruptionError` for damage before the mark, or with
+    no mark at all."""
+    if scan.stop >= limit:
+        return False
+    found = seg.find_valid_record(scan.stop + 1, limit)
+    if found is None:
+        return False
+    synced = floor()
+    if synced is not None and scan.stop >= synced:
+        return True
+    where = "" if synced is None else f" before the synced mark ({synced})"
+    raise CorruptionError(
+        f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}){where} is "
+        f"followed by valid records (offset {found}); the store needs "
+        "logshelf.salvage(source, destination) to copy what is intact"
+    )

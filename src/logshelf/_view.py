@@ -16,16 +16,16 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import _format as fmt
-from . import _index
+from . import _index, _remap
 from ._buffer_format import Buffered
 from ._fs import FileSystem
 from ._locking import ChangeCounter
-from ._records import Record, encode_key
-from ._segment import Segment, SegmentScan
+from ._records import Record
+from ._segment import Segment, SegmentScan, check_tail
 from ._signing import Signer
 from ._synced import read_mark
 from ._values import load
-from .errors import CorruptionError, StoreNotFoundError, TamperedError
+from .errors import CorruptionError, StoreNotFoundError
 
 __all__ = ["HEADER_END", "MissingSegmentError", "View"]
 
@@ -71,6 +71,17 @@ class View:
         self.signer: Signer | None = None
         self.manifest = fmt.Manifest(0, 0)
         self.segments: list[Segment] = []
+        #: Slot -> segment: what an index entry's slot names. A slot stays the
+        #: same while the view holds its segment; a reload renumbers them in
+        #: MANIFEST order. The slots a compaction retired keep their closed
+        #: segment: no entry of theirs is ever read (``_remap``).
+        self.slots: list[Segment] = []
+        #: The slot of each segment of ``segments``.
+        self.slot_ids: list[int] = []
+        #: A compaction switch adopted, its index work not done (``_remap``).
+        self.pending_remap: _remap.Remap | None = None
+        #: Set by a writer that starts that work itself, after its lock.
+        self.remap_later = False
         #: key -> (slot << 40) | offset of its live PUT; see ``_index.py``.
         self.index: dict[str, int] = {}
         #: Keys whose final state in the active segment is a delete (its hint lists them).
@@ -104,7 +115,7 @@ class View:
 
     @property
     def active_slot(self) -> int:
-        return len(self.segments) - 1
+        return self.slot_ids[-1]
 
     def reset_active(self, end: int = HEADER_END) -> None:
         """The active segment changed (a new one, or a fresh load): forget what
@@ -223,6 +234,7 @@ class View:
                 seg.close()
         self.manifest = manifest
         self.segments = segments
+        self.renumber()
         self.index = index
         self.reset_active(loaded.end)
         self.active_deletes = deletes
@@ -231,6 +243,18 @@ class View:
         self.seal_next = loaded.seal_next
         # A hint that already covers everything need not be rewritten at close.
         self.hinted_end = loaded.end if loaded.hinted == loaded.end else 0
+
+    def renumber(self) -> None:
+        """Slots in MANIFEST order, as a fresh index numbers them."""
+        self.slots = list(self.segments)
+        self.slot_ids = list(range(len(self.segments)))
+        self._drop_remap()
+
+    def _drop_remap(self) -> None:
+        if self.pending_remap is not None:
+            for seg in self.pending_remap.inputs:
+                seg.close()
+            self.pending_remap = None
 
     def _open_segment(self, segment_id: int, writable: bool) -> Segment:
         try:
@@ -344,11 +368,15 @@ class View:
         raw = self.counter[_COUNTER]
         if raw == self.seen:
             return
+        if self.pending_remap is not None:
+            self.remap_step()
         # Remembered only when the active segment ends exactly where this
         # view does. Writers skip their size check on a remembered value, so
         # bytes nobody could parse (left by a write whose undo failed) must
         # keep every handle checking until a writer cuts them.
-        if self.refresh() and not raw[0] & 1:
+        # Nor while a switch's remap runs: every operation then comes here
+        # and does a step of it.
+        if self.refresh() and not raw[0] & 1 and self.pending_remap is None:
             self.seen = raw
 
     def refresh(self) -> bool:
@@ -419,8 +447,10 @@ class View:
         manifest = self.read_manifest()
         if manifest.active_id == self.segments[-1].id:
             return  # the writer has not published it yet (or crashed: a writer completes it)
-        if not self._follow_rollover(manifest):
+        if not self._follow_rollover(manifest) and not self._follow_switch(manifest):
             self.load_latest(manifest)
+        if not self.remap_later:
+            self.remap_step()  # the keys it left out go before this operation ends
         if self.seal_next == 0:
             self.refresh()
 
@@ -437,6 +467,7 @@ class View:
         if (
             len(new) != len(old) + 1
             or len(new) > _index.MAX_SEGMENTS
+            or len(self.slots) >= _index.MAX_SEGMENTS
             or new[-1][0] != self.seal_next
             or new[-2] != (active.id, self.end)
             or new[:-2] != old[:-1]
@@ -449,8 +480,72 @@ class View:
         self.adopt(manifest, successor)
         return True
 
+    def _follow_switch(self, manifest: fmt.Manifest) -> bool:
+        """Adopt ``manifest`` if it is one compaction switch of ours (``_remap``):
+        outputs and successor under new slots, the inputs' slots retired, the
+        index left to :meth:`finish_remap`. False (nothing changed) if not."""
+        self.finish_remap()  # an earlier switch, if a failed write left it pending
+        old = self.manifest.segments
+        shape = _remap.switch_shape(
+            old, manifest.segments, (self.segments[-1].id, self.end), self.seal_next
+        )
+        if shape is None or len(self.slots) + len(manifest.segments) >= _index.MAX_SEGMENTS:
+            return False
+        inputs, count = shape
+        opened: list[Segment] = []
+        try:
+            for segment_id, length in manifest.segments[:count]:
+                opened.append(Segment.open(self.fs, self.path, segment_id, False))
+                if opened[-1].size() < length:  # not what the MANIFEST says: reload
+                    raise FileNotFoundError(segment_id)
+                opened[-1].readable_end = length
+            opened.append(Segment.open(self.fs, self.path, self.seal_next, self.writable))
+        except BaseException as exc:
+            for seg in opened:
+                seg.close()
+            if isinstance(exc, FileNotFoundError):
+                return False  # replaced again already: reload from the newest MANIFEST
+            raise
+        successor = opened.pop()
+        slots = range(len(self.slots), len(self.slots) + count)
+        lengths = [length for _, length in manifest.segments[:count]]
+        self.pending_remap = _remap.Remap(
+            self.index,
+            set(self.slot_ids[:inputs]),
+            self.segments[:inputs],  # kept open: entries still point into them
+            list(zip(slots, opened, lengths, strict=True)),
+            lambda seg, length: self._read_hint(seg, length, sealed=True),
+            self.fs.read_file,
+        )
+        self.slots.extend(opened)
+        self.segments = opened + self.segments[inputs:]
+        self.slot_ids = [*slots, *self.slot_ids[inputs:]]
+        self.adopt(manifest, successor)
+        return True
+
+    def remap_step(self) -> None:
+        """One step of an adopted switch's index work (``_remap``); then, when
+        all is done, close the inputs. Reload if an output has no valid hint."""
+        pending = self.pending_remap
+        if pending is None:
+            return
+        try:
+            done = pending.step()
+        except _remap.NoHint:
+            self.load_latest(self.read_manifest())
+            return
+        if done:
+            self._drop_remap()
+
+    def finish_remap(self) -> None:
+        """All of an adopted switch's index work, now."""
+        while self.pending_remap is not None:
+            self.remap_step()
+
     def adopt(self, manifest: fmt.Manifest, successor: Segment) -> None:
         """Append ``successor`` as the new, empty active segment of ``manifest``."""
+        self.slot_ids.append(len(self.slots))
+        self.slots.append(successor)
         self.segments.append(successor)
         self.manifest = manifest
         self.reset_active()
@@ -461,7 +556,7 @@ class View:
         """The value of ``key``, whose index entry is ``location``, as
         ``_values.load`` gives it: verified, its signature checked on a
         signed store, decompressed; errors name the key."""
-        seg = self.segments[location >> _SLOT_SHIFT]
+        seg = self.slots[location >> _SLOT_SHIFT]
         return load(self.fs, seg, location & _OFFSET_MASK, key, self.signer, copy)
 
     def stats(self) -> dict[str, int]:
@@ -476,60 +571,6 @@ class View:
             "unsynced_tail_bytes": self.unsynced_tail,
         }
 
-    def verify(self, progress: Callable[[str], None] | None) -> list[str]:
-        """Scan every segment's committed bytes and read every index entry;
-        return the problems found (see ``Engine.verify``)."""
-        segments = self.segments
-        problems: list[str] = []
-        for number, seg in enumerate(segments, 1):
-            if progress is not None and number > 1:
-                progress(f"checked {number - 1} of {len(segments)} segments")
-            limit = seg.readable_end
-            scan = seg.scan(HEADER_END, limit, seg.base_txid)
-            for _ in scan:
-                pass
-            if scan.stop < limit or scan.end < limit:
-                problems.append(f"{seg.path}: invalid record at offset {scan.stop}: {scan.problem}")
-            problems.extend(
-                f"{seg.path}: value checksum mismatch in the record at offset {offset}"
-                for offset in scan.damaged
-            )
-        for key, loc in self.index.items():
-            try:
-                if self.signer is not None:
-                    self.read(loc, key, copy=False)  # the signature too (buffers mapped)
-                else:
-                    segments[loc >> _SLOT_SHIFT].read_value(loc & _OFFSET_MASK, encode_key(key))
-            except TamperedError as exc:
-                problems.append(str(exc))
-            except CorruptionError as exc:
-                problems.append(f"key {key!r}: {exc}")
-        if progress is not None:
-            progress(f"checked {len(segments)} segments and {len(self.index)} index entries")
-        return problems
-
-    def dead_bytes(self) -> tuple[int, int]:
-        """(estimated dead bytes, total record bytes) of the sealed segments.
-
-        Live bytes are estimated from the sizes of up to ~256 live records
-        spread over the sealed segments: exact enough for a threshold, and
-        cheap (one pass over the index, a few hundred header reads).
-        """
-        count = len(self.segments) - 1
-        sealed = sum(length - HEADER_END for _, length in self.manifest.segments[:count])
-        if sealed <= 0:
-            return 0, 0
-        limit = count << _SLOT_SHIFT
-        live = [loc for loc in self.index.values() if loc < limit]
-        if not live:
-            return sealed, sealed
-        sample = live[:: max(1, len(live) // 256)]
-        size = sum(
-            self.segments[loc >> _SLOT_SHIFT].record_size(loc & _OFFSET_MASK) for loc in sample
-        )
-        live_bytes = size * len(live) // len(sample)
-        return max(sealed - live_bytes, 0), sealed
-
     def close(self) -> None:
         """Close every descriptor and map (idempotent)."""
         for seg in self.segments:
@@ -538,34 +579,10 @@ class View:
             except OSError:
                 pass
         self.segments = []
+        self.slots = []
+        self.slot_ids = []
+        self._drop_remap()
         if self.changes is not None:
             self.counter = _NO_COUNTER
             self.changes.close()
             self.changes = None
-
-
-def check_tail(
-    seg: Segment, scan: SegmentScan, limit: int, floor: Callable[[], int | None]
-) -> bool:
-    """Tell a torn tail (nothing valid after the stop) from damage in the
-    middle of the active segment (valid records follow). The first is normal
-    after a crash; the second must never be silently cut away, unless it lies
-    at or after the synced mark (``floor()``): then it is what a power loss
-    leaves when the kernel wrote a later page back before an earlier one, and
-    True says so (the caller ignores or cuts it like a torn tail, and reports
-    it). Raises :class:`CorruptionError` for damage before the mark, or with
-    no mark at all."""
-    if scan.stop >= limit:
-        return False
-    found = seg.find_valid_record(scan.stop + 1, limit)
-    if found is None:
-        return False
-    synced = floor()
-    if synced is not None and scan.stop >= synced:
-        return True
-    where = "" if synced is None else f" before the synced mark ({synced})"
-    raise CorruptionError(
-        f"{seg.path}: damaged record at offset {scan.stop} ({scan.problem}){where} is "
-        f"followed by valid records (offset {found}); the store needs "
-        "logshelf.salvage(source, destination) to copy what is intact"
-    )

@@ -23,17 +23,21 @@ from ._buffer_format import BUFFERS, pack_parts
 from ._fs import FileSystem
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
+from ._pieces import pieces
 from ._records import Record
-from ._segment import Segment
+from ._segment import Segment, check_tail
 from ._segment_set import (
+    SealedHint,
     collect_garbage,
     remove_segments,
     seal_record,
+    sealed_hint,
     write_hint,
     write_manifest,
+    write_sealed_hint,
 )
 from ._synced import MarkWriter
-from ._view import HEADER_END, View, check_tail
+from ._view import HEADER_END, View
 from .errors import HandlePoisonedError, LockTimeoutError
 
 __all__ = ["Writer"]
@@ -80,6 +84,9 @@ class Writer:
         #: The synced mark (``_synced``): rewritten after every sync made under the lock.
         self.marks = MarkWriter(self.fs, self.path, options.mode)
         self._marked_at = float("-inf")
+        #: The hint of the segment the last rollover sealed, until it is
+        #: written outside the writer lock (``write_deferred``).
+        self.sealed_hint: SealedHint | None = None
         # Read on every write.
         self._max_size = options.max_segment_size
         self._direct = type(self.fs).append is FileSystem.append
@@ -148,16 +155,15 @@ class Writer:
         try:
             segments = view.segments
             if (at != view.seen and self.fs.size(segments[-1].fd) != view.end) or view.seal_next:
-                self.prepare()
+                self.prepare(remap_later=True)
             index = view.index
             all_puts = True
-            if len(records) == 1:
-                if records[0].kind != _PUT:
-                    if records[0].key not in index:
-                        return 0
-                    all_puts = False
-            elif not all(r.kind == _PUT for r in records):
+            # (A batch of one plain record went to write_one: one here is a
+            # put with buffers.)
+            if len(records) > 1 and not all(r.kind == _PUT for r in records):
                 all_puts = False
+                if view.pending_remap is not None and not view.pending_remap.started:
+                    view.remap_step()
                 records = [r for r in records if r.kind == _PUT or r.key in index]
                 if not records:
                     return 0
@@ -165,14 +171,15 @@ class Writer:
                 segments = view.segments
                 active = segments[-1]
                 start = view.end
-                location = ((len(segments) - 1) << _SLOT_SHIFT) | start
+                location = (view.slot_ids[-1] << _SLOT_SHIFT) | start
                 txid = view.max_txid + 1
                 parts = None
                 try:
                     data, locations = fmt.pack_batch(active.salt, txid, records, location)
                 except fmt.HasBuffers:
                     # Arrays' buffers are written from their own memory,
-                    # never joined (_buffer_format): a list of parts.
+                    # never joined (_buffer_format), and so are the values
+                    # of a large batch (_pieces): a list of parts.
                     parts, locations, size = pack_parts(active.salt, txid, records, location)
                 if parts is None:
                     size = len(data)
@@ -184,8 +191,8 @@ class Writer:
                 if parts is None:
                     self.fs.append(active.fd, data)
                 else:
-                    for part in parts:
-                        self.fs.append(active.fd, part)
+                    for piece in pieces(parts):
+                        self.fs.append(active.fd, piece)
             except BaseException:
                 self.undo(active, start)
                 raise
@@ -196,11 +203,10 @@ class Writer:
             if self._syncs:
                 self.sync_after_write()
         finally:
-            released = lock.exit_held()
-        if released is not None:
-            # Caught up under the lock, then only this write: this view is up
-            # to date as of the counter it just set.
-            view.seen = released
+            due = self._end_hold()
+        if due:
+            self.write_deferred()
+            view.remap_step()
         return len(records)
 
     def write_one(
@@ -217,9 +223,7 @@ class Writer:
         """:meth:`write` of one put or delete without out-of-band buffers:
         the single-key write (``db[k] = v``, ``del db[k]``), with nothing
         else. Returns 1, or 0 for a delete of an absent key (nothing
-        written). The caller holds the mutex. Its last steps repeat
-        write()'s rather than call a shared helper: on this path a call is a
-        measurable share of the whole write."""
+        written). The caller holds the mutex."""
         view = self.view
         lock = self.lock
         at = lock.enter_held(deadline)
@@ -227,9 +231,12 @@ class Writer:
             if (
                 at != view.seen and self.fs.size(view.segments[-1].fd) != view.end
             ) or view.seal_next:
-                self.prepare()
-            if kind != _PUT and key not in view.index:
-                return 0
+                self.prepare(remap_later=True)
+            if kind != _PUT:
+                if view.pending_remap is not None and not view.pending_remap.started:
+                    view.remap_step()  # a key the switch left out is absent
+                if key not in view.index:
+                    return 0
             for attempt in (0, 1):
                 segments = view.segments
                 active = segments[-1]
@@ -258,7 +265,7 @@ class Writer:
             # may have reloaded the view (a MANIFEST that another process's
             # compaction plan had moved on), replacing the dict.
             if kind == _PUT:
-                view.index[key] = ((len(segments) - 1) << _SLOT_SHIFT) | start
+                view.index[key] = (view.slot_ids[-1] << _SLOT_SHIFT) | start
                 if view.active_deletes:
                     view.active_deletes.discard(key)
             else:
@@ -269,12 +276,32 @@ class Writer:
             if self._syncs:
                 self.sync_after_write()
         finally:
-            released = lock.exit_held()
-        if released is not None:
-            # Caught up under the lock, then only this write: this view is up
-            # to date as of the counter it just set.
-            view.seen = released
+            due = self._end_hold()
+        if due:
+            self.write_deferred()
+            view.remap_step()
         return 1
+
+    def _end_hold(self) -> bool:
+        """End a write's hold of the writer lock. True when work was left for
+        after it (a compaction switch's remap, ``_remap``: a step per
+        operation, reads doing steps too as long as ``seen`` stays unset; a
+        rollover's hint) and the lock is now free for it: the OS lock then
+        goes with the hold, lease or not, so that work never holds up
+        another process."""
+        view = self.view
+        lock = self.lock
+        if view.pending_remap is None and self.sealed_hint is None:
+            released = lock.exit_held()
+            if released is not None:
+                # Caught up under the lock, then only this write: this view
+                # is up to date as of the counter it just set.
+                view.seen = released
+            return False
+        lock.yield_lease()
+        lock.exit_held()
+        view.seen = b""
+        return not lock.busy()
 
     def undo(self, seg: Segment, start: int) -> None:
         """A write failed part-way: cut back to where it started. If even that
@@ -335,11 +362,23 @@ class Writer:
 
     # -- catching up, torn tails ---------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, remap_later: bool = False) -> None:
         """Under the writer lock: catch up with other writers, cut a torn tail,
         finish an interrupted rollover, so that appending is safe. Whatever
         lies beyond the last committed batch at this point is garbage: no
-        other writer can be mid-write while we hold the lock."""
+        other writer can be mid-write while we hold the lock.
+
+        ``remap_later``: a compaction switch met here is adopted, but its
+        remap of the index (``_remap``) is left to the caller, to run once
+        the lock is released (``view.pending_remap``)."""
+        view = self.view
+        view.remap_later = remap_later
+        try:
+            self._prepare()
+        finally:
+            view.remap_later = False
+
+    def _prepare(self) -> None:
         view = self.view
         while True:
             if view.seal_next:
@@ -373,6 +412,9 @@ class Writer:
         round parses what arrived during the previous one, so the backlog
         shrinks quickly."""
         view = self.view
+        self.write_deferred()
+        # A compaction's plan snapshots the index: no retired slot in it.
+        view.finish_remap()
         for _ in range(_CATCH_UP_ROUNDS):
             view.refresh()
             if view.seal_next or self.fs.size(view.active.fd) - view.end <= _LOCK_BACKLOG:
@@ -436,7 +478,7 @@ class Writer:
         MANIFEST. ``reserve_ids`` allocates that many further segment ids for
         a compaction's output files. ``replace=(n, entries)`` commits a
         compaction: the first ``n`` sealed segments give way to ``entries``;
-        the SEAL is then what tells every other handle to reload.
+        the SEAL is then what tells every handle to follow the switch.
         """
         view, fs, mode = self.view, self.fs, self.options.mode
         if not seal_written:
@@ -521,13 +563,19 @@ class Writer:
         if not drop_old:
             # Only after the switch: a hint covering the SEAL must never exist
             # while the MANIFEST still calls that segment active, or a reopen
-            # would skip the SEAL and append after it.
-            write_hint(view, self.options.mode, seal_next=new.id)  # ``old`` is still active
-        if replace is not None:
-            # Every slot after the replaced segments moved. Rather than
-            # renumber in place, follow our own SEAL like any other handle,
-            # on the next operation: the reload from the new MANIFEST and the
-            # hints then happens after the writer lock is released.
+            # would skip the SEAL and append after it. Written once the lock is
+            # released (``sealed_hint``: only a copy of the index is taken
+            # here). A crash before leaves the segment without a hint: an open
+            # scans it.
+            if self.sealed_hint is not None:
+                self.write_deferred()  # two rollovers in one hold: rare
+            self.sealed_hint = sealed_hint(view, new.id)
+        if replace is not None or len(view.slots) >= _index.MAX_SEGMENTS - 1:
+            # Follow our own SEAL like any other handle, on the next
+            # operation, after the writer lock is released: it retires the
+            # inputs' slots and remaps the keys that moved from the outputs'
+            # hints (``_remap``). (Or reloads, renumbering slots that would
+            # run out.)
             new.close()
             view.seal_next = new.id
             return
@@ -538,6 +586,7 @@ class Writer:
                 seg.close()
             remove_segments(self.fs, self.path, [seg.id for seg in view.segments])
             view.segments = []
+            view.renumber()
             view.index = {}
         view.adopt(new_manifest, new)
         view.txid = max(view.txid, seal_txid)
@@ -566,8 +615,16 @@ class Writer:
             return exc
         return None
 
+    def write_deferred(self) -> None:
+        """Write the hint a rollover left for after the writer lock."""
+        sealed, self.sealed_hint = self.sealed_hint, None
+        if sealed is not None:
+            write_sealed_hint(self.view, sealed, self.options.mode)
+
     def write_active_hint(self) -> None:
-        """At close: a hint of the active segment, unless one covers it already."""
+        """At close: a hint of the active segment, unless one covers it
+        already (and the hint a rollover left for after the lock)."""
+        self.write_deferred()
         view = self.view
         if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
             write_hint(view, self.options.mode)

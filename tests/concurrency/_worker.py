@@ -41,6 +41,12 @@ def wait_for(word: str) -> None:
 
 
 def open_store(a: dict[str, Any], flag: str = "c") -> logshelf.Shelf:
+    if a.get("remap_chunk"):
+        # Small steps: handles that follow a compaction's switch stay mid-remap
+        # across many operations (``_remap``).
+        from logshelf import _remap
+
+        _remap.CHUNK = a["remap_chunk"]
     return logshelf.open(
         a["store"],
         flag,

@@ -13,9 +13,9 @@ import logshelf
 OPTIONS: dict[str, Any] = {"max_segment_size": 16384}
 
 
-def _run(workers: Any, store: Path, writers: int, writes: int) -> None:
+def _run(workers: Any, store: Path, writers: int, writes: int, **more: Any) -> None:
     logshelf.open(store).close()
-    common = {"store": str(store), "writers": writers, "keys": 30, **OPTIONS}
+    common = {"store": str(store), "writers": writers, "keys": 30, **OPTIONS, **more}
     churners = [
         workers.spawn("churn_writer", writer=w, writes=writes, **common) for w in range(writers)
     ]
@@ -52,6 +52,14 @@ def test_compaction_under_concurrent_writers_and_a_reader(workers: Any, tmp_path
     process compacts over and over: nothing acknowledged is lost, no deleted
     or overwritten value comes back, and the store ends compact."""
     _run(workers, tmp_path / "store.db", writers=2, writes=1500)
+
+
+@pytest.mark.timeout(30)
+def test_compaction_while_other_handles_remap_in_small_steps(workers: Any, tmp_path: Path) -> None:
+    """The same, every process remapping a few keys per operation after each
+    switch: the writers keep writing and the reader keeps reading while their
+    index still points partly into the compaction's (deleted) inputs."""
+    _run(workers, tmp_path / "store.db", writers=2, writes=1500, remap_chunk=3)
 
 
 @pytest.mark.slow

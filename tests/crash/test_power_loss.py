@@ -462,8 +462,11 @@ class Checker:
         """Note what a first open did (so tests can tell what they covered)."""
         if any(op.startswith("truncate") for op in operations):
             self.tails_cut += 1
-        # (Not the first segment of a new store: that is made in a temporary directory.)
-        if any(op.startswith(f"open {STORE}/seg-") and "(create)" in op for op in operations):
+        # (Not the first segment of a new store: that is made in a temporary
+        # directory.) The successor usually exists already, so Segment.create
+        # truncates it; this used to match only the hint the rollover then
+        # wrote, which now waits for the writer lock's release.
+        if any(op.startswith(f"open {STORE}/seg-") and ".log (" in op for op in operations):
             self.rollovers_finished += 1
 
     def _check_recovery(

@@ -1,0 +1,229 @@
+"""Following a compaction's switch without reloading the index (``_remap``),
+and the hint a rollover writes after the writer lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logshelf
+from logshelf import _compaction, _remap, _segment_set
+from logshelf import _format as fmt
+from logshelf._fs import FileSystem
+
+SEG = 8192
+
+
+class _HintReads(FileSystem):
+    """Counts hint files read: a reload reads every segment's hint."""
+
+    def __init__(self) -> None:
+        self.hints = 0
+
+    def read_file(self, path: str) -> bytes:
+        if path.endswith(".hint"):
+            self.hints += 1
+        return super().read_file(path)
+
+
+def test_switch_shape_recognises_exactly_one_switch() -> None:
+    old = ((1, 900), (2, 800), (3, 700), (4, fmt.ACTIVE))
+    # Inputs 1-2 became 7; 3 stays; 4 was sealed at 500 and 8 started.
+    new = ((7, 600), (3, 700), (4, 500), (8, fmt.ACTIVE))
+    assert _remap.switch_shape(old, new, (4, 500), 8) == (2, 1)
+    # Everything dropped: no outputs at all.
+    assert _remap.switch_shape(old, ((3, 700), (4, 500), (8, fmt.ACTIVE)), (4, 500), 8) == (2, 0)
+    # Sealed elsewhere than the view parsed, another successor, a plain
+    # rollover, a reset, a later segment replaced too: not a switch of ours.
+    assert _remap.switch_shape(old, new, (4, 400), 8) is None
+    assert _remap.switch_shape(old, new, (4, 500), 9) is None
+    rollover = (*old[:-1], (4, 500), (8, fmt.ACTIVE))
+    assert _remap.switch_shape(old, rollover, (4, 500), 8) is None
+    assert _remap.switch_shape(old, ((4, 500), (8, fmt.ACTIVE)), (4, 500), 8) == (3, 0)
+    assert _remap.switch_shape(old, ((7, 1), (9, 1), (4, 500), (8, fmt.ACTIVE)), (4, 500), 8) == (
+        3,
+        2,
+    )
+    assert (
+        _remap.switch_shape(old, ((7, 1), (3, 699), (4, 500), (8, fmt.ACTIVE)), (4, 500), 8) is None
+    )
+
+
+@contextmanager
+def _during_copy(action: Any) -> Iterator[None]:
+    """Run ``action()`` between a compaction's plan and its switch."""
+    original = _compaction.copy
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        found = original(*args, **kwargs)
+        action()
+        return found
+
+    _compaction.copy = copy  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _compaction.copy = original  # type: ignore[assignment]
+
+
+def _view(db: logshelf.Shelf) -> Any:
+    return db._engine._view
+
+
+def test_other_handles_remap_in_steps_and_stay_exact(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, open_files: Any
+) -> None:
+    """A second writer and a reader that saw the plan's rollover adopt the
+    switch by reading only the outputs' hints; their entries move a chunk per
+    operation, every read meanwhile right (the inputs stay open), keys
+    overwritten or deleted during the copy keep their newer state, and the
+    inputs are closed once the remap is done."""
+    monkeypatch.setattr(_remap, "CHUNK", 16)
+    other_fs, reader_fs = _HintReads(), _HintReads()
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None, _fs=other_fs) as other,
+        logshelf.open(store_path, "r", _fs=reader_fs) as reader,
+    ):
+        model: dict[str, Any] = {}
+        for r in range(3):
+            batch = {f"k{i:04d}": (r, i) for i in range(400)}
+            writer.update(batch)
+            model.update(batch)
+        assert len(reader) == len(other) == 400
+
+        def meanwhile() -> None:
+            # Both follow the plan's rollover, then change keys the compaction copies.
+            other["k0001"] = model["k0001"] = "newer"
+            del other["k0002"]
+            del model["k0002"]
+            other["fresh"] = model["fresh"] = "during the copy"
+            assert reader["k0001"] == "newer" and "k0002" not in reader
+
+        with _during_copy(meanwhile):
+            result = writer.compact()
+        assert result.compacted
+        outputs = len(_view(writer).manifest.segments) - 2
+        other_fs.hints = reader_fs.hints = 0
+        assert reader["k0001"] == "newer"  # adopts the switch: a first step only
+        assert reader_fs.hints <= 2 and _view(reader).pending_remap is not None
+        other["after"] = model["after"] = "after the switch"  # the writer adopts too
+        assert _view(other).pending_remap is not None
+        steps = 0
+        while _view(reader).pending_remap is not None or _view(other).pending_remap is not None:
+            key = f"k{steps % 400:04d}"
+            assert reader.get(key) == model.get(key)
+            assert other.get(key) == model.get(key)
+            steps += 1
+        assert steps > 10  # it did take steps
+        # No reload: the last output's hint read twice (its count of keys
+        # left out, then its keys), each other output's once.
+        assert reader_fs.hints <= outputs + 1 and other_fs.hints <= outputs + 1
+        assert dict(reader.items()) == dict(other.items()) == dict(writer.items()) == model
+        assert open_files(store_path, deleted=True) == []
+        assert writer.verify() == other.verify() == []
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again.items()) == model
+
+
+class _DropOdd:
+    def select(self, keys: list[str], sizes: list[int], read: Any) -> None:
+        pass
+
+    def __call__(self, key: str, value: bytes, codec: int) -> bool:
+        return int(key[1:]) % 2 == 1
+
+
+def test_keys_a_compaction_leaves_out_vanish_at_once_for_other_handles(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eviction's drop: the last output's hint lists the keys left out, and a
+    handle following the switch drops them in its first step, long before
+    its remap is done."""
+    monkeypatch.setattr(_remap, "CHUNK", 8)
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        engine = writer._engine
+        for i in range(300):
+            engine.put(f"k{i}", 0, b"v%d" % i, 0)
+        assert len(reader) == 300
+
+        def touch() -> None:
+            assert reader._engine.get("k0") == b"v0"  # follows the plan's rollover
+
+        with _during_copy(touch):
+            assert engine.compact(drop=_DropOdd()).compacted
+        kept = {f"k{i}" for i in range(0, 300, 2)}
+        assert "k1" not in reader
+        assert _view(reader).pending_remap is not None
+        assert len(reader) == len(kept) and set(reader.keys()) == kept
+        hint = fmt.decode_hint(
+            (store_path / fmt.hint_name(_view(writer).manifest.segments[0][0])).read_bytes()
+        )
+        assert hint is not None and len(hint.put_keys) + len(hint.deleted_keys) <= 300
+    with logshelf.open(store_path, "r") as again:
+        assert set(again.keys()) == kept
+
+
+def test_a_reader_that_missed_the_plan_reloads(store_path: Path) -> None:
+    """Two changes at once (the plan's rollover and the switch) are not one
+    switch: the handle reloads, and is exact."""
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        model = {f"k{i}": i for i in range(500)}
+        writer.update(model)
+        writer.update(model)
+        assert len(reader) == 500
+        writer.compact()
+        assert dict(reader.items()) == model
+        assert _view(reader).pending_remap is None
+
+
+def test_a_rollover_writes_the_sealed_segments_hint_after_the_lock(store_path: Path) -> None:
+    """The hint of the segment a write sealed exists once the write returns,
+    and a reopen that uses it is exact."""
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
+        model: dict[str, Any] = {}
+        i = 0
+        while db.stats()["segments"] < 4:
+            db[f"k{i % 50}"] = model[f"k{i % 50}"] = "x" * (i % 90)
+            if i % 17 == 0 and f"k{(i + 7) % 50}" in model:
+                del db[f"k{(i + 7) % 50}"]
+                del model[f"k{(i + 7) % 50}"]
+            i += 1
+        view = _view(db)
+        for segment_id, length in view.manifest.segments[:-1]:
+            hint = fmt.decode_hint((store_path / fmt.hint_name(segment_id)).read_bytes())
+            assert hint is not None and hint.covered == length
+            assert db._engine._writer.sealed_hint is None
+    reads = _HintReads()
+    with logshelf.open(store_path, "r", _fs=reads) as again:
+        assert dict(again.items()) == model
+        assert reads.hints >= 4
+
+
+def test_a_deferred_hint_lists_the_segment_as_the_rollover_left_it(store_path: Path) -> None:
+    """Keys overwritten between the rollover and the hint's writing stay in the
+    hint: their newer records may not be durable yet (a power loss could take
+    them and leave the hint), so it must describe the sealed segment itself."""
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
+        db.update({f"k{i}": "x" * 50 for i in range(20)})
+        view = _view(db)
+        sealed = _segment_set.sealed_hint(view, 99)
+        slot = view.active_slot
+        for i in range(10):  # as if overwritten in a later segment meanwhile
+            view.index[f"k{i}"] = (slot + 1) << 40
+        assert _segment_set.write_sealed_hint(view, sealed, 0o644)
+        hint = fmt.decode_hint((store_path / fmt.hint_name(view.active.id)).read_bytes())
+        assert hint is not None and sorted(hint.put_keys) == sorted(f"k{i}" for i in range(20))
+        assert hint.seal_next == 99
+        for i in range(10):
+            view.index[f"k{i}"] = sealed[2][f"k{i}"]  # put back before close
