@@ -49,6 +49,7 @@ from ._options import Options
 from ._pieces import pieces
 from ._records import Record, new_record
 from ._segment import Segment
+from ._segment_set import write_manifest
 from ._signing import Signer
 from ._view import HEADER_END, View
 from ._writer import Writer
@@ -155,7 +156,7 @@ def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | No
         # Only a prefix: no segment needs sealing. Replacing a prefix keeps
         # every later segment in place, and dropping a prefix's tombstones is
         # safe: no older segment holds a record they could hide.
-        writer.reserve_ids(max_inputs + 1)
+        _reserve_ids(view, writer, max_inputs + 1)
         return _plan_inputs(view, max_inputs, max_inputs + 1)
     # Next-fit packing of a subset of the records needs no more segments
     # than the inputs used; one spare for mixed sizes.
@@ -164,11 +165,22 @@ def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | No
         writer.roll(drop_old=False, reserve_ids=reserve)
     elif len(view.segments) > 1:
         # The active segment is empty: leave it be, just reserve ids.
-        writer.reserve_ids(reserve)
+        _reserve_ids(view, writer, reserve)
     else:
         return None
     # Every segment but the (new) active one is an input.
     return _plan_inputs(view, len(view.segments) - 1, reserve)
+
+
+def _reserve_ids(view: View, writer: Writer, count: int) -> None:
+    """Allocate ``count`` segment ids in a new MANIFEST, segments unchanged."""
+    m = view.manifest
+    manifest = fmt.Manifest(m.generation + 1, m.next_segment_id + count, m.segments)
+    write_manifest(writer.fs, writer.path, manifest, writer.options.mode)
+    view.manifest = manifest
+    error = writer.sync_manifest_rename()
+    if error is not None:
+        raise error
 
 
 def _plan_inputs(view: View, count: int, reserve: int) -> Plan:

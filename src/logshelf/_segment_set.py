@@ -14,6 +14,7 @@ import os
 import zlib
 
 from . import _format as fmt
+from ._file_lock import ExclusiveFileLock
 from ._fs import FileSystem
 from ._index import snapshot
 from ._segment import Segment
@@ -208,12 +209,22 @@ def _write_hint(
     return True
 
 
-def collect_garbage(fs: FileSystem, path: str, live: set[int]) -> None:
+def collect_garbage(fs: FileSystem, path: str, live: set[int], lock: ExclusiveFileLock) -> None:
     """Delete segment and hint files whose ids are not in ``live``, and
     leftover temporary files: what a crash left of an interrupted rollover,
-    reset or compaction. The caller holds the writer lock and the
-    compaction lock (a running compaction writes segments the MANIFEST names
-    only once it commits)."""
+    reset or compaction. The caller holds the writer lock; this takes the
+    compaction ``lock`` if it is free at once, and does nothing otherwise (a
+    running compaction writes segments the MANIFEST names only once it
+    commits)."""
+    if not lock.acquire(0):
+        return
+    try:
+        _collect_garbage(fs, path, live)
+    finally:
+        lock.release()
+
+
+def _collect_garbage(fs: FileSystem, path: str, live: set[int]) -> None:
     for name in fs.listdir(path):
         if name.endswith(".tmp"):
             # A crashed atomic replacement. (A hint another process is

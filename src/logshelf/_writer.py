@@ -37,6 +37,7 @@ from ._segment_set import (
     write_sealed_hint,
 )
 from ._synced import MarkWriter
+from ._tail_cut import cut_tail
 from ._view import HEADER_END, View
 from .errors import HandlePoisonedError, LockTimeoutError
 
@@ -47,8 +48,6 @@ _log = logging.getLogger("logshelf")
 _SLOT_SHIFT = _index.SLOT_SHIFT
 _PUT = fmt.KIND_PUT
 _BUFFERS = BUFFERS
-# At most this much of a torn tail is copied to quarantine/ before it is cut.
-_QUARANTINE_MAX = 16 << 20
 # Before long work takes the writer lock it catches up with other writers
 # until at most this many bytes are left to parse under the lock (or until
 # this many rounds have not got there: writers that outpace the parse).
@@ -250,9 +249,8 @@ class Writer:
                 self.roll(drop_old=False)
             view.max_txid = txid  # burnt even if the write fails
             try:
-                # os.write itself when the FileSystem is the real one (a
-                # test's seam overrides append) and the record small: the
-                # call through FileSystem.append is a measurable share here.
+                # os.write itself on the real FileSystem (a test's overrides
+                # append), for small records: a call costs here.
                 if not self._direct or len(record) > _DIRECT_MAX:
                     self.fs.append(active.fd, record)
                 elif _os_write(active.fd, record) != len(record):
@@ -261,9 +259,7 @@ class Writer:
                 self.undo(active, start)
                 raise
             view.txid = txid
-            # view.index, never a local bound before the loop: a rollover
-            # may have reloaded the view (a MANIFEST that another process's
-            # compaction plan had moved on), replacing the dict.
+            # view.index, not a local: a rollover may have replaced it.
             if kind == _PUT:
                 view.index[key] = (view.slot_ids[-1] << _SLOT_SHIFT) | start
                 if view.active_deletes:
@@ -421,44 +417,12 @@ class Writer:
                 return
 
     def _cut_tail(self, seg: Segment, end: int, size: int, unsynced: bool = False) -> None:
-        """Quarantine and cut bytes after the last committed batch: never append
-        after garbage. ``unsynced``: they hold damage past the synced mark,
-        followed by valid records (see ``check_tail``), which go too."""
-        fs = self.fs
-        qdir = os.path.join(self.path, fmt.QUARANTINE_DIR)
-        try:
-            if not os.path.isdir(qdir):
-                fs.mkdir(qdir)
-            name = f"seg-{seg.id:016x}-at-{end}-{time.time_ns()}.bin"
-            data = fs.pread(seg.fd, min(size - end, _QUARANTINE_MAX), end)
-            fs.write_file_atomic(
-                os.path.join(qdir, name), data, sync_dir=False, mode=self.options.mode
-            )
-        except OSError:
-            pass  # Quarantine is forensics only; cutting the tail is what matters.
-        seg.truncate(end)
-        seg.sync()
+        """Quarantine and cut bytes after the last committed batch
+        (``_tail_cut``), then record the new end as synced."""
+        cut_tail(self.fs, self.path, seg, end, size, self.options.mode, unsynced)
         self.marks.record(seg.id, seg.salt, end)
         if unsynced:
             self.view.unsynced_tail = size - end
-            _log.warning(
-                "cut %d bytes from %s at offset %d: damage after the synced mark, "
-                "followed by valid records, as a power loss leaves writes that were "
-                "not synced (written back out of order); the batches in them are "
-                "lost, none in part (copy kept in %s)",
-                size - end,
-                seg.path,
-                end,
-                qdir,
-            )
-            return
-        _log.warning(
-            "cut %d bytes of torn tail from %s at offset %d (copy kept in %s)",
-            size - end,
-            seg.path,
-            end,
-            qdir,
-        )
 
     # -- the segment set -------------------------------------------------------
 
@@ -592,17 +556,6 @@ class Writer:
         view.txid = max(view.txid, seal_txid)
         view.max_txid = max(view.max_txid, seal_txid)
 
-    def reserve_ids(self, count: int) -> None:
-        """Allocate ``count`` segment ids in a new MANIFEST, segments unchanged."""
-        view = self.view
-        m = view.manifest
-        manifest = fmt.Manifest(m.generation + 1, m.next_segment_id + count, m.segments)
-        write_manifest(self.fs, self.path, manifest, self.options.mode)
-        view.manifest = manifest
-        error = self.sync_manifest_rename()
-        if error is not None:
-            raise error
-
     def sync_manifest_rename(self) -> OSError | None:
         """fsync the directory after a MANIFEST replacement. The new MANIFEST
         is in place whatever happens here, so the handle must go on to adopt
@@ -642,10 +595,5 @@ class Writer:
     def collect_garbage(self) -> None:
         """Delete files the MANIFEST does not reference, unless a compaction
         runs (it writes segments the MANIFEST names only once it commits)."""
-        lock = self.compaction_lock()
-        if not lock.acquire(0):
-            return
-        try:
-            collect_garbage(self.fs, self.path, {seg.id for seg in self.view.segments})
-        finally:
-            lock.release()
+        live = {seg.id for seg in self.view.segments}
+        collect_garbage(self.fs, self.path, live, self.compaction_lock())

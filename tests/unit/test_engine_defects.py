@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import logshelf
-from logshelf import _engine, _file_lock, _locking
+from logshelf import _compaction, _engine, _file_lock, _locking
 from logshelf import _format as fmt
 from logshelf._fs import FileSystem
 from logshelf._locking import ExclusiveFileLock
@@ -231,7 +231,7 @@ def test_a_write_that_rolls_over_after_a_reload_is_indexed(tmp_path: Path) -> No
         assert writer is not None
         with writer.hold(None):
             writer.prepare()
-            writer.reserve_ids(1)  # what a compaction plan does without sealing
+            _compaction._reserve_ids(other._engine._view, writer, 1)  # a plan, not sealing
         # The next write does not fit the active segment: it rolls over, and
         # the rollover reloads w's view from the newer MANIFEST first.
         before = w.stats()["segments"]
