@@ -19,6 +19,7 @@ from . import _format as fmt
 from . import _index
 from ._buffer_format import Buffered
 from ._fs import FileSystem
+from ._lazy_index import LazyIndex
 from ._locking import ChangeCounter
 from ._records import Record, encode_key
 from ._segment import Segment, SegmentScan
@@ -538,6 +539,8 @@ class View:
             except OSError:
                 pass
         self.segments = []
+        if isinstance(self.index, LazyIndex):
+            self.index.release()  # the map of the INDEX file
         if self.changes is not None:
             self.counter = _NO_COUNTER
             self.changes.close()

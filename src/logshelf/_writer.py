@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from . import _format as fmt
 from . import _index
 from ._buffer_format import BUFFERS, pack_parts
+from ._index_file import remove_stale_table, write_table_at_close
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
 from ._records import Record
@@ -510,6 +511,8 @@ class Writer:
     def write_active_hint(self) -> None:
         """At close: a hint of the active segment, unless one covers it already."""
         view = self.view
+        if not write_table_at_close(view, self.options.mode):
+            return  # a lazy index whose INDEX file still covers nearly all
         if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
             write_hint(view, self.options.mode)
             view.hinted_end = view.end
@@ -531,5 +534,6 @@ class Writer:
             return
         try:
             collect_garbage(self.fs, self.path, {seg.id for seg in self.view.segments})
+            remove_stale_table(self.view)
         finally:
             lock.release()

@@ -1,0 +1,308 @@
+"""Opening from the INDEX file (issue 15): the lazy index answers exactly as
+the full one would, before and after it materializes, while other handles
+and processes write, delete and compact, and after crashes; a damaged,
+stale, foreign or missing INDEX file is ignored."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import logshelf
+from logshelf import _format as fmt
+from logshelf._index_file import TAIL_LIMIT
+from logshelf._lazy_index import LazyIndex
+from logshelf._view import View
+
+SRC = str(Path(logshelf.__file__).resolve().parents[1])
+
+
+def view_of(db: logshelf.Shelf) -> View:
+    view: View = db._engine._view
+    return view
+
+
+def is_lazy(db: logshelf.Shelf) -> bool:
+    index = view_of(db).index
+    return isinstance(index, LazyIndex) and index.full is None
+
+
+def build(path: Path, count: int = 300) -> dict[str, int]:
+    """A store whose history has overwrites, deletes and two segments; the
+    expected contents."""
+    model: dict[str, int] = {}
+    with logshelf.open(path, max_segment_size=8192) as db:
+        for i in range(count):
+            db[f"k{i}"] = model[f"k{i}"] = i
+        for i in range(0, count, 3):
+            db[f"k{i}"] = model[f"k{i}"] = -i
+        for i in range(0, count, 5):
+            del db[f"k{i}"]
+            del model[f"k{i}"]
+    return model
+
+
+@pytest.fixture
+def built(store_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
+    model = build(store_path)
+    assert (store_path / fmt.TABLE_NAME).exists()
+    yield store_path, model
+
+
+def check(db: logshelf.Shelf, model: dict[str, int], absent: tuple[str, ...] = ()) -> None:
+    """Every key of ``model`` and some absent ones, by every lookup."""
+    for key, value in model.items():
+        assert db[key] == value
+        assert key in db
+        assert db.get(key) == value
+    for key in ("k0", "k5", "nope", *absent):
+        if key not in model:
+            assert key not in db
+            assert db.get(key) is None
+            with pytest.raises(KeyError):
+                db[key]
+
+
+def test_a_reopen_is_lazy_and_answers_like_the_full_index(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, model = built
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model)
+        assert is_lazy(db)  # lookups alone never build the whole index
+        assert len(db) == len(model)
+        assert not is_lazy(db)
+        assert isinstance(view_of(db).index, dict)
+        check(db, model)
+        assert sorted(db.keys()) == sorted(model)
+
+
+@pytest.mark.parametrize("materialize_first", [False, True])
+def test_writes_and_deletes_before_and_after_materializing(
+    built: tuple[Path, dict[str, int]], materialize_first: bool
+) -> None:
+    path, model = built
+    with logshelf.open(path) as db:
+        assert is_lazy(db)
+        if materialize_first:
+            assert len(db) == len(model)
+        db["k1"] = model["k1"] = "new"  # a key never looked up: overwritten
+        del db["k2"]  # deleted without a lookup
+        del model["k2"]
+        db["k3"]  # looked up, then deleted, then put back
+        del db["k3"]
+        assert "k3" not in db
+        db["k3"] = model["k3"] = 33
+        del db["k4"]
+        del model["k4"]
+        db["fresh"] = model["fresh"] = 1
+        db.update({"k6": 6, "k7": 7})
+        model.update({"k6": 6, "k7": 7})
+        check(db, model, absent=("k2", "k4"))
+        assert len(db) == len(model)
+        check(db, model, absent=("k2", "k4"))
+        assert sorted(db) == sorted(model)
+    with logshelf.open(path, "r") as db:
+        check(db, model, absent=("k2", "k4"))
+        assert sorted(db) == sorted(model)
+
+
+def test_a_transaction_on_a_lazy_index(built: tuple[Path, dict[str, int]]) -> None:
+    path, model = built
+    with logshelf.open(path) as db:
+        with db.transaction():
+            del db["k1"]
+            db["k8"] = "t"
+            assert "k1" not in db
+        del model["k1"]
+        model["k8"] = "t"
+        check(db, model, absent=("k1",))
+        assert len(db) == len(model)
+
+
+def run_child(path: Path, code: str) -> None:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    script = f"import logshelf\ndb = logshelf.open({str(path)!r})\n{code}\ndb.close()\n"
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("materialize_first", [False, True])
+def test_another_process_writes_and_deletes_meanwhile(
+    built: tuple[Path, dict[str, int]], materialize_first: bool
+) -> None:
+    path, model = built
+    with logshelf.open(path, "r") as db:
+        assert db["k1"] == model["k1"]  # in the dict before the other writes
+        if materialize_first:
+            assert len(db) == len(model)
+        run_child(path, "db['k1'] = 'other'\ndel db['k2']\ndel db['k7']\ndb['z'] = 1")
+        model.update(k1="other", z=1)
+        del model["k2"], model["k7"]
+        check(db, model, absent=("k2", "k7"))
+        assert len(db) == len(model)
+        assert sorted(db) == sorted(model)
+
+
+def test_a_compaction_by_another_handle_in_between(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, model = built
+    with logshelf.open(path, "r") as reader:
+        assert reader["k1"] == model["k1"]
+        assert is_lazy(reader)
+        with logshelf.open(path) as writer:
+            writer["k1"] = model["k1"] = "before compaction"
+            writer.compact()
+            del writer["k3"]
+            del model["k3"]
+        check(reader, model, absent=("k3",))
+        assert len(reader) == len(model)
+    # The INDEX file of the old generation was replaced at the writer's close.
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model, absent=("k3",))
+
+
+def test_a_small_tail_keeps_the_file_and_is_parsed_at_open(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, model = built
+    table = path / fmt.TABLE_NAME
+    before = table.read_bytes()
+    with logshelf.open(path) as db:
+        db["tail"] = model["tail"] = "t"
+        del db["k1"]
+        del model["k1"]
+    assert table.read_bytes() == before  # a lazy handle left it as it was
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model, absent=("k1",))
+        assert len(db) == len(model)
+
+
+def test_a_large_tail_rewrites_the_file(built: tuple[Path, dict[str, int]]) -> None:
+    path, model = built
+    table = path / fmt.TABLE_NAME
+    before = table.read_bytes()
+    with logshelf.open(path) as db:
+        for i in range(TAIL_LIMIT // 1000 + 1):
+            db[f"big{i}"] = model[f"big{i}"] = "x" * 1000
+        assert is_lazy(db)
+    assert table.read_bytes() != before
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        assert view_of(db).end == fmt.Table.decode(table.read_bytes()).info.covered  # type: ignore[union-attr]
+        check(db, model)
+
+
+def test_a_torn_tail_beyond_the_covered_length(built: tuple[Path, dict[str, int]]) -> None:
+    """A crash mid-write after the file was written: the torn bytes are
+    ignored by a reader and cut by a writer, as without the file."""
+    path, model = built
+    with logshelf.open(path) as db:
+        db["after"] = model["after"] = "a"
+    manifest = fmt.decode_manifest((path / "MANIFEST").read_bytes(), "MANIFEST")
+    segment = path / fmt.segment_name(manifest.active_id)
+    good = segment.stat().st_size
+    with logshelf.open(path) as db:
+        db["torn"] = "x" * 100
+    data = segment.read_bytes()
+    segment.write_bytes(data[: good + (len(data) - good) // 2])
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model, absent=("torn",))
+        assert len(db) == len(model)
+    with logshelf.open(path) as db:
+        check(db, model, absent=("torn",))
+        db["later"] = model["later"] = 1
+    with logshelf.open(path, "r") as db:
+        check(db, model, absent=("torn",))
+
+
+def damage(path: Path, at: int) -> None:
+    table = path / fmt.TABLE_NAME
+    data = bytearray(table.read_bytes())
+    data[at % len(data)] ^= 0x10
+    table.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("at", [0, 20, 40, 200, 2000, -3])
+def test_a_damaged_file_is_ignored(built: tuple[Path, dict[str, int]], at: int) -> None:
+    path, model = built
+    damage(path, at)
+    with logshelf.open(path, "r") as db:
+        check(db, model)
+        assert len(db) == len(model)
+
+
+def test_damage_in_every_block_is_noticed_by_the_probe(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, model = built
+    table = fmt.Table.decode((path / fmt.TABLE_NAME).read_bytes())
+    assert table is not None
+    for block in range(table.slots // 256):
+        shutil.copy(path / fmt.TABLE_NAME, path / "saved")
+        damage(path, 104 + 4 * 256 * block + 5)
+        with logshelf.open(path, "r") as db:
+            check(db, model)
+        os.replace(path / "saved", path / fmt.TABLE_NAME)
+
+
+def test_a_stale_file_is_ignored_and_collected(store_path: Path) -> None:
+    model = build(store_path)
+    stale = (store_path / fmt.TABLE_NAME).read_bytes()
+    with logshelf.open(store_path) as db:
+        db.compact()
+        db["k1"] = model["k1"] = "changed"
+    (store_path / fmt.TABLE_NAME).write_bytes(stale)  # an old generation's table
+    with logshelf.open(store_path, "r") as db:
+        assert not is_lazy(db)
+        check(db, model)
+    with logshelf.open(store_path) as db:
+        # The writer's garbage collection removed it; its close wrote a new one.
+        check(db, model)
+    assert (store_path / fmt.TABLE_NAME).read_bytes() != stale
+    with logshelf.open(store_path, "r") as db:
+        assert is_lazy(db)
+        check(db, model)
+
+
+def test_a_file_from_another_store_is_ignored(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    model = build(a)
+    with logshelf.open(b, max_segment_size=8192) as db:
+        for i in range(300):
+            db[f"k{i}"] = "other"
+    shutil.copy(a / fmt.TABLE_NAME, b / fmt.TABLE_NAME)
+    with logshelf.open(a, "r") as db:
+        check(db, model)
+    with logshelf.open(b, "r") as db:
+        assert not is_lazy(db)
+        assert db["k1"] == "other"
+
+
+def test_a_missing_file_loads_as_before(built: tuple[Path, dict[str, int]]) -> None:
+    path, model = built
+    (path / fmt.TABLE_NAME).unlink()
+    with logshelf.open(path, "r") as db:
+        assert not is_lazy(db)
+        check(db, model)
+    with logshelf.open(path) as db:
+        check(db, model)
+    assert (path / fmt.TABLE_NAME).exists()  # a writer's close writes it again
+
+
+def test_closing_releases_the_map(built: tuple[Path, dict[str, int]], open_files) -> None:  # type: ignore[no-untyped-def]
+    path, model = built
+    db = logshelf.open(path, "r")
+    assert db["k1"] == model["k1"]
+    db.close()
+    assert open_files(path) == []
