@@ -21,7 +21,7 @@ from . import _format as fmt
 from . import _index
 from ._lazy_index import LazyIndex
 from ._segment import Segment
-from ._table_format import HEADER_SIZE, TABLE_NAME, Table, TableInfo, encode_table
+from ._table_format import HEADER_SIZE, TABLE_NAME, DamagedTable, Table, TableInfo, encode_table
 from ._view import HEADER_END, View, check_tail
 from .errors import CorruptionError
 
@@ -74,6 +74,7 @@ def _describes(table: Table, manifest: fmt.Manifest) -> bool:
         and info.segment_id == manifest.active_id
         and info.manifest_crc == _manifest_crc(manifest)
         and 0 < len(manifest.segments) <= _index.MAX_SEGMENTS
+        and len(info.sealed_checks) == len(manifest.segments) - 1
     )
 
 
@@ -106,7 +107,8 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
             seg = Segment.open(view.fs, view.path, segment_id, view.writable and slot == last)
             segments.append(seg)
             if slot < last:
-                if sealed_len > seg.size():
+                check = info.sealed_checks[slot]
+                if sealed_len > seg.size() or not _matches(seg, sealed_len, *check):
                     return _give_up(segments)
                 seg.readable_end = sealed_len
         active = segments[-1]
@@ -114,7 +116,7 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
         if (
             active.salt != info.salt
             or not HEADER_END <= info.covered <= size
-            or not _check_record_matches(active, info)
+            or not _matches(active, info.covered, info.check_offset, info.check_hcrc)
         ):
             return _give_up(segments)
         index = LazyIndex(
@@ -155,15 +157,13 @@ def _give_up(segments: list[Segment]) -> bool:
     return False
 
 
-def _check_record_matches(seg: Segment, info: TableInfo) -> bool:
-    """Do the active segment's records sit where the table says (the check
-    of a hint, ``Segment.hint_matches``, on the table's check record)?"""
-    if not info.check_offset:
+def _matches(seg: Segment, covered: int, check_offset: int, check_hcrc: int) -> bool:
+    """Do the records of ``seg`` sit where the table says? The check of a
+    hint (``Segment.hint_matches``) on the table's check record of ``seg``."""
+    if not check_offset:
         return True
-    offsets = array("Q", [info.check_offset])
-    hint = fmt.Hint(
-        seg.id, seg.salt, info.covered, 0, [], offsets, [], 0, info.check_offset, info.check_hcrc
-    )
+    offsets = array("Q", [check_offset])
+    hint = fmt.Hint(seg.id, seg.salt, covered, 0, [], offsets, [], 0, check_offset, check_hcrc)
     return seg.hint_matches(hint)
 
 
@@ -173,7 +173,7 @@ def _key_at(segments: list[Segment], loc: int) -> bytes:
     reload replaces it, and the view's index with it)."""
     slot, offset = loc >> _SLOT_SHIFT, loc & _OFFSET_MASK
     if slot >= len(segments) or not HEADER_END <= offset < segments[slot].readable_end:
-        raise CorruptionError(f"the INDEX file names no record at slot {slot}, offset {offset}")
+        raise DamagedTable(f"the INDEX file names no record at slot {slot}, offset {offset}")
     return segments[slot].read_key(offset)
 
 
@@ -198,6 +198,11 @@ def materialize(view: View) -> dict[str, int]:
         limit = view.end if slot == last else view.manifest.segments[slot][1]
         active = deletes if slot == last else None
         loaded, _ = view._load_segment(seg, slot, limit, txid, index, active)
+        if loaded.end != limit:
+            # Damage the lazy view never parsed (it trusted the INDEX file,
+            # as a load trusts an intact hint): refuse, as a load without
+            # the file would have refused to open the store.
+            raise CorruptionError(f"{seg.path}: damaged record at offset {loaded.end}")
         txid = loaded.txid
     view.index = index
     view.active_deletes = deletes
@@ -242,10 +247,17 @@ def write_table(view: View, mode: int) -> bool:
     if isinstance(index, LazyIndex):
         index = index.everything()
     seg = view.active
-    slot = view.active_slot
-    active = [loc & _OFFSET_MASK for loc in index.values() if loc >> _SLOT_SHIFT == slot]
+    # The largest offset of an entry in each segment: its check record.
+    largest = [0] * len(view.segments)
+    for loc in index.values():
+        slot, offset = loc >> _SLOT_SHIFT, loc & _OFFSET_MASK
+        if offset > largest[slot]:
+            largest[slot] = offset
     try:
-        check = seg.make_hint(view.end, 0, [], array("Q", [max(active)] if active else []), [])
+        checks = []
+        for segment, offset in zip(view.segments, largest, strict=True):
+            hint = segment.make_hint(0, 0, [], array("Q", [offset] if offset else []), [])
+            checks.append((hint.check_offset, hint.check_hcrc))
         info = TableInfo(
             seg.salt,
             view.manifest.generation,
@@ -254,9 +266,9 @@ def write_table(view: View, mode: int) -> bool:
             view.txid,
             view.max_txid,
             len(index),
-            check.check_offset,
-            check.check_hcrc,
+            *checks[-1],
             _manifest_crc(view.manifest),
+            tuple(checks[:-1]),
         )
         data = encode_table(info, [key.encode("utf-8") for key in index], list(index.values()))
         view.fs.write_file_atomic(

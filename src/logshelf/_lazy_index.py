@@ -40,7 +40,8 @@ class LazyIndex(dict[str, int]):
     Args:
         table: the decoded, mapped table (valid for the view's MANIFEST).
         key_at: the key bytes of the record at an index entry; raises
-            :class:`CorruptionError` when there is no valid record there.
+            :class:`DamagedTable` for an entry no table could hold (past a
+            segment's end), :class:`CorruptionError` for a damaged record.
         materialize: loads the full index into the view, makes it
             ``View.index``, and returns it (called at most once).
     """
@@ -73,16 +74,28 @@ class LazyIndex(dict[str, int]):
             raw = key.encode("utf-8")
         except UnicodeEncodeError:
             return None  # such a key can never be stored
+        found = damaged = None
         try:
             for loc in self.table.candidates(raw):
-                if self._key_at(loc) == raw:
-                    dict.__setitem__(self, key, loc)
-                    return loc
-        except (DamagedTable, CorruptionError):
-            # A damaged table, or an entry naming no valid record: never
-            # trust it further; answer from today's full load.
+                try:
+                    holder = self._key_at(loc)
+                except CorruptionError:
+                    # A damaged record: most likely this key's (the read then
+                    # reports it, naming the key, as the full index would),
+                    # unless another candidate holds the key.
+                    damaged = loc if damaged is None else damaged
+                    continue
+                if holder == raw:  # else another key with the same crc32
+                    found = loc
+                    break
+        except DamagedTable:
+            # Never trust the table further: answer from today's full load.
             return self.everything().get(key)
-        return None
+        if found is None:
+            found = damaged
+        if found is not None:
+            dict.__setitem__(self, key, found)
+        return found
 
     def __missing__(self, key: str) -> int:
         loc = self._probe(key)

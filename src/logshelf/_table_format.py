@@ -49,28 +49,36 @@ TABLE_VERSION = 1
 #    48    8 largest txid seen in that state (burnt ones included)
 #    56    8 n: number of entries (live keys)
 #    64    8 s: number of slots, a multiple of 256
-#    72    8 h: number of home slots (1 <= h <= s)
+#    72    8 h: number of home slots (1 <= h < s)
 #    80    8 check offset: the largest offset of an entry in the active
 #             segment's slot (0 if none)
 #    88    4 header checksum of the record at the check offset
 #    92    4 crc32 of the MANIFEST file's bytes
 #    96    4 crc32 of the block checksum list
-#   100    4 crc32 of bytes 0..99
-#   104   4s hash of each slot: crc32 of the key's UTF-8 bytes
-#  104+4s 8s location of each slot (0: empty; records never start at 0)
-#  104+12s 4*(s/256) crc32 of each block of 256 slots: crc32(locations,
+#   100    4 m: number of sealed segments
+#   104    4 crc32 of the sealed checks
+#   108    4 crc32 of bytes 0..107
+#   112   4s hash of each slot: crc32 of the key's UTF-8 bytes
+#  112+4s 8s location of each slot (0: empty; records never start at 0)
+#  112+12s 4*(s/256) crc32 of each block of 256 slots: crc32(locations,
 #             crc32(hashes)) over the block's two runs
+#    ..  16m sealed checks, one per sealed segment in MANIFEST order: the
+#             largest offset of an entry in that segment (8, 0 if none), the
+#             header checksum of the record there (4), reserved 0 (4)
 # A key lives in the first slot at or after its home slot, (hash * h) >> 32,
 # whose location is 0 or whose hash and record key match; the slots after
 # the home slots (s - h of them) take the overflow, and at least the last
 # slot is empty, so every probe ends. A probe checks each block it reads
-# once, so opening checks only the header and the block checksum list.
-TABLE_HEADER = struct.Struct("<8sHHIQQQQQQQQQIII")
+# once, so opening checks only the header, the block checksum list and the
+# sealed checks. The check records (one per segment) let a reader notice
+# records that moved, as a hint's check record does.
+TABLE_HEADER = struct.Struct("<8sHHIQQQQQQQQQIIIII")
 _HEADER_CRC = struct.Struct("<I")
 HEADER_SIZE = TABLE_HEADER.size + _HEADER_CRC.size
 BLOCK = 256
 _HASH = struct.Struct("<I")
 _LOC = struct.Struct("<Q")
+_CHECK = struct.Struct("<QII")
 
 
 class DamagedTable(Exception):
@@ -90,6 +98,8 @@ class TableInfo(NamedTuple):
     check_offset: int
     check_hcrc: int
     manifest_crc: int
+    #: (check offset, header checksum) of each sealed segment, MANIFEST order.
+    sealed_checks: tuple[tuple[int, int], ...] = ()
 
 
 def encode_table(info: TableInfo, keys: Sequence[bytes], locations: Sequence[int]) -> bytes:
@@ -130,6 +140,7 @@ def encode_table(info: TableInfo, keys: Sequence[bytes], locations: Sequence[int
     if blocks.itemsize == 4 and array("I", [1]).tobytes()[0] != 1:  # pragma: no cover
         blocks.byteswap()
     block_bytes = blocks.tobytes()
+    checks = b"".join(_CHECK.pack(offset, hcrc, 0) for offset, hcrc in info.sealed_checks)
     head = TABLE_HEADER.pack(
         TABLE_MAGIC,
         TABLE_VERSION,
@@ -147,8 +158,12 @@ def encode_table(info: TableInfo, keys: Sequence[bytes], locations: Sequence[int
         info.check_hcrc,
         info.manifest_crc,
         zlib.crc32(block_bytes),
+        len(info.sealed_checks),
+        zlib.crc32(checks),
     )
-    return b"".join((head, _HEADER_CRC.pack(zlib.crc32(head)), hash_bytes, loc_bytes, block_bytes))
+    return b"".join(
+        (head, _HEADER_CRC.pack(zlib.crc32(head)), hash_bytes, loc_bytes, block_bytes, checks)
+    )
 
 
 class Table:
@@ -176,18 +191,25 @@ class Table:
             return None
         fields = TABLE_HEADER.unpack_from(data)
         (_, version, _, salt, generation, segment_id, covered, txid, max_txid, count) = fields[:10]
-        slots, homes, check_offset, check_hcrc, manifest_crc, blocks_crc = fields[10:]
+        slots, homes, check_offset, check_hcrc, manifest_crc, blocks_crc, sealed, checks_crc = (
+            fields[10:]
+        )
         (hcrc,) = _HEADER_CRC.unpack_from(data, TABLE_HEADER.size)
         if version != TABLE_VERSION or zlib.crc32(data[: TABLE_HEADER.size]) != hcrc:
             return None
+        checks_at = HEADER_SIZE + 12 * slots + 4 * (slots // BLOCK)
         if (
             slots % BLOCK
             or not 1 <= homes < slots
             or count >= slots
-            or len(data) != HEADER_SIZE + 12 * slots + 4 * (slots // BLOCK)
-            or zlib.crc32(data[HEADER_SIZE + 12 * slots :]) != blocks_crc
+            or len(data) != checks_at + _CHECK.size * sealed
+            or zlib.crc32(data[HEADER_SIZE + 12 * slots : checks_at]) != blocks_crc
+            or zlib.crc32(data[checks_at:]) != checks_crc
         ):
             return None
+        sealed_checks = tuple(
+            _CHECK.unpack_from(data, checks_at + _CHECK.size * i)[:2] for i in range(sealed)
+        )
         info = TableInfo(
             salt,
             generation,
@@ -199,6 +221,7 @@ class Table:
             check_offset,
             check_hcrc,
             manifest_crc,
+            sealed_checks,
         )
         return cls(data, info, slots, homes)
 

@@ -250,7 +250,7 @@ def test_damage_in_every_block_is_noticed_by_the_probe(
     assert table is not None
     for block in range(table.slots // 256):
         shutil.copy(path / fmt.TABLE_NAME, path / "saved")
-        damage(path, 104 + 4 * 256 * block + 5)
+        damage(path, 112 + 4 * 256 * block + 5)
         with logshelf.open(path, "r") as db:
             check(db, model)
         os.replace(path / "saved", path / fmt.TABLE_NAME)

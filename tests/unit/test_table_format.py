@@ -30,6 +30,7 @@ INFO = TableInfo(
     check_offset=64,
     check_hcrc=99,
     manifest_crc=1234,
+    sealed_checks=((64, 5), (0, 0), (4000, 1 << 31)),
 )
 
 
@@ -135,6 +136,8 @@ def forge_header(data: bytes, **changes: int) -> bytes:
         "check_hcrc",
         "manifest_crc",
         "blocks_crc",
+        "sealed",
+        "checks_crc",
     ]
     fields = dict(zip(names, TABLE_HEADER.unpack_from(data), strict=True))
     fields.update(changes)
@@ -152,6 +155,9 @@ def forge_header(data: bytes, **changes: int) -> bytes:
         {"homes": 256},  # no overflow slot left: probes could run off
         {"entries": 256},
         {"blocks_crc": 5},
+        {"sealed": 2},
+        {"sealed": 1 << 31},
+        {"checks_crc": 5},
     ],
 )
 def test_forged_headers_with_valid_checksums_are_refused(changes: dict[str, int]) -> None:
@@ -168,7 +174,7 @@ def test_a_forged_full_table_ends_its_probe_with_an_error() -> None:
     block = struct.pack("<I", zlib.crc32(locs, zlib.crc32(hashes)))
     data = encode_table(INFO, [], [])
     data = data[:HEADER_SIZE] + hashes + locs + block
-    data = forge_header(data, homes=1, blocks_crc=zlib.crc32(block))
+    data = forge_header(data, homes=1, blocks_crc=zlib.crc32(block), sealed=0, checks_crc=0)
     table = Table.decode(data)
     assert table is not None
     with pytest.raises(DamagedTable):
