@@ -209,15 +209,15 @@ def materialize(view: View) -> dict[str, int]:
     return index
 
 
-def _on_disk(view: View) -> TableInfo | None:
-    """The header of the INDEX file if it describes the view's MANIFEST."""
+def _on_disk(view: View) -> tuple[TableInfo | None, bool]:
+    """The header of the INDEX file (None without a valid one), and whether
+    it describes the view's MANIFEST."""
     table = read_table(view)
     if table is None:
-        return None
-    info = table.info
+        return None, False
     fits = _describes(table, view.manifest)
     _release(table)
-    return info if fits else None
+    return table.info, fits
 
 
 def write_table_at_close(view: View, mode: int) -> bool:
@@ -225,12 +225,14 @@ def write_table_at_close(view: View, mode: int) -> bool:
     and INDEX file be written? Writes the INDEX file when the view has its
     full index and the file on disk does not cover it; returns False when a
     lazy view leaves both as they are. A table that covers all but less than
-    :data:`TAIL_LIMIT` of the active segment is left as it is either way."""
+    :data:`TAIL_LIMIT` of the active segment is left as it is either way, and
+    so is one of a newer MANIFEST (this view missed a compaction meanwhile)."""
     if view.seal_next:
         return True
-    info = _on_disk(view)
+    info, fits = _on_disk(view)
+    newer = info is not None and info.generation > view.manifest.generation
     # A file newer than this view (covering more) counts as fresh: never undo it.
-    fresh = info is not None and view.end - info.covered < TAIL_LIMIT
+    fresh = newer or (fits and info is not None and view.end - info.covered < TAIL_LIMIT)
     index = view.index
     if isinstance(index, LazyIndex) and index.full is None:
         if fresh:

@@ -306,3 +306,104 @@ def test_closing_releases_the_map(built: tuple[Path, dict[str, int]], open_files
     assert db["k1"] == model["k1"]
     db.close()
     assert open_files(path) == []
+
+
+def test_a_handle_that_missed_a_compaction_keeps_the_newer_file(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, model = built
+    stale = logshelf.open(path)
+    assert is_lazy(stale)
+    with logshelf.open(path) as other:
+        other.compact()
+        other["k1"] = model["k1"] = "after"
+    newer = (path / fmt.TABLE_NAME).read_bytes()
+    stale.close()  # its view is of the older MANIFEST: the file stays
+    assert (path / fmt.TABLE_NAME).read_bytes() == newer
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model)
+
+
+def test_flag_n_empties_a_store_opened_from_the_file(
+    built: tuple[Path, dict[str, int]],
+) -> None:
+    path, _ = built
+    with logshelf.open(path, "n") as db:
+        assert len(db) == 0
+        assert "k1" not in db
+        db["only"] = 1
+    with logshelf.open(path, "r") as db:
+        assert dict(db) == {"only": 1}
+
+
+# -- LazyIndex on its own ------------------------------------------------------
+
+
+def lazy_over(entries: dict[str, int]) -> tuple[LazyIndex, list[int]]:
+    """A LazyIndex over a table of ``entries`` whose records are the keys
+    themselves (``records[loc]``); the list counts materializations."""
+    records = {loc: key.encode() for key, loc in entries.items()}
+    info = fmt.TableInfo(0, 1, 1, 64, 0, 0, len(entries), 0, 0, 0)
+    data = fmt.encode_table(info, [k.encode() for k in entries], list(entries.values()))
+    table = fmt.Table.decode(data)
+    assert table is not None
+    built: list[int] = []
+
+    def materialize() -> dict[str, int]:
+        built.append(1)
+        return dict(entries)  # what a load from disk would find
+
+    return LazyIndex(table, records.__getitem__, materialize), built
+
+
+def test_lazy_index_semantics_without_a_store() -> None:
+    index, built = lazy_over({"a": 64, "b": 128, "c": 192})
+    assert index["a"] == 64 and index.get("b") == 128 and "c" in index
+    assert index.get("zz") is None and "zz" not in index
+    with pytest.raises(KeyError):
+        index["zz"]
+    assert index  # keys in the table, none removed: no load needed
+    assert index.pop("b") == 128  # never looked up before
+    assert "b" not in index and index.get("b", 5) == 5
+    assert index.pop("b", None) is None
+    with pytest.raises(KeyError):
+        index.pop("b")
+    index["b"] = 300  # put back
+    assert index["b"] == 300
+    del index["c"]
+    assert "c" not in index
+    assert index and built == []  # the dict holds keys
+    # The load is the callback's (here: the table's entries); a real one
+    # reads the log, which holds every change made through the index.
+    assert sorted(index) == ["a", "b", "c"]
+    assert len(index) == 3 and built == [1]
+    assert index.get("c") == 192 and "c" in index  # forwarded to the full index
+
+
+def test_a_lazy_index_with_removed_keys_asks_the_load_whether_it_is_empty() -> None:
+    index, built = lazy_over({"a": 64})
+    del index["a"]
+    assert built == []
+    assert index  # the callback's load still has "a"; a real one would not
+    assert built == [1]
+
+
+def test_an_empty_lazy_index_is_false_without_a_load() -> None:
+    index, built = lazy_over({})
+    assert not index
+    assert built == []
+    index["x"] = 64
+    assert index and built == []
+
+
+def test_a_damaged_block_falls_back_to_the_load() -> None:
+    index, built = lazy_over({f"k{i}": 64 * (i + 1) for i in range(50)})
+    table = index.table
+    assert table is not None
+    damaged = bytearray(table.data)
+    damaged[112] ^= 1  # the first slot's hash: block 0 fails its checksum
+    index.table = fmt.Table(bytes(damaged), table.info, table.slots, table.homes)
+    assert index["k7"] == 64 * 8
+    assert built == [1]
+    assert index.full is not None and index.table is None
