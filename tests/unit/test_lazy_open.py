@@ -407,3 +407,24 @@ def test_a_damaged_block_falls_back_to_the_load() -> None:
     assert index["k7"] == 64 * 8
     assert built == [1]
     assert index.full is not None and index.table is None
+
+
+def test_rollovers_while_lazy(built: tuple[Path, dict[str, int]]) -> None:
+    """This handle's rollovers write hints (the full index is loaded for
+    them); another handle's are followed without a reload."""
+    path, model = built
+    with logshelf.open(path, "r") as reader:
+        assert reader["k1"] == model["k1"]
+        with logshelf.open(path, max_segment_size=4096, auto_compact=None) as db:
+            assert is_lazy(db)
+            for i in range(60):
+                db[f"roll{i}"] = model[f"roll{i}"] = "r" * 200
+            del db["k2"]
+            del model["k2"]
+            check(db, model, absent=("k2",))
+        check(reader, model, absent=("k2",))
+        assert len(reader) == len(model)
+    with logshelf.open(path, "r") as db:
+        assert is_lazy(db)
+        check(db, model, absent=("k2",))
+        assert sorted(db) == sorted(model)
