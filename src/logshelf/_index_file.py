@@ -25,7 +25,13 @@ from ._table_format import HEADER_SIZE, TABLE_NAME, DamagedTable, Table, TableIn
 from ._view import HEADER_END, View, check_tail
 from .errors import CorruptionError
 
-__all__ = ["TAIL_LIMIT", "open_view", "remove_stale_table", "write_table_at_close"]
+__all__ = [
+    "TAIL_LIMIT",
+    "load_full",
+    "open_view",
+    "remove_stale_table",
+    "write_table_at_close",
+]
 
 #: At close, a handle whose index is still lazy leaves the INDEX file (and the
 #: active segment's hint) as they are while the tail after the file's covered
@@ -120,7 +126,10 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
         ):
             return _give_up(segments)
         index = LazyIndex(
-            table, lambda loc: _key_at(segments, loc), lambda: _materialize(view, index)
+            table,
+            lambda loc: _key_at(segments, loc),
+            lambda: _load(view, index),
+            lambda full, deleted: _adopt(view, full, deleted),
         )
         deletes: set[str] = set()
         end, txid, max_txid, seal_next, unsynced = info.covered, info.txid, info.max_txid, 0, 0
@@ -177,19 +186,18 @@ def _key_at(segments: list[Segment], loc: int) -> bytes:
     return segments[slot].read_key(offset)
 
 
-def _materialize(view: View, index: LazyIndex) -> dict[str, int]:
+def _load(view: View, index: LazyIndex) -> tuple[dict[str, int], set[str]]:
     if view.index is not index:
         # Still opening (a damaged table met while parsing the tail): the
         # caller gives up on the table and loads as before.
         raise CorruptionError("the INDEX file is damaged")
-    return materialize(view)
+    return load_full(view)
 
 
-def materialize(view: View) -> dict[str, int]:
-    """Build the full index of ``view`` as a load does (hints, then scans),
-    up to where the view has parsed the active segment, and make it the
-    view's index. The lazy index and what it was told since opening
-    describe exactly that state of the log, so nothing is lost."""
+def load_full(view: View) -> tuple[dict[str, int], set[str]]:
+    """The full index of ``view`` and the keys deleted in its active segment,
+    built as a load does (hints, then scans) up to where the view has parsed
+    the active segment. The view is not changed (but for ``hinted_end``)."""
     index: dict[str, int] = {}
     deletes: set[str] = set()
     txid = 0
@@ -204,9 +212,17 @@ def materialize(view: View) -> dict[str, int]:
             # the file would have refused to open the store.
             raise CorruptionError(f"{seg.path}: damaged record at offset {loaded.end}")
         txid = loaded.txid
-    view.index = index
-    view.active_deletes = deletes
-    return index
+        if slot == last and loaded.hinted == limit:
+            view.hinted_end = limit  # its hint covers it: none to write at close
+    return index, deletes
+
+
+def _adopt(view: View, full: dict[str, int], deleted: set[str]) -> None:
+    """Make ``full`` the view's index. The active segment's deleted keys are
+    those the load found or this view applied since opening, less the live
+    ones (a key deleted and put again since)."""
+    view.active_deletes = {key for key in deleted | view.active_deletes if key not in full}
+    view.index = full
 
 
 def _on_disk(view: View) -> tuple[TableInfo | None, bool]:

@@ -9,10 +9,14 @@ speed. A key not in the dict is probed in the mapped table
 to a set of removed keys, which later probes honour.
 
 An operation that needs every key (``len``, iteration, ``keys()``, a hint,
-compaction, ...) *materializes* the index: the view is loaded as it always
-was (hints and scans, up to where it has parsed), ``View.index`` becomes
-that plain dict, and this object answers from it from then on. The same
-happens, transparently, when the table turns out damaged.
+compaction, ...) *materializes* the index: the index is loaded as it always
+was (hints and scans, up to where the view has parsed), what this object
+was told since (its dict and its removed keys) is laid over it, and
+``View.index`` becomes that plain dict; this object answers from it from
+then on. The overlay makes the result right whenever it happens, even in
+the middle of applying a batch. A table that turns out damaged is replaced
+by such a load (without the overlay, which stays in this object's dict), so
+that nothing changes under a caller that holds this object.
 
 ``dict.get`` and ``in`` do not call ``__missing__``: both are overridden
 here, so every caller that treats the index as a Mapping stays correct.
@@ -42,8 +46,10 @@ class LazyIndex(dict[str, int]):
         key_at: the key bytes of the record at an index entry; raises
             :class:`DamagedTable` for an entry no table could hold (past a
             segment's end), :class:`CorruptionError` for a damaged record.
-        materialize: loads the full index into the view, makes it
-            ``View.index``, and returns it (called at most once).
+        load: the full index and the active segment's deleted keys as a
+            load finds them, up to where the view has parsed; the view is
+            left as it is.
+        adopt: makes a full index (and deleted keys) the view's.
     """
 
     __hash__ = None
@@ -52,12 +58,16 @@ class LazyIndex(dict[str, int]):
         self,
         table: Table,
         key_at: Callable[[int], bytes],
-        materialize: Callable[[], dict[str, int]],
+        load: Callable[[], tuple[dict[str, int], set[str]]],
+        adopt: Callable[[dict[str, int], set[str]], None],
     ) -> None:
         super().__init__()
         self.table: Table | None = table
         self._key_at = key_at
-        self._materialize = materialize
+        self._load = load
+        self._adopt = adopt
+        #: A load that replaced a damaged table (then ``table`` is None).
+        self._loaded: tuple[dict[str, int], set[str]] | None = None
         #: Keys removed since opening: a probe must not find them in the table.
         self._gone: set[str] = set()
         #: The view's full index once materialized; this object then forwards to it.
@@ -68,8 +78,17 @@ class LazyIndex(dict[str, int]):
     def _probe(self, key: str) -> int | None:
         """The location of ``key`` from the table (or the full index, if the
         table fails), None when absent; remembered in the dict."""
-        if key in self._gone or not isinstance(key, str) or self.table is None:
-            return None if self.full is None else self.full.get(key)
+        if self.full is not None:
+            return self.full.get(key)
+        if key in self._gone or not isinstance(key, str):
+            return None
+        if self._loaded is not None:
+            found = self._loaded[0].get(key)
+            if found is not None:
+                dict.__setitem__(self, key, found)
+            return found
+        if self.table is None:
+            return None  # released: the view is closed
         try:
             raw = key.encode("utf-8")
         except UnicodeEncodeError:
@@ -89,8 +108,10 @@ class LazyIndex(dict[str, int]):
                     found = loc
                     break
         except DamagedTable:
-            # Never trust the table further: answer from today's full load.
-            return self.everything().get(key)
+            # Never trust the table further: from now on, probe today's load.
+            self._loaded = self._load()
+            self.release()
+            return self._probe(key)
         if found is None:
             found = damaged
         if found is not None:
@@ -128,8 +149,6 @@ class LazyIndex(dict[str, int]):
             if default is _MISSING:
                 raise KeyError(key)
             return default
-        if self.full is not None:  # the probe materialized
-            return self.full.pop(key)
         dict.pop(self, key, None)
         self._gone.add(key)
         return loc
@@ -148,9 +167,18 @@ class LazyIndex(dict[str, int]):
                 close()
 
     def everything(self) -> dict[str, int]:
-        """The full index (materialized on first use)."""
+        """The full index, which becomes the view's (materialized on first use)."""
         if self.full is None:
-            self.full = self._materialize()
+            full, deleted = self._loaded if self._loaded is not None else self._load()
+            # What happened since, even past where the view has parsed (a
+            # batch being applied): puts and probed entries, then removals.
+            full.update(dict.items(self))
+            for key in self._gone:
+                if not dict.__contains__(self, key):
+                    full.pop(key, None)
+            self._adopt(full, deleted)
+            self.full = full
+            self._loaded = None
             self.release()
             dict.clear(self)
             self._gone = set()
