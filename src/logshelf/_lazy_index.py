@@ -76,8 +76,8 @@ class LazyIndex(dict[str, int]):
     # -- probing ---------------------------------------------------------------
 
     def _probe(self, key: str) -> int | None:
-        """The location of ``key`` from the table (or the full index, if the
-        table fails), None when absent; remembered in the dict."""
+        """The location of ``key`` from the table (or from the load that
+        replaced a damaged one), None when absent; remembered in the dict."""
         if self.full is not None:
             return self.full.get(key)
         if key in self._gone or not isinstance(key, str):
