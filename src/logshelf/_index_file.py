@@ -26,6 +26,7 @@ from ._view import HEADER_END, View, check_tail
 from .errors import CorruptionError
 
 __all__ = [
+    "MIN_KEYS",
     "TAIL_LIMIT",
     "load_full",
     "open_view",
@@ -40,6 +41,10 @@ __all__ = [
 #: table, which costs as much as the load the file saves (about 1 s at a
 #: million keys).
 TAIL_LIMIT = 256 * 1024
+#: Stores with fewer live keys get no INDEX file: loading their hints takes
+#: well under a millisecond, less than mapping and checking the file, and
+#: the file's write and fsync at every close would cost more than it saves.
+MIN_KEYS = 1000
 _SLOT_SHIFT = _index.SLOT_SHIFT
 _OFFSET_MASK = _index.OFFSET_MASK
 
@@ -255,7 +260,10 @@ def write_table_at_close(view: View, mode: int) -> bool:
             return False
         index.everything()
     if not fresh:
-        write_table(view, mode)
+        if len(view.index) >= MIN_KEYS:
+            write_table(view, mode)
+        elif info is not None:
+            _remove(view)  # the store shrank: loading it is cheaper now
     return True
 
 
@@ -308,7 +316,11 @@ def remove_stale_table(view: View) -> None:
     else:
         stale = os.path.exists(path)  # damaged, or of another version
     if stale:
-        try:
-            view.fs.unlink(path)
-        except OSError:
-            pass
+        _remove(view)
+
+
+def _remove(view: View) -> None:
+    try:
+        view.fs.unlink(os.path.join(view.path, TABLE_NAME))
+    except OSError:
+        pass

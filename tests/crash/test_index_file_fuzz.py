@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 import logshelf
 from logshelf import _format as fmt
+from logshelf import _index_file
 
 from ._helpers import restore, snapshot
 
@@ -55,7 +57,16 @@ def build(store: Path) -> Template:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+def small_stores_get_the_file() -> Iterator[None]:
+    """These stores are small (fast cases); their writers' close writes the
+    INDEX file as a large store's would (MIN_KEYS)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_index_file, "MIN_KEYS", 1)
+        yield
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, small_stores_get_the_file: None) -> Template:
     return build(tmp_path_factory.mktemp("index-fuzz") / "store")
 
 

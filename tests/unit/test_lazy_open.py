@@ -16,11 +16,19 @@ import pytest
 
 import logshelf
 from logshelf import _format as fmt
+from logshelf import _index_file
 from logshelf._index_file import TAIL_LIMIT
 from logshelf._lazy_index import LazyIndex
 from logshelf._view import View
 
 SRC = str(Path(logshelf.__file__).resolve().parents[1])
+
+
+@pytest.fixture(autouse=True)
+def small_stores_get_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These stores are small (fast tests); in this process their writers'
+    close writes the INDEX file as a large store's would (MIN_KEYS)."""
+    monkeypatch.setattr(_index_file, "MIN_KEYS", 1)
 
 
 def view_of(db: logshelf.Shelf) -> View:
@@ -476,3 +484,34 @@ def test_a_damaged_block_met_while_applying_another_process_batch(
             check(db, model, absent=tuple(victims))
             assert sorted(db) == sorted(model)
     assert fell_back  # some batch met its damaged block
+
+
+def test_only_stores_of_min_keys_or_more_get_the_file(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_index_file, "MIN_KEYS", 1000)
+    table = store_path / fmt.TABLE_NAME
+    with logshelf.open(store_path) as db:
+        db.update({f"k{i}": i for i in range(999)})
+    assert not table.exists()
+    with logshelf.open(store_path) as db:
+        assert not is_lazy(db)
+        db["k999"] = 999
+    assert table.exists()
+    with logshelf.open(store_path) as db:
+        assert is_lazy(db)
+        assert db["k5"] == 5
+        del db["k5"]
+        assert len(db) == 999
+    # Still a valid description (with a short tail after it): kept until a
+    # close has to write it anew, which a store this small no longer gets.
+    with logshelf.open(store_path, "r") as db:
+        assert is_lazy(db)
+        assert "k5" not in db and db["k6"] == 6
+        assert len(db) == 999
+    with logshelf.open(store_path) as db:
+        db["k6"] = "x" * TAIL_LIMIT  # a long tail: the close must act
+    assert not table.exists()  # too small for a new one: the old one goes
+    with logshelf.open(store_path, "r") as db:
+        assert not is_lazy(db)
+        assert len(db) == 999 and db["k6"] == "x" * TAIL_LIMIT
