@@ -29,6 +29,7 @@ from . import _compaction, _forking, _inspect
 from . import _format as fmt
 from ._buffer_format import Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
+from ._index_file import open_view
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
 from ._segment_set import ensure_store, remove_segments
@@ -107,7 +108,7 @@ class Engine:
                 # thread lock, not two, and handles on one store never
                 # interleave inside a process.
                 self._mutex = writer.lock.mutex
-            view.load_latest(manifest)
+            open_view(view, manifest)  # from the INDEX file when it can
             if self._writer is not None:
                 self._writer.catch_up_before_locking()
                 self._open_writer(self._writer)

@@ -1,6 +1,6 @@
 """Every byte logshelf writes to disk, in one place (hint files in
-``_hint_format`` and record values with out-of-band buffers in
-``_buffer_format``, re-exported or referenced from here).
+``_hint_format``, the INDEX file in ``_table_format``, and record values with
+out-of-band buffers in ``_buffer_format``, re-exported or referenced from here).
 
 ``docs/format.md`` is the normative description of these layouts and must be
 kept in step with this module. Nothing here does I/O: functions take and return
@@ -16,6 +16,7 @@ A store is a directory::
     MANIFEST                 the live segments in replay order, last = active
     seg-<id:016x>.log        a segment: SEGMENT_HEADER then packed records
     seg-<id:016x>.hint       optional index snapshot of one segment
+    INDEX                    optional hash table of the whole index (_table_format)
     quarantine/              bytes cut from torn tails, kept for inspection
     SIGNED                   a signed store's identity and key check (_signing)
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ._hint_format import HINT_HEADER, HINT_MAGIC, HINT_VERSION, Hint, decode_hint, encode_hint
+from ._table_format import TABLE_NAME, Table, TableInfo, encode_table
 from .errors import CorruptionError, FormatError
 
 __all__ = [
@@ -57,11 +59,14 @@ __all__ = [
     "MAX_KEY_BYTES",
     "RECORD_HEADER",
     "SEGMENT_HEADER",
+    "TABLE_NAME",
     "HasBuffers",
     "Hint",
     "Manifest",
     "RecordHeader",
     "SegmentHeader",
+    "Table",
+    "TableInfo",
     "check_record_header",
     "codec_of",
     "decode_hint",
@@ -71,6 +76,7 @@ __all__ = [
     "encode_hint",
     "encode_manifest",
     "encode_segment_header",
+    "encode_table",
     "hint_name",
     "pack_batch",
     "pack_header",

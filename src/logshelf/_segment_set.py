@@ -209,19 +209,20 @@ def _write_hint(
     return True
 
 
-def collect_garbage(fs: FileSystem, path: str, live: set[int], lock: ExclusiveFileLock) -> None:
+def collect_garbage(fs: FileSystem, path: str, live: set[int], lock: ExclusiveFileLock) -> bool:
     """Delete segment and hint files whose ids are not in ``live``, and
     leftover temporary files: what a crash left of an interrupted rollover,
     reset or compaction. The caller holds the writer lock; this takes the
     compaction ``lock`` if it is free at once, and does nothing otherwise (a
     running compaction writes segments the MANIFEST names only once it
-    commits)."""
+    commits). Returns whether it ran."""
     if not lock.acquire(0):
-        return
+        return False
     try:
         _collect_garbage(fs, path, live)
     finally:
         lock.release()
+    return True
 
 
 def _collect_garbage(fs: FileSystem, path: str, live: set[int]) -> None:

@@ -19,6 +19,7 @@ from . import _format as fmt
 from . import _index, _remap
 from ._buffer_format import Buffered
 from ._fs import FileSystem
+from ._lazy_index import LazyIndex
 from ._locking import ChangeCounter
 from ._records import Record
 from ._segment import Segment, SegmentScan, check_tail
@@ -484,6 +485,10 @@ class View:
         """Adopt ``manifest`` if it is one compaction switch of ours (``_remap``):
         outputs and successor under new slots, the inputs' slots retired, the
         index left to :meth:`finish_remap`. False (nothing changed) if not."""
+        if isinstance(self.index, LazyIndex):
+            # Its table names segments by MANIFEST position, which a switch
+            # changes: load afresh (_index_file opens from the new table).
+            return False
         self.finish_remap()  # an earlier switch, if a failed write left it pending
         old = self.manifest.segments
         shape = _remap.switch_shape(
@@ -582,6 +587,8 @@ class View:
         self.slots = []
         self.slot_ids = []
         self._drop_remap()
+        if isinstance(self.index, LazyIndex):
+            self.index.release()  # the map of the INDEX file
         if self.changes is not None:
             self.counter = _NO_COUNTER
             self.changes.close()

@@ -21,6 +21,7 @@ from . import _format as fmt
 from . import _index
 from ._buffer_format import BUFFERS, pack_parts
 from ._fs import FileSystem
+from ._index_file import remove_stale_table, write_table_at_close
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
 from ._pieces import pieces
@@ -279,12 +280,10 @@ class Writer:
         return 1
 
     def _end_hold(self) -> bool:
-        """End a write's hold of the writer lock. True when work was left for
-        after it (a compaction switch's remap, ``_remap``: a step per
-        operation, reads doing steps too as long as ``seen`` stays unset; a
-        rollover's hint) and the lock is now free for it: the OS lock then
-        goes with the hold, lease or not, so that work never holds up
-        another process."""
+        """End a write's hold. True when work was left for after it (a
+        switch's remap, ``_remap``, reads doing steps while ``seen`` is
+        unset; a rollover's hint) and may run now: the OS lock then goes
+        with the hold, lease or not, so it holds up no other process."""
         view = self.view
         lock = self.lock
         if view.pending_remap is None and self.sealed_hint is None:
@@ -579,6 +578,8 @@ class Writer:
         already (and the hint a rollover left for after the lock)."""
         self.write_deferred()
         view = self.view
+        if not write_table_at_close(view, self.options.mode):
+            return  # a lazy index whose INDEX file still covers nearly all
         if view.end > HEADER_END and view.end != view.hinted_end and not view.seal_next:
             write_hint(view, self.options.mode)
             view.hinted_end = view.end
@@ -596,4 +597,5 @@ class Writer:
         """Delete files the MANIFEST does not reference, unless a compaction
         runs (it writes segments the MANIFEST names only once it commits)."""
         live = {seg.id for seg in self.view.segments}
-        collect_garbage(self.fs, self.path, live, self.compaction_lock())
+        if collect_garbage(self.fs, self.path, live, self.compaction_lock()):
+            remove_stale_table(self.view)

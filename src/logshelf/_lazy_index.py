@@ -1,0 +1,236 @@
+"""An index that starts empty and asks the store's INDEX file for each key.
+
+A handle opened from a valid INDEX file (``_index_file``) gets a
+:class:`LazyIndex` as ``View.index`` instead of a dict built from every
+hint. It *is* a dict: ``index[key]`` on a key already looked up, and every
+store into it, stay C-level dict operations, so the hot paths keep their
+speed. A key not in the dict is probed in the mapped table
+(``__missing__``) and remembered. Deletes of keys the dict may not hold go
+to a set of removed keys, which later probes honour.
+
+An operation that needs every key (``len``, iteration, ``keys()``, a hint,
+compaction, ...) *materializes* the index: the index is loaded as it always
+was (hints and scans, up to where the view has parsed), what this object
+was told since (its dict and its removed keys) is laid over it, and
+``View.index`` becomes that plain dict; this object answers from it from
+then on. The overlay makes the result right whenever it happens, even in
+the middle of applying a batch. A table that turns out damaged is replaced
+by such a load (without the overlay, which stays in this object's dict), so
+that nothing changes under a caller that holds this object.
+
+``dict.get`` and ``in`` do not call ``__missing__``: both are overridden
+here, so every caller that treats the index as a Mapping stays correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._table_format import DamagedTable, Table
+from .errors import CorruptionError
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
+
+__all__ = ["LazyIndex"]
+
+_MISSING: Any = object()
+
+
+class LazyIndex(dict[str, int]):
+    """``View.index`` of a handle opened from an INDEX file.
+
+    Args:
+        table: the decoded, mapped table (valid for the view's MANIFEST).
+        key_at: the key bytes of the record at an index entry; raises
+            :class:`DamagedTable` for an entry no table could hold (past a
+            segment's end), :class:`CorruptionError` for a damaged record.
+        load: the full index and the active segment's deleted keys as a
+            load finds them, up to where the view has parsed; the view is
+            left as it is.
+        adopt: makes a full index (and deleted keys) the view's.
+    """
+
+    __hash__ = None
+
+    def __init__(
+        self,
+        table: Table,
+        key_at: Callable[[int], bytes],
+        load: Callable[[], tuple[dict[str, int], set[str]]],
+        adopt: Callable[[dict[str, int], set[str]], None],
+    ) -> None:
+        super().__init__()
+        self.table: Table | None = table
+        self._key_at = key_at
+        self._load = load
+        self._adopt = adopt
+        #: A load that replaced a damaged table (then ``table`` is None).
+        self._loaded: tuple[dict[str, int], set[str]] | None = None
+        #: Keys removed since opening: a probe must not find them in the table.
+        self._gone: set[str] = set()
+        #: The view's full index once materialized; this object then forwards to it.
+        self.full: dict[str, int] | None = None
+
+    # -- probing ---------------------------------------------------------------
+
+    def _probe(self, key: str) -> int | None:
+        """The location of ``key`` from the table (or from the load that
+        replaced a damaged one), None when absent; remembered in the dict."""
+        if self.full is not None:
+            return self.full.get(key)
+        if key in self._gone or not isinstance(key, str):
+            return None
+        if self._loaded is not None:
+            found = self._loaded[0].get(key)
+            if found is not None:
+                dict.__setitem__(self, key, found)
+            return found
+        if self.table is None:
+            return None  # released: the view is closed
+        try:
+            raw = key.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # such a key can never be stored
+        found = damaged = None
+        try:
+            for loc in self.table.candidates(raw):
+                try:
+                    holder = self._key_at(loc)
+                except CorruptionError:
+                    # A damaged record: most likely this key's (the read then
+                    # reports it, naming the key, as the full index would),
+                    # unless another candidate holds the key.
+                    damaged = loc if damaged is None else damaged
+                    continue
+                if holder == raw:  # else another key with the same crc32
+                    found = loc
+                    break
+        except DamagedTable:
+            # Never trust the table further: from now on, probe today's load.
+            self._loaded = self._load()
+            self.release()
+            return self._probe(key)
+        if found is None:
+            found = damaged
+        if found is not None:
+            dict.__setitem__(self, key, found)
+        return found
+
+    def __missing__(self, key: str) -> int:
+        loc = self._probe(key)
+        if loc is None:
+            raise KeyError(key)
+        return loc
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.full is not None:
+            return self.full.get(key, default)
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if self.full is not None:
+            return key in self.full
+        if dict.__contains__(self, key):
+            return True
+        return isinstance(key, str) and self._probe(key) is not None
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if self.full is not None:
+            if default is _MISSING:
+                return self.full.pop(key)
+            return self.full.pop(key, default)
+        loc = self.get(key)
+        if loc is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        dict.pop(self, key, None)
+        self._gone.add(key)
+        return loc
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key)
+
+    # -- everything else needs every key ----------------------------------------
+
+    def release(self) -> None:
+        """Close the map of the INDEX file (the view is closing)."""
+        table, self.table = self.table, None
+        if table is not None:
+            close = getattr(table.data, "close", None)
+            if close is not None:
+                close()
+
+    def everything(self) -> dict[str, int]:
+        """The full index, which becomes the view's (materialized on first use)."""
+        if self.full is None:
+            full, deleted = self._loaded if self._loaded is not None else self._load()
+            # What happened since, even past where the view has parsed (a
+            # batch being applied): puts and probed entries, then removals.
+            full.update(dict.items(self))
+            for key in self._gone:
+                if not dict.__contains__(self, key):
+                    full.pop(key, None)
+            self._adopt(full, deleted)
+            self.full = full
+            self._loaded = None
+            self.release()
+            dict.clear(self)
+            self._gone = set()
+        return self.full
+
+    def __bool__(self) -> bool:
+        if self.full is None:
+            if dict.__len__(self):
+                return True
+            if self.table is not None and not self.table.info.entries:
+                return False  # keys come from the table or the dict: none
+            if not self._gone:
+                return True  # the table's keys, none removed
+        return bool(self.everything())
+
+    def __len__(self) -> int:
+        return len(self.everything())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.everything())
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self.everything())
+
+    def keys(self) -> dict_keys[str, int]:
+        return self.everything().keys()
+
+    def values(self) -> dict_values[str, int]:
+        return self.everything().values()
+
+    def items(self) -> dict_items[str, int]:
+        return self.everything().items()
+
+    def copy(self) -> dict[str, int]:
+        return self.everything().copy()
+
+    def __eq__(self, other: object) -> bool:
+        return self.everything() == other
+
+    def __ne__(self, other: object) -> bool:
+        return self.everything() != other
+
+    def __repr__(self) -> str:
+        if self.full is None:
+            return f"<LazyIndex: {dict.__len__(self)} keys looked up>"
+        return repr(self.full)
+
+    def popitem(self) -> tuple[str, int]:
+        return self.everything().popitem()
+
+    def setdefault(self, key: str, default: int = 0) -> int:
+        return self.everything().setdefault(key, default)
+
+    def clear(self) -> None:
+        self.everything().clear()
