@@ -594,8 +594,7 @@ class Writer:
         )
 
     def collect_garbage(self) -> None:
-        """Delete files the MANIFEST does not reference, unless a compaction
-        runs (it writes segments the MANIFEST names only once it commits)."""
+        """Delete unreferenced files, unless a compaction runs (_segment_set)."""
         live = {seg.id for seg in self.view.segments}
         if collect_garbage(self.fs, self.path, live, self.compaction_lock()):
             remove_stale_table(self.view)
