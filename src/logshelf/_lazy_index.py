@@ -18,6 +18,9 @@ the middle of applying a batch. A table that turns out damaged is replaced
 by such a load (without the overlay, which stays in this object's dict), so
 that nothing changes under a caller that holds this object.
 
+Probing stops after 1/32 of the table's keys: the index is then
+materialized, and reads go back to plain dict lookups.
+
 ``dict.get`` and ``in`` do not call ``__missing__``: both are overridden
 here, so every caller that treats the index as a Mapping stays correct.
 """
@@ -36,6 +39,13 @@ if TYPE_CHECKING:
 __all__ = ["LazyIndex"]
 
 _MISSING: Any = object()
+# A probe (hash, block check, the record's key read back) costs ~5 us, about
+# what loading 8-10 keys of the full index costs. After probing 1/32 of the
+# keys a handle materializes: a handle that reads every key then pays ~1.3x
+# the eager load in all (the probes plus the load), one that reads a few
+# keys pays for those few. Never fewer than this many probes first:
+_MIN_PROBES = 1024
+_PROBE_SHARE = 32
 
 
 class LazyIndex(dict[str, int]):
@@ -72,6 +82,8 @@ class LazyIndex(dict[str, int]):
         self._gone: set[str] = set()
         #: The view's full index once materialized; this object then forwards to it.
         self.full: dict[str, int] | None = None
+        #: Probes left before materializing (see _PROBE_SHARE).
+        self._probes_left = max(_MIN_PROBES, table.info.entries // _PROBE_SHARE)
 
     # -- probing ---------------------------------------------------------------
 
@@ -89,6 +101,11 @@ class LazyIndex(dict[str, int]):
             return found
         if self.table is None:
             return None  # released: the view is closed
+        self._probes_left -= 1
+        if self._probes_left < 0:
+            # A handle that reads this many keys reads on: load them all once
+            # (today's load) rather than probe each (_PROBE_SHARE).
+            return self.everything().get(key)
         try:
             raw = key.encode("utf-8")
         except UnicodeEncodeError:

@@ -515,3 +515,24 @@ def test_only_stores_of_min_keys_or_more_get_the_file(
     with logshelf.open(store_path, "r") as db:
         assert not is_lazy(db)
         assert len(db) == 999 and db["k6"] == "x" * TAIL_LIMIT
+
+
+def test_a_handle_that_reads_many_keys_materializes(
+    built: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probing costs several times a key's share of a full load: after its
+    budget of probes a handle loads the whole index once, and reads are
+    plain dict lookups from then on, with the same answers."""
+    from logshelf import _lazy_index
+
+    path, model = built
+    monkeypatch.setattr(_lazy_index, "_MIN_PROBES", 10)
+    keys = sorted(model)
+    with logshelf.open(path, "r") as db:
+        for key in keys[:10]:
+            assert db[key] == model[key]
+        assert is_lazy(db)
+        assert db[keys[10]] == model[keys[10]]  # the 11th probe loads
+        assert type(view_of(db).index) is dict
+        assert all(db[key] == model[key] for key in keys)
+        assert "k0" not in db and dict(db) == model
