@@ -10,7 +10,8 @@ again keeps the OS lock instead, as long as nobody else wants it:
 * The holder looks at the slots at the end of every hold (a slice compare of
   the mapped file, no system call) and releases the OS lock when one is
   set: a waiter gets the lock after at most the holder's current write.
-* One daemon thread per process (:class:`Releaser`) wakes every ``TICK`` seconds
+* One daemon thread per process (:class:`Releaser`) wakes every ``TICK``
+  seconds (backing off to ``MAX_TICK`` while the holder keeps writing)
   while a lease is held and releases it when the holder made no write since
   its last look (idle), when a waiter signed up, or when the lease has been
   held longer than ``MAX_HOLD``; the next lease then waits ``COOL_DOWN``.
@@ -41,11 +42,22 @@ from . import _forking
 from . import _format as fmt
 from ._fs import FileSystem
 
-__all__ = ["CONTENDED_PAUSE", "COOL_DOWN", "MAX_HOLD", "TICK", "Releaser", "WaitList", "releaser"]
+__all__ = [
+    "CONTENDED_PAUSE",
+    "COOL_DOWN",
+    "MAX_HOLD",
+    "MAX_TICK",
+    "TICK",
+    "Releaser",
+    "WaitList",
+    "releaser",
+]
 
 #: How often the releaser looks at a held lease (seconds). A lease is given
 #: up between one and two ticks after the holder's last write.
 TICK = 0.001
+#: ... and every 2 ticks, up to this, while the holder keeps writing.
+MAX_TICK = 0.004
 #: A lease held this long (seconds) is given up at the end of the next hold,
 #: waiters or not...
 MAX_HOLD = 0.02
@@ -182,6 +194,7 @@ class Releaser:
             self.holders.discard(holder)
 
     def _run(self) -> None:
+        tick = TICK
         while not self.stopping:
             with self.guard:
                 holders = list(self.holders)
@@ -190,15 +203,24 @@ class Releaser:
                 self.wake.clear()
                 continue
             seen = [h.holds for h in holders]
-            time.sleep(TICK)
+            time.sleep(tick)
             if self.stopping:
                 return
             now = time.monotonic()
+            busy = True
             for holder, holds in zip(holders, seen, strict=True):
-                if not self._look(holder, holder.holds == holds, now):
+                # Inside a hold (a transaction) is not idle.
+                idle = holder.holds == holds and not holder.depth
+                busy = busy and not idle
+                if not self._look(holder, idle, now):
                     with self.guard:
                         if not holder.leased:
                             self.holders.discard(holder)
+            # Each wake-up takes the GIL from the writing thread, which costs
+            # it more than the look: while every holder keeps writing, look
+            # less often (a waiter does not need the look: it signs up, and
+            # the holder hands over at the end of its current hold).
+            tick = min(tick * 2, MAX_TICK) if busy else TICK
 
     @staticmethod
     def _look(holder: Holder, idle: bool, now: float) -> bool:
