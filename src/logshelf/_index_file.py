@@ -227,7 +227,11 @@ def _adopt(view: View, full: dict[str, int], deleted: set[str]) -> None:
     """Make ``full`` the view's index. The active segment's deleted keys are
     those the load found or this view applied since opening, less the live
     ones (a key deleted and put again since)."""
-    view.active_deletes = {key for key in deleted | view.active_deletes if key not in full}
+    # In place: a batch or scan being applied holds the set (the probe that
+    # materializes can come in the middle of it, _lazy_index._PROBE_SHARE).
+    kept = {key for key in deleted | view.active_deletes if key not in full}
+    view.active_deletes.clear()
+    view.active_deletes.update(kept)
     view.index = full
 
 

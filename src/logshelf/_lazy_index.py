@@ -157,11 +157,12 @@ class LazyIndex(dict[str, int]):
         return isinstance(key, str) and self._probe(key) is not None
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
+        if self.full is None:
+            loc = self.get(key)  # a probe, which may materialize
         if self.full is not None:
             if default is _MISSING:
                 return self.full.pop(key)
             return self.full.pop(key, default)
-        loc = self.get(key)
         if loc is None:
             if default is _MISSING:
                 raise KeyError(key)
@@ -172,6 +173,22 @@ class LazyIndex(dict[str, int]):
 
     def __delitem__(self, key: str) -> None:
         self.pop(key)
+
+    # A probe may materialize while a caller holds this object (applying a
+    # batch or a scan binds the index once): stores then go to the full
+    # index, which is the view's from then on.
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if self.full is not None:
+            self.full[key] = value
+        else:
+            dict.__setitem__(self, key, value)
+
+    def update(self, *args: Any, **kwargs: int) -> None:
+        if self.full is not None:
+            self.full.update(*args, **kwargs)
+        else:
+            dict.update(self, *args, **kwargs)
 
     # -- everything else needs every key ----------------------------------------
 

@@ -536,3 +536,35 @@ def test_a_handle_that_reads_many_keys_materializes(
         assert type(view_of(db).index) is dict
         assert all(db[key] == model[key] for key in keys)
         assert "k0" not in db and dict(db) == model
+
+
+def test_materializing_while_applying_another_handles_batch(
+    built: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe that exhausts the budget can come in the middle of applying
+    a batch, which binds the index once: the rest of the batch must land in
+    the full index that replaces it, deletes and puts alike."""
+    from logshelf import _lazy_index
+
+    path, model = built
+    monkeypatch.setattr(_lazy_index, "_MIN_PROBES", 5)
+    monkeypatch.setattr(_lazy_index, "_PROBE_SHARE", 1 << 30)
+    with logshelf.open(path) as lazy, logshelf.open(path) as other:
+        assert is_lazy(lazy)
+        present = sorted(model)
+        with other.transaction():
+            for i, key in enumerate(present[:12]):
+                if i % 2:
+                    del other[key]
+                    del model[key]
+                else:
+                    other[f"new{i}"] = model[f"new{i}"] = i
+        # Applying the batch probes for each delete and materializes.
+        assert lazy.get("k1") == model.get("k1")
+        assert type(view_of(lazy).index) is dict
+        assert dict(lazy) == model
+        lazy["after"] = model["after"] = 1
+        del lazy[present[20]]
+        del model[present[20]]
+    with logshelf.open(path, "r") as db:
+        assert dict(db) == model
