@@ -279,10 +279,7 @@ class _ProcessLock:
     def _hand_over(self, pause: float) -> None:
         """Release the OS lock at the end of a hold (someone waits, or the
         lease ran its time) and begin no lease for ``pause`` seconds."""
-        self.lease_after = time.monotonic() + pause
-        self.yield_next = False
-        self.leased = False
-        self._flock(self.fd, fcntl.LOCK_UN)
+        self.drop_lease(pause)
         self._handovers += 1
         if not self._handovers % _CLEAR_DEAD_EVERY and self.waiters is not None:
             # A waiter killed while waiting leaves its pid behind, and every
@@ -290,9 +287,9 @@ class _ProcessLock:
             self.waiters.clear_dead()
 
     def drop_lease(self, pause: float) -> None:
-        """The releaser's call: give up an idle, wanted or too long held
-        lease, and begin no lease for ``pause`` seconds. The caller holds
-        ``mutex`` and saw ``depth == 0``."""
+        """Release the OS lock, leased or at the end of a hold, and begin no
+        lease for ``pause`` seconds: the releaser's call for an idle, wanted
+        or too long held lease (it holds ``mutex`` and saw ``depth == 0``)."""
         if self.fd >= 0:
             self._flock(self.fd, fcntl.LOCK_UN)  # if this raises, still leased
         self.lease_after = time.monotonic() + pause

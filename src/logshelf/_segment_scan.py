@@ -36,7 +36,6 @@ _UNCOMMON_FLAGS = fmt.FLAG_BUFFERS | 0xE0  # buffers, and the reserved bits
 _TXID_WINDOW = fmt.TXID_WINDOW
 #: Scans read the file in chunks of this size.
 SCAN_CHUNK = 1 << 20
-_SCAN_CHUNK = SCAN_CHUNK
 # Values larger than this are checksummed in pieces instead of read whole.
 _STREAM_VALUE = 8 << 20
 
@@ -118,7 +117,7 @@ class SegmentScan:
         """Bytes ``[offset, offset+length)``, through a read-ahead buffer."""
         rel = offset - self._buf_start
         if rel < 0 or rel + length > len(self._buf):
-            want = max(length, min(_SCAN_CHUNK, self.limit - offset))
+            want = max(length, min(SCAN_CHUNK, self.limit - offset))
             self._buf = self.segment.fs.pread(self.segment.fd, want, offset)
             self._buf_start = offset
             rel = 0
