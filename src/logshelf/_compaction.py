@@ -34,11 +34,12 @@ the copy.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from . import _format as fmt
 from ._buffer_format import ALIGN, OutOfBand, pack_parts
@@ -49,13 +50,13 @@ from ._options import Options
 from ._pieces import pieces
 from ._records import Record, new_record
 from ._segment import Segment
-from ._segment_set import write_manifest
+from ._segment_set import remove_segments, write_manifest
 from ._signing import Signer
 from ._view import HEADER_END, View
 from ._writer import Writer
-from .errors import CorruptionError, TamperedError
+from .errors import CorruptionError, LockTimeoutError, TamperedError
 
-__all__ = ["CompactionResult", "Plan", "copy", "listed", "plan", "switch"]
+__all__ = ["CompactionResult", "Job", "Plan", "copy", "listed", "plan", "run", "switch"]
 
 # Output records are gathered and appended in pieces of about this size.
 _WRITE_CHUNK = 1 << 20
@@ -136,6 +137,92 @@ class _Output:
     offsets: array[int] = field(default_factory=lambda: array("Q"))
     buffer: list[bytes] = field(default_factory=list)
     buffered: int = 0
+
+
+_T = TypeVar("_T")
+
+
+class LockedStep(Protocol):
+    """The engine's way to run a step under its mutex and the writer lock
+    (after catching up outside the lock); ``deadline`` bounds the waits."""
+
+    def __call__(self, deadline: float | None, step: Callable[[Writer], _T]) -> _T: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a compaction needs of the handle that runs it."""
+
+    options: Options
+    view: View
+    writer: Writer
+    signer: Signer | None
+    locked_step: LockedStep
+
+
+def run(
+    job: Job,
+    wait: bool,
+    timeout: float | None,
+    max_inputs: int | None,
+    drop: Drop | None,
+    stats: Callable[[], dict[str, int]],
+) -> CompactionResult:
+    """Plan, copy and switch (the module docstring), holding the store's
+    compaction lock throughout; ``timeout`` bounds the waits for it and for
+    the writer lock before the plan (0: give up at once). Outputs of a
+    compaction that did not commit are removed; the inputs of one that did
+    are deleted."""
+    started = time.perf_counter()
+    fs, path, view = job.options.fs, job.options.path, job.view
+    deadline = None if timeout is None else time.monotonic() + timeout
+    lock = job.writer.compaction_lock()
+    if not lock.acquire(timeout):
+        if wait:
+            raise LockTimeoutError(
+                f"timed out after {timeout} s waiting for another compaction of {path}"
+            )
+        return CompactionResult(False, "another compaction of this store is running")
+    created: list[str] = []
+    planned: Plan | None = None
+    try:
+        planned = job.locked_step(deadline, lambda w: plan(view, w, max_inputs))
+        if planned is None:
+            return CompactionResult(False, "there are no sealed segments to compact")
+        the_plan = planned
+        entries, copied, copied_bytes = copy(job.options, the_plan, created, drop, job.signer)
+        try:
+            switched = job.locked_step(None, lambda w: switch(view, w, the_plan, entries))
+        except BaseException:
+            if entries and listed(fs, path, entries[0][0]):
+                # The MANIFEST switch happened before the failure (a failed
+                # directory sync): the outputs are the store now.
+                created = []
+            raise
+        if not switched:
+            return CompactionResult(False, "the store was reset while compacting")
+        created = []  # committed: the outputs are the store now
+        remove_segments(fs, path, [segment_id for segment_id, _ in the_plan.inputs])
+        after = stats()
+        return CompactionResult(
+            True,
+            segments_before=the_plan.segments_before,
+            segments_after=after["segments"],
+            bytes_before=the_plan.bytes_before,
+            bytes_after=after["segment_bytes"],
+            records_copied=copied,
+            bytes_copied=copied_bytes,
+            seconds=time.perf_counter() - started,
+        )
+    finally:
+        if planned is not None:
+            planned.close()
+        for created_path in created:
+            try:
+                fs.unlink(created_path)
+            except OSError:
+                pass  # left for the garbage collection at the next writer's open
+        lock.release()
 
 
 def plan(view: View, writer: Writer, max_inputs: int | None = None) -> Plan | None:

@@ -27,12 +27,12 @@ from typing import TypeVar
 
 from . import _compaction, _forking, _inspect
 from . import _format as fmt
-from ._buffer_format import Buffered
+from ._buffer_format import BUFFERS, Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
 from ._index_file import open_view
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
-from ._segment_set import ensure_store, remove_segments
+from ._segment_set import ensure_store
 from ._signing import Signer, latest_signed, open_signer
 from ._txn import Transaction
 from ._view import HEADER_END, View
@@ -53,6 +53,7 @@ _RECORD_SIZE = fmt.RECORD_HEADER.size
 # Anything but a plain value (a codec, buffers, a signature) leaves the fast path.
 _CODEC_MASK = fmt.CODEC_MASK | fmt.FLAG_BUFFERS | fmt.FLAG_SIGNED
 _SIGNED_ONLY = fmt.FLAG_SIGNED
+_BUFFERS = BUFFERS  # in the codec field of a put, not the flags byte
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
 # Automatic compaction waits for at least this much dead data (or one
@@ -312,11 +313,14 @@ class Engine:
             encode_key(key)
         if self._signer is not None:
             codec, data = self._signer.sign(kb, codec, data, rawlen)
-        self._write((new_record((_PUT, key, kb, codec, data, _crc32(data), rawlen)),))
+        if codec & _BUFFERS:  # written from the arrays' own memory: write()'s path
+            self._write((new_record((_PUT, key, kb, codec, data, _crc32(data), rawlen)),))
+        else:
+            self._write_one(_PUT, key, kb, codec, data, _crc32(data), rawlen)
 
     def delete(self, key: str) -> bool:
         """Delete a key; return False when it was not present (nothing written)."""
-        return self._write((delete_record(key),)) > 0
+        return self._write_one(_DELETE, key, encode_key(key), 0, b"", 0, 0) > 0
 
     def put_many(self, records: list[Record]) -> None:
         """Write ``records`` (puts) as one atomic batch: all or none become
@@ -330,6 +334,28 @@ class Engine:
         how many were present."""
         records = {key: delete_record(key) for key in keys}
         return self._write(list(records.values())) if records else 0
+
+    def _write_one(
+        self, kind: int, key: str, kb: bytes, codec: int, data: bytes, vcrc: int, rawlen: int
+    ) -> int:
+        """:meth:`_write` of one plain record (a put or a delete, no buffers),
+        without building the record unless a transaction buffers it: the
+        path of ``db[k] = v`` and ``del db[k]``, where every step costs."""
+        mutex = self._acquire()
+        try:
+            txn = self._txn
+            if txn is not None and txn.thread == _get_ident():
+                record = new_record((kind, key, kb, codec, data, vcrc, rawlen))
+                return txn.buffer(record, self._view.index)  # a bool is the count 0 or 1
+            writer = self._writer
+            if writer is None or writer.poisoned is not None:
+                writer = self._writable()  # raises
+            written = writer.write_one(kind, key, kb, codec, data, vcrc, rawlen, self._deadline)
+        finally:
+            mutex.release()
+        if writer.compact_due:
+            self._after_write()
+        return written
 
     def _write(self, records: tuple[Record, ...] | list[Record]) -> int:
         """The one write path of the front: buffer into this thread's open
@@ -487,70 +513,19 @@ class Engine:
         returns at once (``compacted=False``) when another compaction runs.
         With ``lock_timeout``, the waits before the plan share one budget,
         and so do the waits before the switch."""
-        started = time.perf_counter()
         mutex = self._acquire()  # a closed or read-only handle fails before any lock
         try:
             writer = self._writable()
         finally:
             mutex.release()
-        timeout = self._timeout if wait else 0.0
-        deadline = None if timeout is None else time.monotonic() + timeout
-        lock = writer.compaction_lock()
-        if not lock.acquire(timeout):
-            if wait:
-                raise LockTimeoutError(
-                    f"timed out after {timeout} s waiting for another compaction of {self.path}"
-                )
-            return _compaction.CompactionResult(
-                False, "another compaction of this store is running"
-            )
-        created: list[str] = []
-        plan: _compaction.Plan | None = None
-        try:
-            plan = self._locked_step(
-                deadline, lambda w: _compaction.plan(self._view, w, max_inputs)
-            )
-            if plan is None:
-                return _compaction.CompactionResult(
-                    False, "there are no sealed segments to compact"
-                )
-            entries, copied, copied_bytes = _compaction.copy(
-                self.options, plan, created, drop, self._signer
-            )
-            try:
-                switched = self._locked_step(
-                    None, lambda w: _compaction.switch(self._view, w, plan, entries)
-                )
-            except BaseException:
-                if entries and _compaction.listed(self._fs, self.path, entries[0][0]):
-                    # The MANIFEST switch happened before the failure (a failed
-                    # directory sync): the outputs are the store now.
-                    created = []
-                raise
-            if not switched:
-                return _compaction.CompactionResult(False, "the store was reset while compacting")
-            created = []  # committed: the outputs are the store now
-            remove_segments(self._fs, self.path, [segment_id for segment_id, _ in plan.inputs])
-            after = self.stats()
-            return _compaction.CompactionResult(
-                True,
-                segments_before=plan.segments_before,
-                segments_after=after["segments"],
-                bytes_before=plan.bytes_before,
-                bytes_after=after["segment_bytes"],
-                records_copied=copied,
-                bytes_copied=copied_bytes,
-                seconds=time.perf_counter() - started,
-            )
-        finally:
-            if plan is not None:
-                plan.close()
-            for path in created:
-                try:
-                    self._fs.unlink(path)
-                except OSError:
-                    pass  # left for the garbage collection at the next writer's open
-            lock.release()
+        return _compaction.run(
+            _compaction.Job(self.options, self._view, writer, self._signer, self._locked_step),
+            wait,
+            self._timeout if wait else 0.0,
+            max_inputs,
+            drop,
+            self.stats,
+        )
 
     def _locked_step(self, deadline: float | None, step: Callable[[Writer], _T]) -> _T:
         """Run a compaction step under the mutex and the writer lock, after

@@ -193,6 +193,7 @@ def test_lock_timeout_bounds_the_total_wait(
         monkeypatch.setattr(_locking, "time", fake)
         monkeypatch.setattr(_file_lock, "time", fake)
         monkeypatch.setattr(_engine, "time", fake)
+        monkeypatch.setattr(_compaction, "time", fake)  # the deadline of compact()
         with pytest.raises(logshelf.LockTimeoutError):
             writer.compact()
         monkeypatch.undo()
