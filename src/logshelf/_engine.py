@@ -29,7 +29,7 @@ from . import _compaction, _forking, _inspect
 from . import _format as fmt
 from ._buffer_format import BUFFERS, Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
-from ._index_file import open_view
+from ._index_file import load_index, open_view
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
 from ._segment_set import ensure_store
@@ -516,6 +516,7 @@ class Engine:
         mutex = self._acquire()  # a closed or read-only handle fails before any lock
         try:
             writer = self._writable()
+            load_index(self._view)  # not under the writer lock: the plan copies it
         finally:
             mutex.release()
         return _compaction.run(

@@ -29,6 +29,7 @@ __all__ = [
     "MIN_KEYS",
     "TAIL_LIMIT",
     "load_full",
+    "load_index",
     "open_view",
     "remove_stale_table",
     "write_table_at_close",
@@ -133,7 +134,7 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
         index = LazyIndex(
             table,
             lambda loc: _key_at(segments, loc),
-            lambda: _load(view, index),
+            lambda: _load(view, index, last, info.covered),
             lambda full, deleted: _adopt(view, full, deleted),
         )
         deletes: set[str] = set()
@@ -192,24 +193,40 @@ def _key_at(segments: list[Segment], loc: int) -> bytes:
     return segments[slot].read_key(offset)
 
 
-def _load(view: View, index: LazyIndex) -> tuple[dict[str, int], set[str]]:
+def _load(
+    view: View, index: LazyIndex, table_last: int, covered: int
+) -> tuple[dict[str, int], set[str]]:
     if view.index is not index:
         # Still opening (a damaged table met while parsing the tail): the
         # caller gives up on the table and loads as before.
         raise CorruptionError("the INDEX file is damaged")
-    return load_full(view)
+    return load_full(view, table_last, covered)
 
 
-def load_full(view: View) -> tuple[dict[str, int], set[str]]:
-    """The full index of ``view`` and the keys deleted in its active segment,
-    built as a load does (hints, then scans) up to where the view has parsed
-    the active segment. The view is not changed (but for ``hinted_end``)."""
+def load_index(view: View) -> None:
+    """Materialize a lazy index now: it reads only files, so it is done
+    before taking the writer lock for work that needs every key."""
+    if isinstance(view.index, LazyIndex):
+        view.index.everything()
+
+
+def load_full(view: View, table_last: int, covered: int) -> tuple[dict[str, int], set[str]]:
+    """The full index of ``view`` as the INDEX file described it, and the
+    keys deleted in its active segment, built as a load does (hints, then
+    scans): the segments up to ``table_last`` (the table's active one, read
+    up to ``covered``). Everything after that the view parsed went into the
+    lazy index itself, which the caller merges in: no scan of what this
+    handle wrote since opening. The view is not changed (but for
+    ``hinted_end``)."""
     index: dict[str, int] = {}
     deletes: set[str] = set()
     txid = 0
     last = len(view.segments) - 1
-    for slot, seg in enumerate(view.segments):
-        limit = view.end if slot == last else view.manifest.segments[slot][1]
+    for slot, seg in enumerate(view.segments[: table_last + 1]):
+        # The table's active segment, sealed since, is loaded whole (its
+        # hint then covers it): the records past ``covered`` are in the
+        # lazy index too, and applying them twice changes nothing.
+        limit = covered if slot == last else view.manifest.segments[slot][1]
         active = deletes if slot == last else None
         loaded, _ = view._load_segment(seg, slot, limit, txid, index, active)
         if loaded.end != limit:
@@ -218,8 +235,8 @@ def load_full(view: View) -> tuple[dict[str, int], set[str]]:
             # the file would have refused to open the store.
             raise CorruptionError(f"{seg.path}: damaged record at offset {loaded.end}")
         txid = loaded.txid
-        if slot == last and loaded.hinted == limit:
-            view.hinted_end = limit  # its hint covers it: none to write at close
+        if slot == last and loaded.hinted == view.end:
+            view.hinted_end = view.end  # its hint covers it: none to write at close
     return index, deletes
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,6 +177,59 @@ def test_a_compaction_by_another_handle_in_between(
     with logshelf.open(path, "r") as db:
         assert is_lazy(db)
         check(db, model, absent=("k3",))
+
+
+def test_a_lazy_writer_loads_its_index_before_the_plan_takes_the_lock(
+    built: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan copies the whole index under the writer lock; a lazy handle
+    must not load it there (a 100 ms hold at 100,000 keys, measured)."""
+    path, model = built
+    with logshelf.open(path, auto_compact=None) as db:
+        assert is_lazy(db)
+        lock = db._engine._writer.lock
+        held_while_loading: list[bool] = []
+        everything = LazyIndex.everything
+
+        def spy(self: LazyIndex) -> dict[str, int]:
+            held_while_loading.append(lock.busy())
+            return everything(self)
+
+        monkeypatch.setattr(LazyIndex, "everything", spy)
+        assert db.compact().compacted
+        assert held_while_loading and not any(held_while_loading)
+        check(db, model)
+
+
+def test_materializing_reads_no_further_than_the_file_covered(
+    built: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a lazy handle parsed after the INDEX file's covered length is in
+    the lazy index already: loading the rest must not scan it again."""
+    path, model = built
+    with logshelf.open(path) as db:
+        assert is_lazy(db)
+        index = view_of(db).index
+        assert isinstance(index, LazyIndex) and index.table is not None
+        covered = index.table.info.covered
+        last = len(view_of(db).segments) - 1
+        for i in range(50):
+            db[f"new{i}"] = model[f"new{i}"] = i
+        del db["k1"]
+        del model["k1"]
+        limits: list[tuple[int, int]] = []
+        load_segment = View._load_segment
+
+        def spy(self: View, seg: Any, slot: int, limit: int, *rest: Any) -> Any:
+            limits.append((slot, limit))
+            return load_segment(self, seg, slot, limit, *rest)
+
+        monkeypatch.setattr(View, "_load_segment", spy)
+        assert len(db) == len(model)
+        assert (last, covered) in limits
+        assert view_of(db).end > covered
+        assert all(limit <= covered for slot, limit in limits if slot == last)
+        check(db, model, absent=("k1",))
 
 
 def test_a_small_tail_keeps_the_file_and_is_parsed_at_open(
