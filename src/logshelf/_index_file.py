@@ -136,6 +136,8 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
             lambda loc: _key_at(segments, loc),
             lambda: _load(view, index, last, info.covered),
             lambda full, deleted: _adopt(view, full, deleted),
+            table_slots=last + 1,
+            load_slot=lambda slot: _load_slot(view, slot, info.covered),
         )
         deletes: set[str] = set()
         end, txid, max_txid, seal_next, unsynced = info.covered, info.txid, info.max_txid, 0, 0
@@ -200,7 +202,22 @@ def _load(
         # Still opening (a damaged table met while parsing the tail): the
         # caller gives up on the table and loads as before.
         raise CorruptionError("the INDEX file is damaged")
+    if index.switched:
+        # After a compaction switch the table's segments are not the view's:
+        # load everything the view holds, as far as it has parsed.
+        return load_full(view, len(view.segments) - 1, view.end)
     return load_full(view, table_last, covered)
+
+
+def _load_slot(view: View, slot: int, covered: int) -> tuple[dict[str, int], set[str]]:
+    """The entries and deleted keys of the table's active segment ``slot``
+    up to ``covered``, as a load finds them (for its hint, once sealed)."""
+    index: dict[str, int] = {}
+    deletes: set[str] = set()
+    loaded, _ = view._load_segment(view.slots[slot], slot, covered, 0, index, deletes)
+    if loaded.end != covered:
+        raise CorruptionError(f"{view.slots[slot].path}: damaged record at offset {loaded.end}")
+    return index, deletes
 
 
 def load_index(view: View) -> None:
@@ -222,12 +239,15 @@ def load_full(view: View, table_last: int, covered: int) -> tuple[dict[str, int]
     deletes: set[str] = set()
     txid = 0
     last = len(view.segments) - 1
-    for slot, seg in enumerate(view.segments[: table_last + 1]):
+    for position, seg in enumerate(view.segments[: table_last + 1]):
         # The table's active segment, sealed since, is loaded whole (its
         # hint then covers it): the records past ``covered`` are in the
         # lazy index too, and applying them twice changes nothing.
-        limit = covered if slot == last else view.manifest.segments[slot][1]
-        active = deletes if slot == last else None
+        limit = covered if position == last else view.manifest.segments[position][1]
+        active = deletes if position == last else None
+        # Entries name slots, which a compaction switch leaves apart from
+        # MANIFEST positions (View.slot_ids).
+        slot = view.slot_ids[position]
         loaded, _ = view._load_segment(seg, slot, limit, txid, index, active)
         if loaded.end != limit:
             # Damage the lazy view never parsed (it trusted the INDEX file,
@@ -235,7 +255,7 @@ def load_full(view: View, table_last: int, covered: int) -> tuple[dict[str, int]
             # the file would have refused to open the store.
             raise CorruptionError(f"{seg.path}: damaged record at offset {loaded.end}")
         txid = loaded.txid
-        if slot == last and loaded.hinted == view.end:
+        if position == last and loaded.hinted == view.end:
             view.hinted_end = view.end  # its hint covers it: none to write at close
     return index, deletes
 
@@ -294,7 +314,7 @@ def write_table(view: View, mode: int) -> bool:
     index = view.index
     if isinstance(index, LazyIndex):
         index = index.everything()
-    if view.pending_remap is not None:
+    if view.pending_remap is not None and not view.pending_remap.indexed:
         return False  # entries in retired slots: the next close writes it
     seg = view.active
     # The table numbers segments by MANIFEST position; the view's slots

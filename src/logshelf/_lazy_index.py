@@ -8,10 +8,10 @@ speed. A key not in the dict is probed in the mapped table
 (``__missing__``) and remembered. Deletes of keys the dict may not hold go
 to a set of removed keys, which later probes honour.
 
-An operation that needs every key (``len``, iteration, ``keys()``, a hint,
+An operation that needs every key (``len``, iteration, ``keys()``,
 compaction, ...) *materializes* the index: the index is loaded as it always
-was (hints and scans, up to where the view has parsed), what this object
-was told since (its dict and its removed keys) is laid over it, and
+was (hints and scans, as far as the table covered), what this object was
+told since (its dict and its removed keys) is laid over it, and
 ``View.index`` becomes that plain dict; this object answers from it from
 then on. The overlay makes the result right whenever it happens, even in
 the middle of applying a batch. A table that turns out damaged is replaced
@@ -21,12 +21,22 @@ that nothing changes under a caller that holds this object.
 Probing stops after 1/32 of the table's keys: the index is then
 materialized, and reads go back to plain dict lookups.
 
+Two things that used to need every key no longer do. The hint of a segment
+this handle seals (``hint_parts``) takes this object's entries, plus, for
+the segment that was active when the table was written, that segment's
+part of the table loaded alone. And a compaction switch that retires every
+segment the table names (``can_follow``) is followed in steps like any
+other (``_remap``): each key the outputs hold and this object was not told
+about is one the table holds in an input, so it is moved without a probe;
+when the remap is done this object's dict *is* the index (``settle``).
+
 ``dict.get`` and ``in`` do not call ``__missing__``: both are overridden
 here, so every caller that treats the index as a Mapping stays correct.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +46,11 @@ from .errors import CorruptionError
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
-__all__ = ["LazyIndex"]
+__all__ = ["BaseEntries", "LazyIndex"]
+
+#: Loads the entries of one segment as the table saw it (up to its covered
+#: length) and the keys deleted in it, for a hint (``hint_parts``).
+BaseEntries = Callable[[], tuple[dict[str, int], set[str]]]
 
 _MISSING: Any = object()
 # A probe (hash, block check, the record's key read back) costs ~5 us, about
@@ -70,9 +84,17 @@ class LazyIndex(dict[str, int]):
         key_at: Callable[[int], bytes],
         load: Callable[[], tuple[dict[str, int], set[str]]],
         adopt: Callable[[dict[str, int], set[str]], None],
+        table_slots: int = 0,
+        load_slot: Callable[[int], tuple[dict[str, int], set[str]]] | None = None,
     ) -> None:
         super().__init__()
         self.table: Table | None = table
+        #: The slots the table's entries name (0 to table_slots - 1).
+        self.table_slots = table_slots
+        self._load_slot = load_slot
+        #: Set when this view adopted a compaction switch (``_remap``): a
+        #: load then follows the view's segments, not the table's.
+        self.switched = False
         self._key_at = key_at
         self._load = load
         self._adopt = adopt
@@ -210,13 +232,71 @@ class LazyIndex(dict[str, int]):
             for key in self._gone:
                 if not dict.__contains__(self, key):
                     full.pop(key, None)
-            self._adopt(full, deleted)
-            self.full = full
-            self._loaded = None
-            self.release()
-            dict.clear(self)
-            self._gone = set()
+            self._become(full, deleted)
+            return full
         return self.full
+
+    def _become(self, full: dict[str, int], deleted: set[str]) -> None:
+        """Make ``full`` the view's index and forward to it from now on."""
+        self._adopt(full, deleted)
+        self.full = full
+        self._loaded = None
+        self.release()
+        dict.clear(self)
+        self._gone = set()
+
+    def hint_parts(
+        self, slot: int
+    ) -> tuple[dict[str, int], frozenset[str], BaseEntries | None] | None:
+        """For the hint of segment ``slot``, sealed now, without loading
+        everything: this object's entries (copied), the keys removed since
+        opening, and how to load the table's entries in the segment (None
+        when it holds none: a segment begun after opening). None when only
+        a whole load will do (the table's part is unknown)."""
+        if self.full is not None or self._loaded is not None:
+            return None
+        own, gone = dict(dict.items(self)), frozenset(self._gone)
+        if slot >= self.table_slots:
+            return own, gone, None
+        if slot == self.table_slots - 1 and self._load_slot is not None:
+            return own, gone, functools.partial(self._load_slot, slot)
+        return None
+
+    # -- following a compaction switch (_remap) -----------------------------------
+
+    def can_follow(self, retired: set[int]) -> bool:
+        """Can the view follow a switch that retires ``retired`` in steps,
+        without loading? Yes when every slot the table names is among them:
+        each entry of the table then points into an input, so a key this
+        object was not told about since opening (neither in its dict nor
+        removed) is exactly one whose entry the remap moves. Otherwise an
+        untouched table entry might be newer than the output's copy."""
+        return self.table_slots > 0 and all(s in retired for s in range(self.table_slots))
+
+    def entry_before_switch(self, key: str, retired_entry: int) -> int | None:
+        """The remap's ``get``: ``key``'s entry without probing. A key held
+        by the table only is answered ``retired_entry`` (any entry in a
+        retired slot, see :meth:`can_follow`); a removed key, None."""
+        if self.full is not None:
+            return self.full.get(key)
+        found: int | None = dict.get(self, key)
+        if found is None and key not in self._gone:
+            return retired_entry
+        return found
+
+    def own_keys(self) -> list[str]:
+        """The keys the remap's last sweep looks at: every key once
+        materialized, else those of this object's dict (the table's entries
+        all point into retired slots, and :meth:`settle` drops them)."""
+        return list(self.full if self.full is not None else dict.keys(self))
+
+    def settle(self) -> None:
+        """The remap of a switch :meth:`can_follow` allowed is done: every live
+        key is in this object's dict now, which becomes the full index with
+        no load, and the table is let go."""
+        if self.full is None:
+            # dict.items: dict.copy() of a subclass would iterate via keys().
+            self._become(dict(dict.items(self)), set())
 
     def __bool__(self) -> bool:
         if self.full is None:

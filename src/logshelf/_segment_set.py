@@ -12,14 +12,16 @@ from __future__ import annotations
 import errno
 import os
 import zlib
+from dataclasses import dataclass
 
 from . import _format as fmt
 from ._file_lock import ExclusiveFileLock
 from ._fs import FileSystem
 from ._index import snapshot
+from ._lazy_index import BaseEntries, LazyIndex
 from ._segment import Segment
 from ._view import View
-from .errors import FormatError, StoreNotFoundError
+from .errors import CorruptionError, FormatError, StoreNotFoundError
 
 __all__ = [
     "collect_garbage",
@@ -155,11 +157,26 @@ def write_hint(view: View, mode: int, seal_next: int = 0) -> bool:
     )  # fmt: skip
 
 
-#: What :func:`write_sealed_hint` needs of a segment that a rollover sealed:
-#: the segment, its slot, a copy of the index as the rollover left it, the
-#: segment's end (after the SEAL), last txid, the keys whose final state in
-#: it is a delete, and the successor its SEAL names.
-SealedHint = tuple[Segment, int, dict[str, int], int, int, list[str], int]
+@dataclass(frozen=True)
+class SealedHint:
+    """What :func:`write_sealed_hint` needs of a segment that a rollover
+    sealed: the segment, its slot, a copy of the index as the rollover left
+    it, the segment's end (after the SEAL), last txid, the keys whose final
+    state in it is a delete, and the successor its SEAL names. For a view
+    opened from the INDEX file and not loaded yet, ``index`` holds only what
+    it was told since opening (``LazyIndex.hint_parts``): ``base`` then
+    loads the rest of the segment's entries (and deletes), and ``gone``
+    names the keys removed since."""
+
+    seg: Segment
+    slot: int
+    index: dict[str, int]
+    covered: int
+    txid: int
+    deleted: list[str]
+    seal_next: int
+    gone: frozenset[str] = frozenset()
+    base: BaseEntries | None = None
 
 
 def sealed_hint(view: View, seal_next: int) -> SealedHint:
@@ -169,19 +186,42 @@ def sealed_hint(view: View, seal_next: int) -> SealedHint:
     waits for :func:`write_sealed_hint`, after the lock. The copy it must be:
     the index of later moments lacks the keys overwritten since, whose newer
     records a power loss may yet take away (they need not be synced), while
-    the hint is synced and would outlive them."""
-    return (
-        view.active, view.active_slot, view.index.copy(), view.end, view.txid,
-        list(view.active_deletes), seal_next,
+    the hint is synced and would outlive them. A lazy index is not loaded
+    for it (a whole load at the first rollover of a handle opened from the
+    INDEX file, 0.15 s at 100,000 keys): only this segment's part is, if
+    the table holds entries in it, after the lock."""
+    index, slot = view.index, view.active_slot
+    parts = index.hint_parts(slot) if isinstance(index, LazyIndex) else None
+    if parts is None:
+        entries, gone, base = index.copy(), frozenset[str](), None
+    else:
+        entries, gone, base = parts
+    return SealedHint(
+        view.active, slot, entries, view.end, view.txid, list(view.active_deletes), seal_next,
+        gone, base,
     )  # fmt: skip
 
 
 def write_sealed_hint(view: View, sealed: SealedHint, mode: int) -> bool:
     """Write the hint :func:`sealed_hint` prepared (best effort, as :func:`write_hint`)."""
-    seg, slot, index, covered, txid, deleted, seal_next = sealed
-    if seg.fd < 0:
+    if sealed.seg.fd < 0:
         return False  # compacted away and closed meanwhile
-    return _write_hint(view, index, seg, slot, covered, txid, deleted, seal_next, mode)
+    index, deleted = sealed.index, sealed.deleted
+    if sealed.base is not None:
+        try:
+            index, earlier = sealed.base()
+        except (OSError, CorruptionError):
+            return False  # without the table's part the hint would lose keys: none
+        # What the view was told since opening wins, as when it loads.
+        index.update(sealed.index)
+        for key in sealed.gone:
+            if key not in sealed.index:
+                index.pop(key, None)
+        deleted = list({*deleted, *(key for key in earlier if key not in index)})
+    return _write_hint(
+        view, index, sealed.seg, sealed.slot, sealed.covered, sealed.txid, deleted,
+        sealed.seal_next, mode,
+    )  # fmt: skip
 
 
 def _write_hint(

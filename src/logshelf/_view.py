@@ -485,10 +485,6 @@ class View:
         """Adopt ``manifest`` if it is one compaction switch of ours (``_remap``):
         outputs and successor under new slots, the inputs' slots retired, the
         index left to :meth:`finish_remap`. False (nothing changed) if not."""
-        if isinstance(self.index, LazyIndex):
-            # Its table names segments by MANIFEST position, which a switch
-            # changes: load afresh (_index_file opens from the new table).
-            return False
         self.finish_remap()  # an earlier switch, if a failed write left it pending
         old = self.manifest.segments
         shape = _remap.switch_shape(
@@ -497,6 +493,9 @@ class View:
         if shape is None or len(self.slots) + len(manifest.segments) >= _index.MAX_SEGMENTS:
             return False
         inputs, count = shape
+        lazy = self.index if isinstance(self.index, LazyIndex) else None
+        if lazy is not None and not lazy.can_follow(set(self.slot_ids[:inputs])):
+            return False  # its table may name segments after the inputs: reload
         opened: list[Segment] = []
         try:
             for segment_id, length in manifest.segments[:count]:
@@ -514,6 +513,8 @@ class View:
         successor = opened.pop()
         slots = range(len(self.slots), len(self.slots) + count)
         lengths = [length for _, length in manifest.segments[:count]]
+        if lazy is not None:
+            lazy.switched = True
         self.pending_remap = _remap.Remap(
             self.index,
             set(self.slot_ids[:inputs]),

@@ -480,8 +480,8 @@ def test_a_damaged_block_falls_back_to_the_load() -> None:
 
 
 def test_rollovers_while_lazy(built: tuple[Path, dict[str, int]]) -> None:
-    """This handle's rollovers write hints (the full index is loaded for
-    them); another handle's are followed without a reload."""
+    """This handle's rollovers write hints (see the next test); another
+    handle's are followed without a reload."""
     path, model = built
     with logshelf.open(path, "r") as reader:
         assert reader["k1"] == model["k1"]
@@ -498,6 +498,49 @@ def test_rollovers_while_lazy(built: tuple[Path, dict[str, int]]) -> None:
         assert is_lazy(db)
         check(db, model, absent=("k2",))
         assert sorted(db) == sorted(model)
+
+
+def test_a_lazy_writer_hints_its_rollovers_without_loading_and_exactly(
+    built: tuple[Path, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hint of the segment that was active when the INDEX file was
+    written merges the table's part of it (entries and deletes, loaded
+    after the lock) with what the handle did since; later segments need
+    only the handle's own entries. No whole load, and a load from those
+    hints alone (no INDEX file) is exact, deletes of every age included."""
+    path, model = built
+    loads: list[int] = []
+    load_full = _index_file.load_full
+    monkeypatch.setattr(_index_file, "load_full", lambda *a: loads.append(1) or load_full(*a))
+    with logshelf.open(path, max_segment_size=4096, auto_compact=None) as db:
+        assert is_lazy(db)
+        segments = len(view_of(db).segments)
+        active = view_of(db).segments[-1]
+        # A key the table holds in its active segment, deleted now: the
+        # table's part of that segment, loaded for the hint, still has it.
+        doomed = next(k for k in sorted(model) if view_of(db).index[k] >> 40 == segments - 1)
+        del db[doomed]
+        del model[doomed]
+        db["k1"] = model["k1"] = "overwritten before the rollover"
+        del db["k3"]
+        del model["k3"]
+        for i in range(60):
+            db[f"roll{i}"] = model[f"roll{i}"] = "r" * 200
+            if i == 30:
+                del db["k4"]
+                del model["k4"]
+                db["k6"] = model["k6"] = "between rollovers"
+        assert len(view_of(db).segments) >= segments + 3  # rolled over, and again
+        assert is_lazy(db) and loads == []
+    hint = fmt.decode_hint((path / fmt.hint_name(active.id)).read_bytes())
+    assert hint is not None and doomed not in hint.put_keys
+    monkeypatch.undo()
+    (path / fmt.TABLE_NAME).unlink()
+    with logshelf.open(path, "r") as db:
+        assert not isinstance(view_of(db).index, LazyIndex)  # loaded from the hints
+        check(db, model, absent=("k3", "k4", doomed))
+        assert sorted(db) == sorted(model)
+        assert db.verify() == []
 
 
 def test_a_damaged_block_met_while_applying_another_process_batch(

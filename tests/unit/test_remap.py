@@ -3,6 +3,7 @@ and the hint a rollover writes after the writer lock."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 import pytest
 
 import logshelf
-from logshelf import _compaction, _remap, _segment_set
+from logshelf import _compaction, _index_file, _remap, _segment_set
 from logshelf import _format as fmt
 from logshelf._fs import FileSystem
+from logshelf._lazy_index import LazyIndex
 
 SEG = 8192
 
@@ -226,4 +228,167 @@ def test_a_deferred_hint_lists_the_segment_as_the_rollover_left_it(store_path: P
         assert hint is not None and sorted(hint.put_keys) == sorted(f"k{i}" for i in range(20))
         assert hint.seal_next == 99
         for i in range(10):
-            view.index[f"k{i}"] = sealed[2][f"k{i}"]  # put back before close
+            view.index[f"k{i}"] = sealed.index[f"k{i}"]  # put back before close
+
+
+def _lazy(db: logshelf.Shelf) -> bool:
+    index = _view(db).index
+    return isinstance(index, LazyIndex) and index.full is None
+
+
+@pytest.fixture
+def indexed(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A store of three segments and more, closed with an INDEX file (small
+    stores get one in these tests), so that the next handles open lazily;
+    the expected contents."""
+    monkeypatch.setattr(_index_file, "MIN_KEYS", 1)
+    model: dict[str, Any] = {}
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
+        for r in range(3):
+            batch = {f"k{i:04d}": (r, i) for i in range(400)}
+            db.update(batch)
+            model.update(batch)
+    assert (store_path / fmt.TABLE_NAME).exists()
+    return model
+
+
+def test_handles_opened_from_the_index_file_remap_in_steps_without_a_load(
+    store_path: Path, indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, open_files: Any
+) -> None:
+    """A lazy writer and a lazy reader that saw the plan's rollover follow
+    the switch as eager handles do: only the outputs' hints are read, the
+    table is never probed for the remap and no index is loaded; once done,
+    the entries they were told about become their full index."""
+    monkeypatch.setattr(_remap, "CHUNK", 16)
+    model = indexed
+    loads: list[int] = []
+    load_full = _index_file.load_full
+    monkeypatch.setattr(_index_file, "load_full", lambda *a: loads.append(1) or load_full(*a))
+    other_fs, reader_fs = _HintReads(), _HintReads()
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None, _fs=other_fs) as other,
+        logshelf.open(store_path, "r", _fs=reader_fs) as reader,
+    ):
+        assert _lazy(other) and _lazy(reader)
+        writer["k0000"] = model["k0000"] = "before the plan"
+        # Both follow that write (and its rollover, if any), as busy handles do.
+        assert reader["k0000"] == other["k0000"] == "before the plan"
+
+        def meanwhile() -> None:
+            other["k0001"] = model["k0001"] = "newer"
+            del other["k0002"]
+            del model["k0002"]
+            other["fresh"] = model["fresh"] = "during the copy"
+            assert reader["k0001"] == "newer" and "k0002" not in reader
+
+        with _during_copy(meanwhile):
+            assert writer.compact().compacted
+        loads.clear()
+        outputs = len(_view(writer).manifest.segments) - 2
+        other_fs.hints = reader_fs.hints = 0
+        assert reader["k0001"] == "newer"
+        assert _view(reader).pending_remap is not None and _lazy(reader)
+        other["after"] = model["after"] = "after the switch"
+        assert _view(other).pending_remap is not None and _lazy(other)
+        steps = 0
+        while _view(reader).pending_remap is not None or _view(other).pending_remap is not None:
+            key = f"k{steps % 400:04d}"
+            assert reader.get(key) == model.get(key)
+            assert other.get(key) == model.get(key)
+            steps += 1
+        assert steps > 10
+        assert loads == []  # no load, before or at the end
+        assert not isinstance(_view(reader).index, LazyIndex)
+        assert not isinstance(_view(other).index, LazyIndex)
+        assert reader_fs.hints <= outputs + 1 and other_fs.hints <= outputs + 1
+        assert dict(reader.items()) == dict(other.items()) == dict(writer.items()) == model
+        assert open_files(store_path, deleted=True) == []
+        other["last"] = model["last"] = 1
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again.items()) == model
+
+
+def test_a_lazy_handle_that_loads_during_its_remap_is_exact(
+    store_path: Path, indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``len()`` in the middle of a lazy remap loads what the view holds
+    now (not the table's segments, which the switch replaced); the remap
+    then finishes on the loaded index."""
+    monkeypatch.setattr(_remap, "CHUNK", 16)
+    model = indexed
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        assert _lazy(reader)
+
+        def meanwhile() -> None:
+            writer["k0003"] = model["k0003"] = "during the copy"
+            assert reader["k0003"] == "during the copy"
+
+        with _during_copy(meanwhile):
+            assert writer.compact().compacted
+        del writer["k0004"]
+        del model["k0004"]
+        assert reader.get("k0005") == model["k0005"]
+        assert _view(reader).pending_remap is not None and _lazy(reader)
+        assert len(reader) == len(model)
+        assert not _lazy(reader)
+        view = _view(reader)
+        assert view.pending_remap is not None
+        for key, value in model.items():  # every entry, moved by the remap yet or not
+            assert pickle.loads(view.read(view.index[key], key)) == value
+        while _view(reader).pending_remap is not None:
+            assert reader.get("k0003") == "during the copy"
+        assert dict(reader.items()) == model
+
+
+def test_a_lazy_handle_whose_table_is_newer_than_the_plan_reloads(
+    store_path: Path, indexed: dict[str, Any]
+) -> None:
+    """A table written after the plan holds entries newer than the outputs'
+    copies (a key overwritten during the copy): the handle reloads rather
+    than move such a key back to its old value."""
+    model = indexed
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer:
+        late: list[logshelf.Shelf] = []
+
+        def meanwhile() -> None:
+            with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as w2:
+                w2["k0003"] = model["k0003"] = "after the plan"
+            late.append(logshelf.open(store_path, "r"))  # from the INDEX file w2 wrote
+            assert _lazy(late[0]) and late[0]["k0005"] == model["k0005"]
+
+        with _during_copy(meanwhile):
+            assert writer.compact().compacted
+        with late[0] as reader:
+            assert reader["k0003"] == "after the plan"
+            assert _view(reader).pending_remap is None  # reloaded
+            assert dict(reader.items()) == model
+
+
+def test_keys_left_out_vanish_for_a_lazy_handle_too(
+    store_path: Path, indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eviction's keys left out, for a handle opened from the INDEX file:
+    gone in the first step, and absent from the index it settles into."""
+    monkeypatch.setattr(_remap, "CHUNK", 8)
+    kept = {key for key in indexed if int(key[1:]) % 2 == 0}
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        assert _lazy(reader)
+
+        def touch() -> None:
+            assert reader["k0000"] == indexed["k0000"]  # follows the plan's rollover
+
+        with _during_copy(touch):
+            assert writer._engine.compact(drop=_DropOdd()).compacted
+        assert "k0001" not in reader
+        assert _view(reader).pending_remap is not None and _lazy(reader)
+        while _view(reader).pending_remap is not None:
+            assert reader.get("k0003") is None
+        assert not isinstance(_view(reader).index, LazyIndex)
+        assert set(reader.keys()) == kept
