@@ -313,9 +313,9 @@ class Writer:
             self.sync_active(now)
             self.last_sync = now
 
-    def sync_active(self, now: float | None = None) -> None:
+    def sync_active(self, now: float | None = None, mark: bool = True) -> None:
         """fdatasync the active segment, then rewrite the synced mark (for a
-        write's sync, at ``now``: at most every ``_MARK_EVERY`` seconds)."""
+        write's sync, at ``now``: at most every ``_MARK_EVERY`` seconds), if ``mark``."""
         view = self.view
         active, end = view.active, view.end
         try:
@@ -329,7 +329,9 @@ class Writer:
         # that are not durable yet (see _synced). It is not synced itself: it
         # reaches the disk with the kernel's writeback (until then an older,
         # lower mark stands), at no cost to this write.
-        if now is not None:
+        if not mark:
+            pass  # ahead of a rollover, which marks its own sync
+        elif now is not None:
             if now - self._marked_at >= _MARK_EVERY:
                 self._marked_at = now
                 self.marks.record(active.id, active.salt, end)
@@ -586,12 +588,8 @@ class Writer:
 
     def compaction_lock(self) -> ExclusiveFileLock:
         """The lock that keeps two compactions (and garbage collection) apart."""
-        return ExclusiveFileLock(
-            os.path.join(self.path, fmt.COMPACT_LOCK_NAME),
-            self.options.lock_backend,
-            self.fs,
-            self.options.mode,
-        )
+        opts, path = self.options, os.path.join(self.path, fmt.COMPACT_LOCK_NAME)
+        return ExclusiveFileLock(path, opts.lock_backend, self.fs, opts.mode)
 
     def collect_garbage(self) -> None:
         """Delete unreferenced files, unless a compaction runs (_segment_set)."""

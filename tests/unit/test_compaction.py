@@ -380,3 +380,29 @@ def test_compacting_only_the_oldest_segments_with_a_drop(store_path: Path) -> No
         assert engine.verify() == []
     with logshelf.open(store_path, "r") as again:  # and so it stays after reopening
         assert set(again.keys()) == set(later) - gone
+
+
+def test_compaction_syncs_the_active_segment_before_each_lock_hold(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan and the switch both roll over, and a rollover syncs the
+    active segment under the writer lock: compaction syncs it first, outside
+    the lock, so that the sync under it has little left to write."""
+    from logshelf._segment import Segment
+
+    with logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as db:
+        model = overwrite_heavy(db, rounds=5)
+        lock = db._engine._writer.lock
+        syncs: list[bool] = []
+        sync = Segment.sync
+
+        def spy(self: Segment) -> None:
+            syncs.append(lock.busy())
+            sync(self)
+
+        monkeypatch.setattr(Segment, "sync", spy)
+        assert db.compact().compacted
+        # Unlocked, then locked, for the plan and again for the switch.
+        assert syncs[:2] == [False, True] and syncs.count(False) >= 2, syncs
+        monkeypatch.undo()
+        assert dict(db.items()) == model
