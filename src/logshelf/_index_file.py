@@ -137,7 +137,7 @@ def _open_lazily(view: View, manifest: fmt.Manifest, table: Table) -> bool:
             lambda: _load(view, index, last, info.covered),
             lambda full, deleted: _adopt(view, full, deleted),
             table_slots=last + 1,
-            load_slot=lambda slot: _load_slot(view, slot, info.covered),
+            load_slot=lambda seg, slot: _load_slot(view, seg, slot, info.covered),
         )
         deletes: set[str] = set()
         end, txid, max_txid, seal_next, unsynced = info.covered, info.txid, info.max_txid, 0, 0
@@ -209,14 +209,17 @@ def _load(
     return load_full(view, table_last, covered)
 
 
-def _load_slot(view: View, slot: int, covered: int) -> tuple[dict[str, int], set[str]]:
-    """The entries and deleted keys of the table's active segment ``slot``
-    up to ``covered``, as a load finds them (for its hint, once sealed)."""
+def _load_slot(
+    view: View, seg: Segment, slot: int, covered: int
+) -> tuple[dict[str, int], set[str]]:
+    """The entries (under ``slot``) and deleted keys of ``seg``, the table's
+    active segment, up to ``covered``, as a load finds them (for its hint,
+    once sealed)."""
     index: dict[str, int] = {}
     deletes: set[str] = set()
-    loaded, _ = view._load_segment(view.slots[slot], slot, covered, 0, index, deletes)
+    loaded, _ = view._load_segment(seg, slot, covered, 0, index, deletes)
     if loaded.end != covered:
-        raise CorruptionError(f"{view.slots[slot].path}: damaged record at offset {loaded.end}")
+        raise CorruptionError(f"{seg.path}: damaged record at offset {loaded.end}")
     return index, deletes
 
 

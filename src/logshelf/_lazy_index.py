@@ -46,6 +46,8 @@ from .errors import CorruptionError
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
+    from ._segment import Segment
+
 __all__ = ["BaseEntries", "LazyIndex"]
 
 #: Loads the entries of one segment as the table saw it (up to its covered
@@ -85,7 +87,7 @@ class LazyIndex(dict[str, int]):
         load: Callable[[], tuple[dict[str, int], set[str]]],
         adopt: Callable[[dict[str, int], set[str]], None],
         table_slots: int = 0,
-        load_slot: Callable[[int], tuple[dict[str, int], set[str]]] | None = None,
+        load_slot: Callable[[Segment, int], tuple[dict[str, int], set[str]]] | None = None,
     ) -> None:
         super().__init__()
         self.table: Table | None = table
@@ -246,9 +248,9 @@ class LazyIndex(dict[str, int]):
         self._gone = set()
 
     def hint_parts(
-        self, slot: int
+        self, seg: Segment, slot: int
     ) -> tuple[dict[str, int], frozenset[str], BaseEntries | None] | None:
-        """For the hint of segment ``slot``, sealed now, without loading
+        """For the hint of ``seg`` (slot ``slot``), sealed now, without loading
         everything: this object's entries (copied), the keys removed since
         opening, and how to load the table's entries in the segment (None
         when it holds none: a segment begun after opening). None when only
@@ -259,7 +261,7 @@ class LazyIndex(dict[str, int]):
         if slot >= self.table_slots:
             return own, gone, None
         if slot == self.table_slots - 1 and self._load_slot is not None:
-            return own, gone, functools.partial(self._load_slot, slot)
+            return own, gone, functools.partial(self._load_slot, seg, slot)
         return None
 
     # -- following a compaction switch (_remap) -----------------------------------

@@ -191,7 +191,7 @@ def sealed_hint(view: View, seal_next: int) -> SealedHint:
     INDEX file, 0.15 s at 100,000 keys): only this segment's part is, if
     the table holds entries in it, after the lock."""
     index, slot = view.index, view.active_slot
-    parts = index.hint_parts(slot) if isinstance(index, LazyIndex) else None
+    parts = index.hint_parts(view.active, slot) if isinstance(index, LazyIndex) else None
     if parts is None:
         entries, gone, base = index.copy(), frozenset[str](), None
     else:
