@@ -76,6 +76,32 @@ def _view(db: logshelf.Shelf) -> Any:
     return db._engine._view
 
 
+def _changes_during_copy(other: Any, reader: Any, model: dict[str, Any]) -> Any:
+    """What the handles do between the plan and the switch: both follow the
+    plan's rollover, then change keys the compaction copies."""
+
+    def meanwhile() -> None:
+        other["k0001"] = model["k0001"] = "newer"
+        del other["k0002"]
+        del model["k0002"]
+        other["fresh"] = model["fresh"] = "during the copy"
+        assert reader["k0001"] == "newer" and "k0002" not in reader
+
+    return meanwhile
+
+
+def _step_until_remapped(reader: Any, other: Any, model: dict[str, Any]) -> int:
+    """Operate on both handles until their remaps are done, every read right
+    meanwhile; the number of rounds."""
+    steps = 0
+    while _view(reader).pending_remap is not None or _view(other).pending_remap is not None:
+        key = f"k{steps % 400:04d}"
+        assert reader.get(key) == model.get(key)
+        assert other.get(key) == model.get(key)
+        steps += 1
+    return steps
+
+
 def test_other_handles_remap_in_steps_and_stay_exact(
     store_path: Path, monkeypatch: pytest.MonkeyPatch, open_files: Any
 ) -> None:
@@ -98,15 +124,7 @@ def test_other_handles_remap_in_steps_and_stay_exact(
             model.update(batch)
         assert len(reader) == len(other) == 400
 
-        def meanwhile() -> None:
-            # Both follow the plan's rollover, then change keys the compaction copies.
-            other["k0001"] = model["k0001"] = "newer"
-            del other["k0002"]
-            del model["k0002"]
-            other["fresh"] = model["fresh"] = "during the copy"
-            assert reader["k0001"] == "newer" and "k0002" not in reader
-
-        with _during_copy(meanwhile):
+        with _during_copy(_changes_during_copy(other, reader, model)):
             result = writer.compact()
         assert result.compacted
         outputs = len(_view(writer).manifest.segments) - 2
@@ -115,13 +133,7 @@ def test_other_handles_remap_in_steps_and_stay_exact(
         assert reader_fs.hints <= 2 and _view(reader).pending_remap is not None
         other["after"] = model["after"] = "after the switch"  # the writer adopts too
         assert _view(other).pending_remap is not None
-        steps = 0
-        while _view(reader).pending_remap is not None or _view(other).pending_remap is not None:
-            key = f"k{steps % 400:04d}"
-            assert reader.get(key) == model.get(key)
-            assert other.get(key) == model.get(key)
-            steps += 1
-        assert steps > 10  # it did take steps
+        assert _step_until_remapped(reader, other, model) > 10  # it did take steps
         # No reload: the last output's hint read twice (its count of keys
         # left out, then its keys), each other output's once.
         assert reader_fs.hints <= outputs + 1 and other_fs.hints <= outputs + 1
@@ -275,14 +287,7 @@ def test_handles_opened_from_the_index_file_remap_in_steps_without_a_load(
         # Both follow that write (and its rollover, if any), as busy handles do.
         assert reader["k0000"] == other["k0000"] == "before the plan"
 
-        def meanwhile() -> None:
-            other["k0001"] = model["k0001"] = "newer"
-            del other["k0002"]
-            del model["k0002"]
-            other["fresh"] = model["fresh"] = "during the copy"
-            assert reader["k0001"] == "newer" and "k0002" not in reader
-
-        with _during_copy(meanwhile):
+        with _during_copy(_changes_during_copy(other, reader, model)):
             assert writer.compact().compacted
         loads.clear()
         outputs = len(_view(writer).manifest.segments) - 2
@@ -291,13 +296,7 @@ def test_handles_opened_from_the_index_file_remap_in_steps_without_a_load(
         assert _view(reader).pending_remap is not None and _lazy(reader)
         other["after"] = model["after"] = "after the switch"
         assert _view(other).pending_remap is not None and _lazy(other)
-        steps = 0
-        while _view(reader).pending_remap is not None or _view(other).pending_remap is not None:
-            key = f"k{steps % 400:04d}"
-            assert reader.get(key) == model.get(key)
-            assert other.get(key) == model.get(key)
-            steps += 1
-        assert steps > 10
+        assert _step_until_remapped(reader, other, model) > 10  # it did take steps
         assert loads == []  # no load, before or at the end
         assert not isinstance(_view(reader).index, LazyIndex)
         assert not isinstance(_view(other).index, LazyIndex)
