@@ -28,7 +28,8 @@ part of the table loaded alone. And a compaction switch that retires every
 segment the table names (``can_follow``) is followed in steps like any
 other (``_remap``): each key the outputs hold and this object was not told
 about is one the table holds in an input, so it is moved without a probe;
-when the remap is done this object's dict *is* the index (``settle``).
+when the remap is done the entries this object gathered are the index
+(``start_settling``, ``settle``), copied a chunk at a time.
 
 ``dict.get`` and ``in`` do not call ``__missing__``: both are overridden
 here, so every caller that treats the index as a Mapping stays correct.
@@ -106,6 +107,9 @@ class LazyIndex(dict[str, int]):
         self._gone: set[str] = set()
         #: The view's full index once materialized; this object then forwards to it.
         self.full: dict[str, int] | None = None
+        #: While a remap settles (``start_settling``): the index being built,
+        #: which every store and removal also reaches.
+        self._settling: dict[str, int] | None = None
         #: Probes left before materializing (see _PROBE_SHARE).
         self._probes_left = max(_MIN_PROBES, table.info.entries // _PROBE_SHARE)
 
@@ -116,8 +120,8 @@ class LazyIndex(dict[str, int]):
         replaced a damaged one), None when absent; remembered in the dict."""
         if self.full is not None:
             return self.full.get(key)
-        if key in self._gone or not isinstance(key, str):
-            return None
+        if key in self._gone or not isinstance(key, str) or self._settling is not None:
+            return None  # (settling: every live key of the table is in the dict)
         if self._loaded is not None:
             found = self._loaded[0].get(key)
             if found is not None:
@@ -193,6 +197,8 @@ class LazyIndex(dict[str, int]):
             return default
         dict.pop(self, key, None)
         self._gone.add(key)
+        if self._settling is not None:
+            self._settling.pop(key, None)
         return loc
 
     def __delitem__(self, key: str) -> None:
@@ -207,12 +213,16 @@ class LazyIndex(dict[str, int]):
             self.full[key] = value
         else:
             dict.__setitem__(self, key, value)
+            if self._settling is not None:
+                self._settling[key] = value
 
     def update(self, *args: Any, **kwargs: int) -> None:
         if self.full is not None:
             self.full.update(*args, **kwargs)
         else:
             dict.update(self, *args, **kwargs)
+            if self._settling is not None:
+                self._settling.update(*args, **kwargs)
 
     # -- everything else needs every key ----------------------------------------
 
@@ -292,13 +302,33 @@ class LazyIndex(dict[str, int]):
         all point into retired slots, and :meth:`settle` drops them)."""
         return list(self.full if self.full is not None else dict.keys(self))
 
+    def start_settling(self) -> None:
+        """The remap of a switch :meth:`can_follow` allowed has moved every
+        key the outputs hold: every live key is in this object's dict now.
+        The table is not probed again, and the dict is copied into the full
+        index a chunk at a time (:meth:`settle_keys`; copying 100,000 keys
+        of a dict subclass at once takes 10 ms), with every store and
+        removal from now on made in both."""
+        if self.full is None and self._settling is None:
+            self._settling = {}
+
+    def settle_keys(self, keys: list[str]) -> None:
+        """Copy the entries of ``keys`` (some of the dict's keys when
+        settling began) into the index being built."""
+        settling = self._settling
+        if self.full is None and settling is not None:
+            get = dict.get
+            for key in keys:
+                loc = get(self, key)
+                if loc is not None:
+                    settling[key] = loc
+
     def settle(self) -> None:
-        """The remap of a switch :meth:`can_follow` allowed is done: every live
-        key is in this object's dict now, which becomes the full index with
-        no load, and the table is let go."""
-        if self.full is None:
-            # dict.items: dict.copy() of a subclass would iterate via keys().
-            self._become(dict(dict.items(self)), set())
+        """Every key the dict held when settling began was copied: the built
+        index becomes the view's, with no load, and the table is let go."""
+        settling, self._settling = self._settling, None
+        if self.full is None and settling is not None:
+            self._become(settling, set())
 
     def __bool__(self) -> bool:
         if self.full is None:

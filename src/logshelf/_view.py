@@ -308,12 +308,14 @@ class View:
         # batch must never reuse the txid of a record that might resurface.
         return _Loaded(max(txid, scan.last_committed), scan.end, seal_next, hinted), scan.max_txid
 
-    def _read_hint(self, seg: Segment, limit: int, sealed: bool) -> fmt.Hint | None:
+    def _read_hint(
+        self, seg: Segment, limit: int, sealed: bool, keys_in_order: bool = False
+    ) -> fmt.Hint | None:
         try:
             data = self.fs.read_file(os.path.join(self.path, fmt.hint_name(seg.id)))
         except OSError:
             return None
-        hint = fmt.decode_hint(data)
+        hint = fmt.decode_hint(data, keys_in_order)
         if (
             hint is None
             or hint.segment_id != seg.id
@@ -520,7 +522,7 @@ class View:
             set(self.slot_ids[:inputs]),
             self.segments[:inputs],  # kept open: entries still point into them
             list(zip(slots, opened, lengths, strict=True)),
-            lambda seg, length: self._read_hint(seg, length, sealed=True),
+            lambda seg, length: self._read_hint(seg, length, True, keys_in_order=True),
             self.fs.read_file,
         )
         self.slots.extend(opened)

@@ -100,3 +100,48 @@ def test_hint_round_trip_and_damage() -> None:
         assert fmt.decode_hint(bytes(flipped)) is None
     assert fmt.decode_hint(data[:-3]) is None
     assert fmt.decode_hint(b"") is None
+
+
+@pytest.mark.parametrize("puts,deleted", [(0, 0), (5, 0), (0, 3), (7, 2), (1, 1)])
+def test_a_hint_decoded_keys_in_order_gives_the_same_keys(puts: int, deleted: int) -> None:
+    """``keys_in_order``: the put keys come a slice at a time, in order, and
+    are exactly those of an eager decode; the deleted keys are decoded at
+    once; slices out of order are refused."""
+    hint = fmt.Hint(
+        2,
+        77,
+        1000,
+        12,
+        [f"k{i}é" for i in range(puts)],
+        array("Q", [64 + 8 * i for i in range(puts)]),
+        [f"gone{i}" for i in range(deleted)],
+    )
+    data = fmt.encode_hint(hint)
+    lazy = fmt.decode_hint(data, keys_in_order=True)
+    assert lazy is not None and len(lazy.put_keys) == puts
+    assert lazy.deleted_keys == hint.deleted_keys
+    taken = [*lazy.put_keys[0:2], *lazy.put_keys[2:3], *lazy.put_keys[3:puts]]
+    assert taken == hint.put_keys
+    if puts:
+        with pytest.raises(IndexError):
+            lazy.put_keys[0:1]
+
+
+def test_a_hint_whose_keys_disagree_with_its_counts_fails_as_its_keys_are_taken() -> None:
+    """A hint with valid checksums but one key short for its count: eager
+    decoding refuses it; in order, taking the keys says so."""
+    from logshelf._hint_format import HintKeysError
+
+    keys = ["a", "b", "c", "d"]
+    forged = fmt.encode_hint(fmt.Hint(2, 77, 1000, 12, keys, array("Q", [64] * 4), []))
+    payload = forged[fmt.HINT_HEADER.size + 4 : -2]  # "d" and its separator cut
+    fields = list(fmt.HINT_HEADER.unpack_from(forged))
+    fields[-2:] = [len(payload), zlib.crc32(payload)]  # checksums made to fit
+    head = fmt.HINT_HEADER.pack(*fields)
+    bad = head + struct.pack("<I", zlib.crc32(head)) + payload
+    assert fmt.decode_hint(bad) is None
+    lazy = fmt.decode_hint(bad, keys_in_order=True)
+    assert lazy is not None  # the counts fit the bytes: found while taking
+    assert lazy.put_keys[0:2] == ["a", "b"]
+    with pytest.raises(HintKeysError):
+        lazy.put_keys[2:4]

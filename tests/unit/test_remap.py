@@ -391,3 +391,73 @@ def test_keys_left_out_vanish_for_a_lazy_handle_too(
             assert reader.get("k0003") is None
         assert not isinstance(_view(reader).index, LazyIndex)
         assert set(reader.keys()) == kept
+
+
+def test_an_output_hint_whose_keys_turn_out_wrong_midway_means_a_reload(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are decoded a chunk at a time (KeysInOrder): a mismatch found in
+    a later step makes the handle reload, and it stays exact."""
+    from logshelf._hint_format import HintKeysError, KeysInOrder
+
+    monkeypatch.setattr(_remap, "CHUNK", 16)
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, "r") as reader,
+    ):
+        model = {f"k{i:04d}": i for i in range(400)}
+        writer.update(model)
+        writer.update(model)
+        assert len(reader) == 400
+        with _during_copy(lambda: reader.get("k0000")):
+            assert writer.compact().compacted
+        taken = KeysInOrder.__getitem__
+        calls: list[int] = []
+
+        def failing(self: KeysInOrder, index: slice) -> list[str]:
+            calls.append(1)
+            if len(calls) == 3:
+                raise HintKeysError("forged")
+            return taken(self, index)
+
+        monkeypatch.setattr(KeysInOrder, "__getitem__", failing)
+        assert reader["k0001"] == 1
+        while _view(reader).pending_remap is not None:
+            assert reader.get("k0002") == 2
+        assert len(calls) == 3  # the reload took no more keys in order
+        assert dict(reader.items()) == model
+
+
+def test_writes_while_a_lazy_handle_settles_are_kept(
+    store_path: Path, indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lazy writer puts and deletes keys at every step of its remap,
+    including those where its entries are being copied into the index it
+    settles into: none is lost or comes back."""
+    monkeypatch.setattr(_remap, "CHUNK", 16)
+    model = indexed
+    with (
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as writer,
+        logshelf.open(store_path, max_segment_size=SEG, auto_compact=None) as other,
+    ):
+        assert _lazy(other)
+        with _during_copy(lambda: other.get("k0000")):
+            assert writer.compact().compacted
+        view = _view(other)
+        other["after"] = model["after"] = "adopts the switch"
+        assert view.pending_remap is not None and _lazy(other)
+        steps = while_settling = 0
+        while view.pending_remap is not None:
+            index = view.index
+            if isinstance(index, LazyIndex) and index._settling is not None:
+                while_settling += 1
+            other[f"w{steps}"] = model[f"w{steps}"] = steps
+            if steps % 3 == 0:
+                del other[f"k{steps:04d}"]
+                del model[f"k{steps:04d}"]
+            steps += 1
+        assert while_settling > 1
+        assert not isinstance(view.index, LazyIndex)
+        assert dict(other.items()) == model
+    with logshelf.open(store_path, "r") as again:
+        assert dict(again.items()) == model
