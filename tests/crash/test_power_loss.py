@@ -18,7 +18,10 @@ materialised in a fresh directory and opened writable, and must:
   mode, every batch acknowledged before a returned ``sync()`` or ``close()``;
 * pass ``verify()``, accept a write, and keep all of it over a normal reopen;
 * (``crash_recovery``) survive a second power loss at any operation of that
-  first open, still holding what it found.
+  first open, still holding what it found;
+* (``probe_first``, stores with an INDEX file) read each key alone as the
+  full index reads it, and read the same when a reader opens the image
+  before any writer.
 
 Freezing the model at every operation of one run is equivalent to crashing
 the run there, because nothing after the crash reaches the disk;
@@ -56,6 +59,8 @@ import pytest
 
 import logshelf
 from logshelf import _format as fmt
+from logshelf import _index_file
+from logshelf._lazy_index import LazyIndex
 
 from ._helpers import read_all
 from ._powerloss import (
@@ -72,6 +77,7 @@ SEGMENT = 4096  # max_segment_size: small, so that the workload rolls over often
 STORE = "store.db"  # the store's name under the simulated disk's root
 KEYS = [f"k{i:02d}" for i in range(14)]
 MARKER_KEY = "written-after-the-crash"
+_ABSENT = object()
 
 # Image variants checked at every crash point: the extremes (file data synced
 # only / all of it, directory changes synced only / all of them / only the
@@ -395,6 +401,12 @@ class Checker:
     recoveries: int = 0  # first opens that did recovery work
     tails_cut: int = 0  # first opens that cut a torn tail
     rollovers_finished: int = 0  # first opens that created a segment (finishing a rollover)
+    # With an INDEX file (index_file_for_small_stores): every key of the
+    # workload is first read alone, through the table's probes, and must
+    # read as the full index then reads it.
+    probe_first: bool = False
+    lazy_opens: int = 0  # first opens of an image from its INDEX file
+    lazy_reads: int = 0  # of them, by a reader before any writer
 
     def check(self, point: CrashPoint, file_mode: str, dir_mode: str, seed: int) -> None:
         image = build_image(point.state, file_mode, dir_mode, random.Random(seed))
@@ -431,8 +443,13 @@ class Checker:
                 disk, recovery, self.durability, progress, check_model=False
             )
         try:
+            seen_by_reader = self._read_only(store, disk) if self.probe_first else None
             with self._open(store, "c", disk) as db:
+                probed = self._probe_each_key(db) if self.probe_first else None
                 content = read_all(db)
+                if probed is not None:
+                    assert probed == content, f"probes read {probed}, the full index {content}"
+                    assert seen_by_reader in (None, content), f"a reader read {seen_by_reader}"
                 matches = [k for k, state in enumerate(self.states) if state == content]
                 assert matches, f"the store holds no prefix of the batches: {content}"
                 assert db.verify() == []
@@ -449,6 +466,8 @@ class Checker:
             disk.on_operation = None
             with self._open(store, "w", disk) as db:
                 expected = {**content, MARKER_KEY: "after"}
+                if self.probe_first:
+                    assert self._probe_each_key(db, count=False) == expected, "probes differ"
                 assert read_all(db) == expected, "a write after recovery was lost"
                 assert db.verify() == []
         except Exception as exc:
@@ -457,6 +476,33 @@ class Checker:
         if self.crash_recovery and recovered:
             self._check_recovery(root, recovery, content, where)
         return matches
+
+    def _read_only(self, store: Path, disk: SimulatedDisk) -> dict[str, Any] | None:
+        """What a reader that opens the image before any writer reads, key by
+        key and then whole (None where a reader cannot open it)."""
+        try:
+            db = self._open(store, "r", disk)
+        except logshelf.StoreNotFoundError:  # power lost before it was created
+            return None
+        with db:
+            if isinstance(db._engine._view.index, LazyIndex):
+                self.lazy_reads += 1
+            probed = self._probe_each_key(db, count=False)
+            content = read_all(db)
+            assert probed == content, f"a reader's probes read {probed}, its full index {content}"
+        return content
+
+    def _probe_each_key(self, db: logshelf.Shelf, count: bool = True) -> dict[str, Any]:
+        """Every key any state holds, read one at a time (``get``): from a
+        handle opened from the INDEX file, each is probed in the table."""
+        if count and isinstance(db._engine._view.index, LazyIndex):
+            self.lazy_opens += 1
+        probed = {}
+        for key in sorted({MARKER_KEY}.union(*self.states)):
+            value = db.get(key, _ABSENT)
+            if value is not _ABSENT:
+                probed[key] = value
+        return probed
 
     def _count_recovery_work(self, operations: list[str]) -> None:
         """Note what a first open did (so tests can tell what they covered)."""
@@ -476,6 +522,7 @@ class Checker:
         workdir = root.with_name(root.name + "-recovery")
         workdir.mkdir()
         inner = Checker(workdir, [content, {**content, MARKER_KEY: "after"}], self.durability)
+        inner.probe_first = self.probe_first
         try:
             check_points(inner, points, self.recovery_variants, seed=self.opened)
         except AssertionError as exc:
@@ -521,6 +568,7 @@ def sweep(
     durability: str,
     random_variants: int,
     crash_recovery: bool = False,
+    probe_first: bool = False,
 ) -> tuple[Recording, Checker]:
     """Record one workload and check all its crash points (the extreme images
     and ``random_variants`` random ones each, as many for a crash during
@@ -528,6 +576,7 @@ def sweep(
     actions, states = make_workload(seed, batches)
     recording = record(tmp_path / f"live-{durability}-{seed}", actions, durability)
     checker = Checker(tmp_path, states, durability, crash_recovery, random_variants)
+    checker.probe_first = probe_first
     check_points(checker, recording.points, random_variants, seed)
     return recording, checker
 
@@ -581,6 +630,54 @@ def test_power_loss_while_recovering_from_a_power_loss(scratch: Path, durability
     assert checker.tails_cut > 5
     assert checker.rollovers_finished > 0
     assert checker.recovery_points > 5 * checker.recoveries
+
+
+@pytest.fixture
+def index_file_for_small_stores(monkeypatch: pytest.MonkeyPatch, request: Any) -> None:
+    """The workload's stores get an INDEX file, as stores of MIN_KEYS keys
+    do, at every close of a handle with its full index; with ``"every
+    close"``, also at the close of a handle still opened from the file
+    (TAIL_LIMIT 0), else such a handle leaves the file and the next open
+    scans the tail after it."""
+    monkeypatch.setattr(_index_file, "MIN_KEYS", 1)
+    if request.param == "every close":
+        monkeypatch.setattr(_index_file, "TAIL_LIMIT", 0)
+
+
+@pytest.mark.parametrize(
+    ("durability", "seed", "index_file_for_small_stores"),
+    [("always", 1, "every close"), ("none", 2, "tail kept")],
+    indirect=["index_file_for_small_stores"],
+)
+def test_power_loss_with_an_index_file(
+    scratch: Path, durability: str, seed: int, index_file_for_small_stores: None
+) -> None:
+    """The same checks where closes write the INDEX file and opens use it
+    (docs/format.md §5.1): every image opens from the file when it describes
+    the image's MANIFEST, and else as before; a reader that opens it before
+    any writer and the writer after it read the same; every key read alone
+    (a probe of the table) reads as the full index reads it, and that is a
+    prefix of the batches including every durable one."""
+    recording, checker = sweep(scratch, seed, 45, durability, random_variants=2, probe_first=True)
+    assert sum(op.endswith(f"-> {STORE}/{fmt.TABLE_NAME}") for op in recording.operations) > 2
+    # Most images were written after a rollover the file does not describe
+    # (segments of 4 KiB): 80 to 170 of about 900 open from it.
+    assert checker.lazy_opens > 50
+    assert checker.lazy_reads > 50
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)  # about 20 s on the 2-core machine
+@pytest.mark.parametrize("index_file_for_small_stores", ["every close"], indirect=True)
+def test_power_loss_while_recovering_with_an_index_file(
+    scratch: Path, index_file_for_small_stores: None
+) -> None:
+    """Second power losses during a first open from the INDEX file."""
+    _, checker = sweep(
+        scratch, 23, 8, "none", random_variants=1, crash_recovery=True, probe_first=True
+    )
+    assert checker.recoveries > 0
+    assert checker.lazy_opens > 10
 
 
 @pytest.mark.slow
