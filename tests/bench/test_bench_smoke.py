@@ -107,6 +107,7 @@ def test_floor_script_runs_every_step() -> None:
     for line in (
         "+ size check (lseek): the floor",
         "logshelf, transactions of 100",
+        "logshelf, write(2) replaced by a shared-map copy",
         "logshelf, db[key]",
         "no lock: the same step, timed",
     ):
