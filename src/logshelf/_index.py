@@ -90,9 +90,9 @@ def entries(offsets: array[int], slot: int) -> Iterable[int]:
     loop: slot 0 needs nothing, and otherwise the slot goes into the top
     three bytes of each little-endian 8-byte item with three extended-slice
     stores (1.7 ms at 100,000 keys with the checks, against 5 ms for
-    ``base | off`` per key).
-    That equals the ``|`` only for offsets below 2**40, which every valid
-    hint has; any other array takes the loop, with the same result.
+    ``base | off`` per key). That equals the ``|`` only for offsets below
+    2**40, which every valid hint has; any other array takes the loop, with
+    the same result.
     """
     if not slot:
         return offsets
