@@ -29,10 +29,10 @@ from . import _compaction, _forking, _inspect
 from . import _format as fmt
 from ._buffer_format import BUFFERS, Buffered
 from ._index import OFFSET_MASK, SLOT_SHIFT
-from ._index_file import load_index, open_view
+from ._index_file import load_index, open_view, remove_stale_table
 from ._options import Options
 from ._records import Record, delete_record, encode_key, new_record
-from ._segment_set import ensure_store
+from ._segment_set import collect_garbage, ensure_store
 from ._signing import Signer, latest_signed, open_signer
 from ._txn import Transaction
 from ._view import HEADER_END, View
@@ -132,7 +132,10 @@ class Engine:
                     view.index or view.end > HEADER_END or len(view.segments) > 1
                 ):
                     writer.roll(drop_old=True)
-                writer.collect_garbage()
+                # Unreferenced files go, unless a compaction runs (_segment_set).
+                live = {seg.id for seg in view.segments}
+                if collect_garbage(self._fs, self.path, live, writer.compaction_lock()):
+                    remove_stale_table(view)
                 # Under the lock: a new signed store gets its identity once.
                 empty = not view.index and view.end <= HEADER_END and len(view.segments) == 1
                 view.signer = open_signer(self.options, self.path, True, empty)

@@ -21,7 +21,7 @@ from . import _format as fmt
 from . import _index
 from ._buffer_format import BUFFERS, pack_parts
 from ._fs import FileSystem
-from ._index_file import remove_stale_table, write_table_at_close
+from ._index_file import write_table_at_close
 from ._locking import ExclusiveFileLock, WriterLock
 from ._options import Options
 from ._pieces import pieces
@@ -29,7 +29,6 @@ from ._records import Record
 from ._segment import Segment, check_tail
 from ._segment_set import (
     SealedHint,
-    collect_garbage,
     remove_segments,
     seal_record,
     sealed_hint,
@@ -590,9 +589,3 @@ class Writer:
         """The lock that keeps two compactions (and garbage collection) apart."""
         opts, path = self.options, os.path.join(self.path, fmt.COMPACT_LOCK_NAME)
         return ExclusiveFileLock(path, opts.lock_backend, self.fs, opts.mode)
-
-    def collect_garbage(self) -> None:
-        """Delete unreferenced files, unless a compaction runs (_segment_set)."""
-        live = {seg.id for seg in self.view.segments}
-        if collect_garbage(self.fs, self.path, live, self.compaction_lock()):
-            remove_stale_table(self.view)
