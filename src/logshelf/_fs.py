@@ -14,6 +14,7 @@ import mmap
 import os
 import sys
 import time
+from collections.abc import Callable
 
 try:
     import fcntl
@@ -27,6 +28,28 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 
 # One write(2) moves at most 0x7ffff000 bytes on Linux; larger values need a loop.
 _MAX_WRITE = 1 << 30
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+_range_call: list[Callable[[int, int, int, int], int] | None] = []
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` through ctypes (the os module has no
+    binding), looked up once; None off Linux or without ctypes."""
+    if not _range_call:
+        call = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                call = ctypes.CDLL(None).sync_file_range
+                call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+                call.restype = ctypes.c_int
+            except (ImportError, OSError, AttributeError):
+                call = None
+        _range_call.append(call)
+    return _range_call[0]
 
 
 class FileSystem:
@@ -110,6 +133,17 @@ class FileSystem:
     def fsync(self, fd: int) -> None:
         """Make a file's data and metadata durable."""
         os.fsync(fd)
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        """Ask the kernel to start writing ``length`` bytes at ``offset`` to
+        the disk, without waiting: Linux's ``sync_file_range`` with
+        ``SYNC_FILE_RANGE_WRITE``, which keeps the pages cached. Not a sync
+        (nothing becomes durable by it, and it reports no earlier write
+        error); a no-op where the call does not exist, and failures are
+        ignored, since the sync that follows meets them anyway."""
+        call = _sync_file_range()
+        if call is not None:
+            call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
     def sync_directory(self, path: str) -> None:
         """Make a directory's entries (created, renamed, removed files) durable."""

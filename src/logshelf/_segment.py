@@ -71,6 +71,8 @@ class Segment:
         self.mapped_end = 0
         #: Reads since the last remap that missed the mapping.
         self._preads = 0
+        #: Where the writeback the writer last started ends (start_writeback).
+        self.writeback_from = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -132,6 +134,19 @@ class Segment:
     def append(self, data: bytes) -> None:
         """Append bytes at the end of the file (the caller holds the writer lock)."""
         self.fs.append(self.fd, data)
+
+    def start_writeback(self, end: int) -> None:
+        """Start the kernel writing ``[writeback_from, end)`` to disk, without
+        waiting (``FileSystem.start_writeback``): the writer does it every
+        ``_writer._WRITE_BEHIND`` bytes, so that the sync of a rollover or a
+        close finds little left to write (a rollover of a 128 MiB segment
+        written with ``durability="none"`` took 110-150 ms here, 2-3 ms
+        with it)."""
+        start, self.writeback_from = self.writeback_from, end
+        try:
+            self.fs.start_writeback(self.fd, start, end - start)
+        except OSError:
+            pass  # a hint only: the sync that must follow reports any failure
 
     def truncate(self, length: int) -> None:
         """Cut the file back to ``length``, never below committed data."""

@@ -114,6 +114,15 @@ def test_floor_script_runs_every_step() -> None:
         assert line in done.stdout, (line, done.stdout)
 
 
+def test_rollover_script_runs_and_checks_its_store() -> None:
+    """bench_rollover.py --quick finishes (it reopens the store it wrote and
+    checks it) and prints a line per run."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_rollover.py"), "--quick"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "close ms" in done.stdout and done.stdout.rstrip().splitlines()[-1].split()[0] == "0"
+
+
 def test_compaction_script_runs_and_reports_lock_holds(tmp_path: Path) -> None:
     """bench_compaction.py --quick finishes (every compacted value is checked
     inside it) and reports the compacting process's writer-lock holds, which

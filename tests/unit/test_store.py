@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 import logshelf
-from logshelf import _codecs
+from logshelf import _codecs, _writer
 from logshelf import _format as fmt
 from logshelf._fs import FileSystem
 
@@ -483,6 +484,80 @@ def test_interval_durability_syncs_once_the_interval_has_passed(
         for i in range(5):
             db[f"k{i}"] = i
         assert calls == []
+
+
+class _Writebacks(FileSystem):
+    """Records every ``start_writeback`` as (fd, offset, length); with
+    ``fail``, each raises instead."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        self.fail = fail
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        self.calls.append((fd, offset, length))
+        if self.fail:
+            raise OSError(5, "injected EIO")
+        super().start_writeback(fd, offset, length)
+
+
+def test_writeback_is_started_as_each_segment_grows(store_path: Path) -> None:
+    """With ``durability="none"`` the writer asks the kernel to start writing
+    what it appends, every ``_WRITE_BEHIND`` bytes (so that the sync of a
+    rollover or close has little left): single puts and batches alike, in
+    ranges that follow each other without a gap, each segment from its start."""
+    fs = _Writebacks()
+    value = b"v" * (16 << 10)
+    assert _writer._WRITE_BEHIND == 256 << 10  # the sizes below assume it
+    with logshelf.open(store_path, durability="none", max_segment_size=1 << 20, _fs=fs) as db:
+        for i in range(40):
+            db[f"one{i}"] = value
+        after_puts = len(fs.calls)
+        for i in range(0, 40, 4):
+            db.update({f"batch{i + j}": value for j in range(4)})
+        assert after_puts >= 2 and len(fs.calls) >= after_puts + 2, fs.calls
+        segments = [seg.fd for seg in db._engine._view.segments]
+    by_fd: dict[int, list[tuple[int, int]]] = {}
+    for fd, offset, length in fs.calls:
+        by_fd.setdefault(fd, []).append((offset, length))
+    assert len(by_fd) >= 2, fs.calls  # 1.25 MiB in segments of 1 MiB: a rollover
+    for ranges in by_fd.values():
+        assert ranges[0][0] == 0
+        for (offset, length), (next_offset, _) in itertools.pairwise(ranges):
+            assert next_offset == offset + length
+        assert all(length >= _writer._WRITE_BEHIND for _, length in ranges)
+    assert len(segments) >= 2
+
+
+def test_a_failed_writeback_request_costs_nothing(store_path: Path) -> None:
+    """``start_writeback`` is a hint: when it fails, writes still succeed,
+    and the sync at close (which would meet a real I/O error) is unaffected."""
+    fs = _Writebacks(fail=True)
+    value = b"w" * (256 << 10)
+    with logshelf.open(store_path, durability="none", _fs=fs) as db:
+        for i in range(12):
+            db[f"k{i}"] = value
+    assert fs.calls
+    with logshelf.open(store_path, "r") as db:
+        assert dict(db) == {f"k{i}": value for i in range(12)}
+
+
+def test_start_writeback_calls_the_kernel_on_linux(tmp_path: Path) -> None:
+    """The real call: ``sync_file_range`` is found on Linux (else the method
+    is a no-op) and accepts a range of a file just written."""
+    from logshelf import _fs
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"x" * 8192)
+        FileSystem().start_writeback(fd, 0, 8192)
+        if sys.platform.startswith("linux"):
+            call = _fs._sync_file_range()
+            assert call is not None
+            assert call(fd, 0, 8192, _fs._SYNC_FILE_RANGE_WRITE) == 0
+    finally:
+        os.close(fd)
 
 
 def test_segments_roll_over(store_path: Path) -> None:
