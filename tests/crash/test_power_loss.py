@@ -521,8 +521,12 @@ class Checker:
         """A second power loss, during the first open after the first one."""
         workdir = root.with_name(root.name + "-recovery")
         workdir.mkdir()
-        inner = Checker(workdir, [content, {**content, MARKER_KEY: "after"}], self.durability)
-        inner.probe_first = self.probe_first
+        inner = Checker(
+            workdir,
+            [content, {**content, MARKER_KEY: "after"}],
+            self.durability,
+            probe_first=self.probe_first,
+        )
         try:
             check_points(inner, points, self.recovery_variants, seed=self.opened)
         except AssertionError as exc:
@@ -575,8 +579,9 @@ def sweep(
     recovery); return the recording and the checker (for their counters)."""
     actions, states = make_workload(seed, batches)
     recording = record(tmp_path / f"live-{durability}-{seed}", actions, durability)
-    checker = Checker(tmp_path, states, durability, crash_recovery, random_variants)
-    checker.probe_first = probe_first
+    checker = Checker(
+        tmp_path, states, durability, crash_recovery, random_variants, probe_first=probe_first
+    )
     check_points(checker, recording.points, random_variants, seed)
     return recording, checker
 
